@@ -1,0 +1,44 @@
+// Command abimage builds what abboot boots: UKIs, disk images, verity trees
+// and update bundles. It runs on the build machine, needs no root and
+// touches only the files it is given.
+//
+//	abimage uki --kernel K --initrd I --cmdline C [--osrel F] [--stub S] -o OUT.efi
+//	abimage disk --esp-file EFI/abboot/a.efi=PATH ... -o disk.img
+package main
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+)
+
+var commands = map[string]func(args []string) error{
+	"uki":  ukiCmd,
+	"disk": diskCmd,
+}
+
+func usage() string {
+	var names []string
+	for n := range commands {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return "usage: abimage " + strings.Join(names, "|") + " [flags]"
+}
+
+func main() {
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, usage())
+		os.Exit(2)
+	}
+	cmd, ok := commands[os.Args[1]]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "abimage: unknown command %q; %s\n", os.Args[1], usage())
+		os.Exit(2)
+	}
+	if err := cmd(os.Args[2:]); err != nil {
+		fmt.Fprintf(os.Stderr, "abimage %s: %v\n", os.Args[1], err)
+		os.Exit(1)
+	}
+}

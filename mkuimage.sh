@@ -1,0 +1,160 @@
+#!/usr/bin/env bash
+# mkuimage.sh builds abboot's initramfs and a unified kernel image (UKI)
+# around it: systemd's UEFI stub with .linux, .initrd, .cmdline and .osrel.
+#
+#   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi]
+#
+# The initramfs holds abboot's init as PID 1, abctl, a rescue shell (gosh),
+# the demo OS (images/demo), efibootmgr (so operators can inspect entries
+# with the tool they know) and the kernel modules the init loads, with
+# their dependencies. Environment:
+#
+#   KERNEL=path/bzImage MODULES=path/lib/modules/VER   bring your own kernel
+#                         (MODULES must hold modules.dep: run depmod first)
+#   ABBOOT_CACHE=dir      cache (default .cache, git-ignored)
+#   ABBOOT_MODULES="..."  modules the init loads (default below)
+#
+# Without KERNEL, Debian's current linux-image-amd64 kernel is fetched with
+# `apt-get download` into the cache and unpacked there: no root install.
+# Every step is cached, so a second run with the same inputs only
+# reassembles what changed. The paths of the outputs are printed at the end.
+set -euo pipefail
+
+cd "$(dirname "$0")"
+ROOT=$PWD
+CACHE=${ABBOOT_CACHE:-$ROOT/.cache}
+VERSION=1
+EXTRA=""
+OUT=""
+MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs nls_cp437 nls_ascii vfat i6300esb"}
+BASE_CMDLINE="console=ttyS0,115200 panic=10 loglevel=4"
+
+die() { echo "mkuimage.sh: $*" >&2; exit 1; }
+need() { # need PROGRAM DEBIAN-PACKAGE
+	command -v "$1" >/dev/null 2>&1 || PATH=$PATH:/usr/sbin:/sbin command -v "$1" >/dev/null 2>&1 ||
+		die "$1 not found: apt-get install $2"
+}
+
+while getopts "v:c:o:h" opt; do
+	case $opt in
+	v) VERSION=$OPTARG ;;
+	c) EXTRA=$OPTARG ;;
+	o) OUT=$OPTARG ;;
+	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	esac
+done
+[[ $VERSION =~ ^[A-Za-z0-9._~-]+$ ]] || die "version $VERSION: use letters, digits and . _ ~ -"
+OUT=${OUT:-$ROOT/out/abboot-v$VERSION.efi}
+export PATH=$PATH:/usr/sbin:/sbin
+
+need go golang
+need objcopy binutils
+need cpio cpio
+need depmod kmod
+need modprobe kmod
+need zstd zstd
+need dpkg-deb dpkg
+need efibootmgr efibootmgr
+[[ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]] || die "UEFI stub missing: apt-get install systemd-boot-efi"
+mkdir -p "$CACHE" "$(dirname "$OUT")"
+
+# 1. The kernel and its modules.
+if [[ -n ${KERNEL:-} ]]; then
+	[[ -n ${MODULES:-} ]] || die "KERNEL is set: set MODULES=path/lib/modules/VERSION too"
+	[[ -f $MODULES/modules.dep ]] || die "$MODULES/modules.dep missing: run depmod -b for that tree"
+	KVER=$(basename "$MODULES")
+	MODROOT=$(cd "$MODULES/../../.." && pwd)
+	[[ -d $MODROOT/lib/modules/$KVER ]] || die "MODULES must end in lib/modules/VERSION"
+else
+	need apt-get apt
+	PKG=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-[0-9]/ {print $2; exit}')
+	[[ -n $PKG ]] || die "apt does not know linux-image-amd64: run apt-get update"
+	KDIR=$CACHE/kernel/$PKG
+	if [[ ! -e $KDIR/.done ]]; then
+		echo "mkuimage.sh: fetching $PKG with apt-get download" >&2
+		rm -rf "$KDIR" && mkdir -p "$KDIR"
+		# apt drops privileges to _apt for downloads; a root-owned cache
+		# directory is then not writable, which only costs a warning.
+		(cd "$KDIR" && apt-get download -qq "$PKG" 2>&1 | grep -v 'unsandboxed' >&2 || true)
+		deb=$(ls "$KDIR"/*.deb 2>/dev/null | head -1)
+		[[ -n $deb ]] || die "apt-get download $PKG failed"
+		dpkg-deb -x "$deb" "$KDIR/root"
+		rm -f "$deb"
+		KVER=$(ls "$KDIR/root/lib/modules")
+		depmod -b "$KDIR/root" "$KVER"
+		touch "$KDIR/.done"
+	fi
+	KVER=$(ls "$KDIR/root/lib/modules")
+	KERNEL=$KDIR/root/boot/vmlinuz-$KVER
+	MODROOT=$KDIR/root
+fi
+[[ -f $KERNEL ]] || die "kernel $KERNEL not found"
+
+# 2. The modules the init loads, with their dependencies, in a tree of
+# their own with its own small modules.dep.
+MODKEY=$(echo "$KVER $MODS" | sha256sum | cut -c1-16)
+STAGE=$CACHE/modules-$MODKEY
+if [[ ! -e $STAGE/.done ]]; then
+	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
+	for m in $MODS; do
+		deps=$(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" 2>&1) || die "module $m: $deps"
+		while read -r kind path _; do
+			[[ $kind == insmod ]] || continue
+			rel=${path#"$MODROOT/lib/modules/$KVER/"}
+			mkdir -p "$STAGE/lib/modules/$KVER/$(dirname "$rel")"
+			cp "$path" "$STAGE/lib/modules/$KVER/$rel"
+		done <<<"$deps"
+		echo "$m" >>"$STAGE/lib/modules-load.d/abboot.conf"
+	done
+	cp "$MODROOT/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$STAGE/lib/modules/$KVER/" 2>/dev/null || true
+	depmod -b "$STAGE" "$KVER"
+	touch "$STAGE/.done"
+fi
+
+# 3. The Go part of the initramfs (u-root's mkuimage, busybox mode),
+# cached by the hash of every input.
+SRCKEY=$( (cat go.mod go.sum mkuimage.sh; git ls-files -co --exclude-standard -- '*.go' 2>/dev/null | sort | xargs cat; echo "$MODKEY") | sha256sum | cut -c1-16)
+BASE=$CACHE/initramfs-$SRCKEY.cpio.zst
+if [[ ! -e $BASE ]]; then
+	echo "mkuimage.sh: building the initramfs" >&2
+	build=$(mktemp -d "$CACHE/build.XXXXXX")
+	trap 'rm -rf "$build"' EXIT
+	go tool mkuimage -build=bb -defaultsh=gosh -initcmd=uinit -uinitcmd="" \
+		-files "$STAGE/lib/modules:lib/modules" \
+		-files "$STAGE/lib/modules-load.d:lib/modules-load.d" \
+		-files "$(command -v efibootmgr):usr/bin/efibootmgr" \
+		-o "$build/base.cpio" \
+		./uinit ./cmds/abctl ./images/demo \
+		github.com/u-root/u-root/cmds/core/gosh \
+		github.com/u-root/u-root/cmds/core/ls \
+		github.com/u-root/u-root/cmds/core/cat \
+		github.com/u-root/u-root/cmds/core/dmesg \
+		github.com/u-root/u-root/cmds/core/mount >"$build/log" 2>&1 || { cat "$build/log" >&2; die "mkuimage failed"; }
+	zstd -q -19 -T0 "$build/base.cpio" -o "$build/base.cpio.zst"
+	mv "$build/base.cpio.zst" "$BASE"
+	rm -rf "$build"
+fi
+
+# 4. The image's own layer: its os-release and the OS init the demo uses.
+# The kernel unpacks concatenated cpio archives in order; the small
+# uncompressed one goes first, as early microcode does, because the kernel
+# does not reliably find an archive that follows a compressed stream.
+tmp=$(mktemp -d "$CACHE/img.XXXXXX")
+trap 'rm -rf "$tmp" ${build:+"$build"}' EXIT
+mkdir -p "$tmp/root/etc" "$tmp/root/sbin"
+printf 'ID=abboot-demo\nNAME="abboot demo"\nVERSION_ID=%s\n' "$VERSION" >"$tmp/root/etc/os-release"
+ln -s /bbin/demo "$tmp/root/sbin/init"
+(cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$tmp/layer.cpio"
+cat "$tmp/layer.cpio" "$BASE" >"$tmp/initrd"
+cp "$tmp/root/etc/os-release" "$tmp/osrel"
+
+# 5. The UKI.
+mkdir -p "$CACHE/bin"
+go build -o "$CACHE/bin/abimage" ./cmds/abimage
+"$CACHE/bin/abimage" uki --kernel "$KERNEL" --initrd "$tmp/initrd" \
+	--cmdline "$BASE_CMDLINE${EXTRA:+ $EXTRA}" --osrel "$tmp/osrel" -o "$OUT"
+
+echo "mkuimage.sh: kernel $KVER" >&2
+echo "mkuimage.sh: initramfs $BASE ($(du -h "$BASE" | cut -f1))" >&2
+echo "mkuimage.sh: UKI $OUT ($(du -h "$OUT" | cut -f1)) version $VERSION" >&2
+echo "$OUT"

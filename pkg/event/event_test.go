@@ -1,0 +1,75 @@
+package event
+
+import (
+	"bytes"
+	"testing"
+)
+
+func TestFormatParse(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		kv   []any
+		want string
+	}{
+		{"start", []any{"running", "a", "elapsed_ms", 41}, "abboot: event=start running=a elapsed_ms=41"},
+		{"repair", []any{"what", "Boot0001 \"abboot A\""}, `abboot: event=repair what="Boot0001 \"abboot A\""`},
+		{"rescue", []any{"reason"}, `abboot: event=rescue reason=""`},
+	} {
+		got := Format(tc.name, tc.kv...)
+		if got != tc.want {
+			t.Errorf("Format = %s, want %s", got, tc.want)
+		}
+		m, ok := Parse("[    1.2] " + got)
+		if !ok || m["event"] != tc.name {
+			t.Fatalf("Parse(%q) = %v, %v", got, m, ok)
+		}
+		for i := 0; i+1 < len(tc.kv); i += 2 {
+			k := tc.kv[i].(string)
+			if want := fmtValue(tc.kv[i+1]); m[k] != want {
+				t.Errorf("Parse: %s=%q, want %q", k, m[k], want)
+			}
+		}
+	}
+}
+
+func fmtValue(v any) string {
+	var b bytes.Buffer
+	New(&b).Log("x", "k", v)
+	m, _ := Parse(b.String()[:b.Len()-1])
+	return m["k"]
+}
+
+func TestParseNotEvent(t *testing.T) {
+	if _, ok := Parse("abboot-demo: up version=1"); ok {
+		t.Error("Parse accepted a line without an event")
+	}
+}
+
+func FuzzParse(f *testing.F) {
+	f.Add(`abboot: event=select running=a best=b reason="x y"`)
+	f.Fuzz(func(t *testing.T, s string) {
+		m, ok := Parse(s)
+		if !ok {
+			return
+		}
+		// Whatever parsed must survive a round trip through Format.
+		kv := []any{}
+		for k, v := range m {
+			if k != "event" && k != "" && !bytes.ContainsAny([]byte(k), " =\"\t\r\n\\") {
+				kv = append(kv, k, v)
+			}
+		}
+		if _, ok := m["event"]; !ok {
+			return
+		}
+		m2, ok := Parse(Format(m["event"], kv...))
+		if !ok {
+			t.Fatalf("Format output did not parse")
+		}
+		for i := 0; i < len(kv); i += 2 {
+			if m2[kv[i].(string)] != kv[i+1].(string) {
+				t.Fatalf("round trip of %q: %v != %v", s, m2, m)
+			}
+		}
+	})
+}

@@ -1,0 +1,617 @@
+package gpt
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"reflect"
+	"testing"
+
+	"github.com/abboot/abboot/pkg/guid"
+)
+
+// memFile is an in-memory disk.
+type memFile struct{ b []byte }
+
+func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
+	if off < 0 || off > int64(len(m.b)) {
+		return 0, io.EOF
+	}
+	n := copy(p, m.b[off:])
+	if n < len(p) {
+		return n, io.EOF
+	}
+	return n, nil
+}
+
+func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
+	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
+		return 0, fmt.Errorf("write of %d bytes at %d past the end of a %d-byte disk", len(p), off, len(m.b))
+	}
+	return copy(m.b[off:], p), nil
+}
+
+func (m *memFile) Sync() error { return nil }
+
+func (m *memFile) clone() *memFile { return &memFile{append([]byte(nil), m.b...)} }
+
+// testParts is a typical abboot disk: ESP, two roots, a data partition
+// at entry 5 (a gap in the numbering).
+func testParts() []Partition {
+	return []Partition{
+		{Type: TypeESP, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000001"), Name: "ESP"},
+		{Type: TypeRootX86_64, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000002"), Name: "abboot-root-a",
+			Attributes: WithSlotBits(0, 2, 0, true)},
+		{Type: TypeRootX86_64, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000003"), Name: "abboot-root-b",
+			Attributes: WithSlotBits(1, 1, 3, false)},
+		{Number: 5, Type: TypeLinuxData, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000005"), Name: "données"},
+	}
+}
+
+var testDiskGUID = guid.MustParse("d15c0000-0000-4000-8000-00000000d15c")
+
+// newImage returns an in-memory disk of 8 MiB with testParts laid out.
+func newImage(t testing.TB, sectorSize int) (*memFile, []Partition) {
+	t.Helper()
+	const size = 8 << 20
+	parts := testParts()
+	if err := Layout(size, sectorSize, parts, []int64{2 << 20, 1 << 20, 1 << 20, 100 << 10}); err != nil {
+		t.Fatal(err)
+	}
+	m := &memFile{make([]byte, size)}
+	if err := Create(m, size, sectorSize, testDiskGUID, parts); err != nil {
+		t.Fatal(err)
+	}
+	parts[3].Number = 5
+	for i := range 3 {
+		parts[i].Number = i + 1
+	}
+	return m, parts
+}
+
+func openMem(t testing.TB, m *memFile, sectorSize int, writable bool) *Disk {
+	t.Helper()
+	d, err := OpenFile(m, "mem", int64(len(m.b)), sectorSize, writable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d
+}
+
+func readMem(t testing.TB, m *memFile) *Table {
+	t.Helper()
+	tab, err := openMem(t, m, 0, false).Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tab
+}
+
+func TestCreateRead(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		t.Run(fmt.Sprint(ss), func(t *testing.T) {
+			m, parts := newImage(t, ss)
+			tab := readMem(t, m)
+			n := uint64(16384 / ss)
+			last := uint64(len(m.b)/ss) - 1
+			if tab.SectorSize != ss || tab.DiskGUID != testDiskGUID || tab.FirstUsableLBA != 2+n ||
+				tab.LastUsableLBA != last-1-n || tab.EntryCount != 128 || tab.EntrySize != 128 {
+				t.Errorf("table = %+v", tab)
+			}
+			if tab.NeedsRepair() {
+				t.Errorf("fresh table needs repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
+			}
+			if !reflect.DeepEqual(tab.Partitions, parts) {
+				t.Errorf("partitions:\n got %v\nwant %v", tab.Partitions, parts)
+			}
+			if p := tab.Partitions[0]; p.Start(ss) != 1<<20 || p.Size(ss) != 2<<20 {
+				t.Errorf("ESP at %d size %d, want 1 MiB, 2 MiB", p.Start(ss), p.Size(ss))
+			}
+			if p, ok := tab.ByName("abboot-root-b"); !ok || p.Number != 3 {
+				t.Errorf("ByName(abboot-root-b) = %v, %v", p, ok)
+			}
+			if p, ok := tab.ByUUID(parts[3].UUID); !ok || p.Name != "données" {
+				t.Errorf("ByUUID = %v, %v", p, ok)
+			}
+			if roots := tab.ByType(TypeRootX86_64); len(roots) != 2 || roots[0].Number != 2 || roots[1].Number != 3 {
+				t.Errorf("ByType(root) = %v", roots)
+			}
+			if _, ok := tab.ByName("nope"); ok {
+				t.Errorf("ByName(nope) found something")
+			}
+			// Protective MBR (UEFI 2.10 §5.2.3).
+			mbr := m.b[:512]
+			if mbr[450] != 0xee || mbr[510] != 0x55 || mbr[511] != 0xaa ||
+				binary.LittleEndian.Uint32(mbr[454:]) != 1 || binary.LittleEndian.Uint32(mbr[458:]) != uint32(last) {
+				t.Errorf("protective MBR record % x", mbr[446:462])
+			}
+		})
+	}
+}
+
+func TestDetectSectorSize(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		m, _ := newImage(t, ss)
+		// With the primary wiped, the backup header still tells.
+		clear(m.b[ss : 2*ss])
+		if got := openMem(t, m, 0, false).SectorSize(); got != ss {
+			t.Errorf("detected sector size %d, want %d", got, ss)
+		}
+	}
+}
+
+// rewriteEntries changes the entries of the copy whose header is at lba
+// and fixes both CRCs, producing a copy that is valid by checksum.
+func rewriteEntries(m *memFile, ss int, lba uint64, edit func(entries []byte)) {
+	h, err := parseHeader(m.b[int(lba)*ss:][:ss])
+	if err != nil {
+		panic(err)
+	}
+	off := int(h.entriesLBA) * ss
+	entries := m.b[off : off+int(h.entryCount*h.entrySize)]
+	edit(entries)
+	h.entriesCRC = crc32.ChecksumIEEE(entries)
+	copy(m.b[int(lba)*ss:], h.marshal(ss))
+}
+
+func TestCorruption(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		lastLBA := func(m *memFile) uint64 { return uint64(len(m.b)/ss) - 1 }
+		backupEntries := func(m *memFile) int { return int(lastLBA(m)-uint64(16384/ss)) * ss }
+		for _, tc := range []struct {
+			name                string
+			corrupt             func(m *memFile)
+			primaryOK, backupOK bool
+		}{
+			{"primary header CRC", func(m *memFile) { m.b[ss+60] ^= 1 }, false, true},
+			{"primary signature", func(m *memFile) { clear(m.b[ss : ss+8]) }, false, true},
+			{"primary entries CRC", func(m *memFile) { m.b[2*ss+128+60] ^= 0x80 }, false, true},
+			{"primary header zeroed", func(m *memFile) { clear(m.b[ss : 2*ss]) }, false, true},
+			{"backup header CRC", func(m *memFile) { m.b[int(lastLBA(m))*ss+40] ^= 1 }, true, false},
+			{"backup entries CRC", func(m *memFile) { m.b[backupEntries(m)+5] ^= 1 }, true, false},
+			{"backup one edit ahead", func(m *memFile) {
+				rewriteEntries(m, ss, lastLBA(m), func(e []byte) { e[48+128] ^= 1 })
+			}, true, false},
+			{"primary partition outside usable range", func(m *memFile) {
+				rewriteEntries(m, ss, 1, func(e []byte) { binary.LittleEndian.PutUint64(e[40:], 1<<40) })
+			}, false, true},
+			{"primary partitions overlap", func(m *memFile) {
+				rewriteEntries(m, ss, 1, func(e []byte) { copy(e[128+32:128+40], e[32:40]) })
+			}, false, true},
+			{"primary entry array over usable range", func(m *memFile) {
+				h, _ := parseHeader(m.b[ss : 2*ss])
+				h.entriesLBA = h.firstUsable
+				copy(m.b[ss:], h.marshal(ss))
+			}, false, true},
+			{"primary misplaced", func(m *memFile) {
+				h, _ := parseHeader(m.b[ss : 2*ss])
+				h.myLBA = 7
+				copy(m.b[ss:], h.marshal(ss))
+			}, false, true},
+			{"both headers", func(m *memFile) { m.b[ss+60] ^= 1; m.b[int(lastLBA(m))*ss+60] ^= 1 }, false, false},
+		} {
+			t.Run(fmt.Sprintf("%d/%s", ss, tc.name), func(t *testing.T) {
+				orig, parts := newImage(t, ss)
+				m := orig.clone()
+				tc.corrupt(m)
+				corrupted := m.clone()
+				d := openMem(t, m, ss, true)
+				tab, err := d.Read()
+				if !tc.primaryOK && !tc.backupOK {
+					if err == nil {
+						t.Fatalf("Read of a disk with both copies broken succeeded")
+					}
+					if err := d.Repair(); err == nil {
+						t.Errorf("Repair of a disk with both copies broken succeeded")
+					}
+					if !bytes.Equal(m.b, corrupted.b) {
+						t.Errorf("failed Repair wrote to the disk")
+					}
+					return
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !bytes.Equal(m.b, corrupted.b) {
+					t.Errorf("Read wrote to the disk")
+				}
+				if (tab.PrimaryErr == nil) != tc.primaryOK || (tab.BackupErr == nil) != tc.backupOK {
+					t.Errorf("PrimaryErr = %v, BackupErr = %v; want primary ok %v, backup ok %v", tab.PrimaryErr, tab.BackupErr, tc.primaryOK, tc.backupOK)
+				}
+				if !reflect.DeepEqual(tab.Partitions, parts) {
+					t.Errorf("partitions:\n got %v\nwant %v", tab.Partitions, parts)
+				}
+				if err := d.SetAttributes(2, 0); !errors.Is(err, ErrNeedsRepair) {
+					t.Errorf("SetAttributes on a broken disk: %v, want ErrNeedsRepair", err)
+				}
+				if !bytes.Equal(m.b, corrupted.b) {
+					t.Errorf("refused SetAttributes wrote to the disk")
+				}
+				if err := d.Repair(); err != nil {
+					t.Fatal(err)
+				}
+				// Our tables keep the primary entries at LBA 2, so a
+				// repair restores the very bytes Create wrote.
+				if !bytes.Equal(m.b, orig.b) {
+					t.Errorf("repaired disk differs from the original")
+				}
+			})
+		}
+	}
+}
+
+func TestRepairGrownDisk(t *testing.T) {
+	m, parts := newImage(t, 512)
+	m.b = append(m.b, make([]byte, 1<<20)...)
+	d := openMem(t, m, 0, true)
+	tab, err := d.Read()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.PrimaryErr != nil || tab.BackupErr == nil {
+		t.Fatalf("grown disk: PrimaryErr = %v, BackupErr = %v; want only the backup reported", tab.PrimaryErr, tab.BackupErr)
+	}
+	if err := d.Repair(); err != nil {
+		t.Fatal(err)
+	}
+	tab = readMem(t, m)
+	if tab.NeedsRepair() || !reflect.DeepEqual(tab.Partitions, parts) {
+		t.Errorf("after repair: %v, %v, %v", tab.PrimaryErr, tab.BackupErr, tab.Partitions)
+	}
+	h, _ := parseHeader(m.b[512:1024])
+	if want := uint64(len(m.b)/512 - 1); h.altLBA != want {
+		t.Errorf("primary AlternateLBA = %d, want %d", h.altLBA, want)
+	}
+}
+
+// countingFile counts writes and syncs.
+type countingFile struct {
+	File
+	writes, syncs int
+}
+
+func (c *countingFile) WriteAt(p []byte, off int64) (int, error) {
+	c.writes++
+	return c.File.WriteAt(p, off)
+}
+
+func (c *countingFile) Sync() error { c.syncs++; return c.File.Sync() }
+
+func TestSetAttributes(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		t.Run(fmt.Sprint(ss), func(t *testing.T) {
+			m, parts := newImage(t, ss)
+			c := &countingFile{File: m}
+			d, err := OpenFile(c, "mem", int64(len(m.b)), 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			attrs := WithSlotBits(parts[2].Attributes, 15, 2, false) | 1<<63
+			if err := d.SetAttributes(3, attrs); err != nil {
+				t.Fatal(err)
+			}
+			if c.writes != 4 || c.syncs != 2 {
+				t.Errorf("SetAttributes made %d writes and %d syncs, want 4 and 2", c.writes, c.syncs)
+			}
+			tab := readMem(t, m)
+			if tab.NeedsRepair() {
+				t.Errorf("after SetAttributes: %v, %v", tab.PrimaryErr, tab.BackupErr)
+			}
+			parts[2].Attributes = attrs
+			if !reflect.DeepEqual(tab.Partitions, parts) {
+				t.Errorf("partitions:\n got %v\nwant %v", tab.Partitions, parts)
+			}
+			// Setting what is already there writes nothing (DESIGN
+			// rule 7: a steady-state boot performs zero writes).
+			c.writes, c.syncs = 0, 0
+			if err := d.SetAttributes(3, attrs); err != nil || c.writes != 0 || c.syncs != 0 {
+				t.Errorf("no-op SetAttributes: %v, %d writes, %d syncs", err, c.writes, c.syncs)
+			}
+			before := m.clone()
+			for _, n := range []int{0, 4, 6, 129, -1} {
+				if err := d.SetAttributes(n, 1); err == nil {
+					t.Errorf("SetAttributes(%d) succeeded on an unused entry", n)
+				}
+			}
+			if err := openMem(t, m, 0, false).SetAttributes(2, 7); err == nil {
+				t.Errorf("SetAttributes on a read-only disk succeeded")
+			}
+			if err := openMem(t, m, 0, false).Repair(); err == nil {
+				t.Errorf("Repair on a read-only disk succeeded")
+			}
+			if !bytes.Equal(before.b, m.b) {
+				t.Errorf("refused calls wrote to the disk")
+			}
+		})
+	}
+}
+
+// cutFile stops writing after a number of writes, as a power cut
+// would; with torn set, the write that is cut lands half.
+type cutFile struct {
+	*memFile
+	left int
+	torn bool
+}
+
+var errCut = errors.New("power cut")
+
+func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
+	if c.left == 0 {
+		if c.torn {
+			c.memFile.WriteAt(p[:len(p)/2], off)
+			c.torn = false
+		}
+		return 0, errCut
+	}
+	c.left--
+	return c.memFile.WriteAt(p, off)
+}
+
+// TestCrashSafety cuts SetAttributes before and after each of its writes
+// and then cuts the Repair that follows at each of its writes: every
+// state in between must read as the old or the new attributes, and once
+// repaired, show the same attributes with both copies agreeing.
+func TestCrashSafety(t *testing.T) {
+	for _, ss := range []int{512, 4096} {
+		for _, torn := range []bool{false, true} {
+			orig, parts := newImage(t, ss)
+			oldAttrs := parts[1].Attributes
+			newAttrs := WithSlotBits(oldAttrs, 0, 0, false)
+			attrsOf := func(t *testing.T, m *memFile) uint64 {
+				t.Helper()
+				tab := readMem(t, m)
+				p, _ := tab.ByUUID(parts[1].UUID)
+				if p.Attributes != oldAttrs && p.Attributes != newAttrs {
+					t.Fatalf("attributes %#x, want old %#x or new %#x", p.Attributes, oldAttrs, newAttrs)
+				}
+				for i, q := range tab.Partitions {
+					if i != 1 && !reflect.DeepEqual(q, parts[i]) {
+						t.Fatalf("partition %v changed", q)
+					}
+				}
+				return p.Attributes
+			}
+			sawOld, sawNew := false, false
+			for cut := 0; cut <= 4; cut++ {
+				t.Run(fmt.Sprintf("%d/torn=%v/cut=%d", ss, torn, cut), func(t *testing.T) {
+					m := orig.clone()
+					cf := &cutFile{memFile: m, left: cut, torn: torn}
+					d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
+					if err != nil {
+						t.Fatal(err)
+					}
+					err = d.SetAttributes(2, newAttrs)
+					if (err == nil) != (cut == 4) {
+						t.Fatalf("SetAttributes cut after %d writes: %v", cut, err)
+					}
+					got := attrsOf(t, m)
+					// Backup first: once the new state is visible,
+					// the backup holds it too, so losing the primary
+					// later cannot roll a completed change back.
+					if st, _ := openMem(t, m, 0, false).load(); got == newAttrs && (st.backup == nil || st.backup.parts[1].Attributes != newAttrs) {
+						t.Fatalf("new attributes visible but the backup does not hold them (%v)", st.backupErr)
+					}
+					sawOld = sawOld || got == oldAttrs
+					sawNew = sawNew || got == newAttrs
+					if cut == 4 && got != newAttrs {
+						t.Fatalf("complete SetAttributes left %#x", got)
+					}
+					cutState := m.clone()
+					for rcut := 0; ; rcut++ {
+						m := cutState.clone()
+						d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
+						err := d.Repair()
+						if after := attrsOf(t, m); after != got {
+							t.Fatalf("Repair cut after %d writes changed attributes %#x to %#x", rcut, got, after)
+						}
+						if err == nil {
+							if tab := readMem(t, m); tab.NeedsRepair() {
+								t.Fatalf("after Repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
+							}
+							break
+						}
+						if rcut > 4 {
+							t.Fatalf("Repair still failing after %d writes: %v", rcut, err)
+						}
+					}
+				})
+			}
+			if !sawOld || !sawNew {
+				t.Errorf("cuts produced old: %v, new: %v; want both", sawOld, sawNew)
+			}
+		}
+	}
+}
+
+func TestCgptBits(t *testing.T) {
+	for _, tc := range []struct {
+		in                 uint64
+		prio, tries        int
+		succ               bool
+		want               uint64
+		wantPrio, wantTrie int
+	}{
+		{0, 0, 0, false, 0, 0, 0},
+		{0, 1, 0, false, 1 << 48, 1, 0},
+		{0, 0, 1, false, 1 << 52, 0, 1},
+		{0, 0, 0, true, 1 << 56, 0, 0},
+		{0, 15, 15, true, 0x01ff << 48, 15, 15},
+		// Other bits (required bit 0, bit 60) survive; old slot bits go.
+		{1<<60 | 1 | 0x01ff<<48, 2, 3, false, 1<<60 | 1 | 0x32<<48, 2, 3},
+		// Out-of-range values are clamped, not spilled.
+		{0, 16, -1, false, 15 << 48, 15, 0},
+	} {
+		got := WithSlotBits(tc.in, tc.prio, tc.tries, tc.succ)
+		if got != tc.want {
+			t.Errorf("WithSlotBits(%#x, %d, %d, %v) = %#x, want %#x", tc.in, tc.prio, tc.tries, tc.succ, got, tc.want)
+		}
+		if Priority(got) != tc.wantPrio || Tries(got) != tc.wantTrie || Successful(got) != tc.succ {
+			t.Errorf("%#x: priority %d tries %d successful %v", got, Priority(got), Tries(got), Successful(got))
+		}
+	}
+}
+
+func TestLayout(t *testing.T) {
+	parts := make([]Partition, 3)
+	if err := Layout(8<<20, 512, parts, []int64{1 << 20, 1000, 1 << 20}); err != nil {
+		t.Fatal(err)
+	}
+	want := [][2]uint64{{2048, 4095}, {4096, 4097}, {6144, 8191}}
+	for i, p := range parts {
+		if [2]uint64{p.FirstLBA, p.LastLBA} != want[i] {
+			t.Errorf("partition %d at LBA %d-%d, want %v", i, p.FirstLBA, p.LastLBA, want[i])
+		}
+	}
+	for _, tc := range []struct {
+		size  int64
+		ss    int
+		sizes []int64
+	}{
+		{8 << 20, 512, []int64{7 << 20}},      // no room for the backup table
+		{8 << 20, 512, []int64{1 << 20, 0}},   // empty partition
+		{8 << 20, 4096, []int64{1, 1, 1, -1}}, // negative size
+		{8 << 20, 520, []int64{1}},            // bad sector size
+		{8 << 10, 512, []int64{1}},            // disk too small
+	} {
+		if err := Layout(tc.size, tc.ss, make([]Partition, len(tc.sizes)), tc.sizes); err == nil {
+			t.Errorf("Layout(%d, %d, %v) succeeded", tc.size, tc.ss, tc.sizes)
+		}
+	}
+}
+
+func TestCreateErrors(t *testing.T) {
+	u := func(n int) guid.GUID { return guid.MustParse(fmt.Sprintf("a0000000-0000-4000-8000-%012d", n)) }
+	ok := Partition{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095}
+	for _, tc := range []struct {
+		name  string
+		disk  guid.GUID
+		parts []Partition
+	}{
+		{"zero disk GUID", guid.Zero, []Partition{ok}},
+		{"zero type", testDiskGUID, []Partition{{UUID: u(1), FirstLBA: 2048, LastLBA: 4095}}},
+		{"zero UUID", testDiskGUID, []Partition{{Type: TypeESP, FirstLBA: 2048, LastLBA: 4095}}},
+		{"before first usable", testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 33, LastLBA: 4095}}},
+		{"past last usable", testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 16383 - 32}}},
+		{"reversed", testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 4095, LastLBA: 2048}}},
+		{"overlap", testDiskGUID, []Partition{ok, {Type: TypeESP, UUID: u(2), FirstLBA: 4095, LastLBA: 5000}}},
+		{"number twice", testDiskGUID, []Partition{ok, {Number: 1, Type: TypeESP, UUID: u(2), FirstLBA: 5000, LastLBA: 6000}}},
+		{"number too big", testDiskGUID, []Partition{{Number: 129, Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095}}},
+		{"long name", testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095, Name: "0123456789012345678901234567890123456"}}},
+	} {
+		m := &memFile{make([]byte, 8<<20)}
+		if err := Create(m, int64(len(m.b)), 512, tc.disk, tc.parts); err == nil {
+			t.Errorf("%s: Create succeeded", tc.name)
+		}
+		if !bytes.Equal(m.b, make([]byte, len(m.b))) {
+			t.Errorf("%s: failed Create wrote to the disk", tc.name)
+		}
+	}
+	// 36 UTF-16 units is the limit; a rune outside the BMP takes two.
+	m := &memFile{make([]byte, 8<<20)}
+	name := "012345678901234567890123456789012\U0001F600"
+	if err := Create(m, int64(len(m.b)), 512, testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095, Name: name}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := readMem(t, m).Partitions[0].Name; got != name {
+		t.Errorf("name %q, want %q", got, name)
+	}
+}
+
+// FuzzRead reads arbitrary disks. Read must not panic, and what it
+// accepts must be sane: partitions inside the usable range, the usable
+// range inside the disk. Repair of an accepted disk must either fail or
+// produce a disk with two agreeing copies of the same table. With fix
+// set, the CRCs of whatever looks like a header are made valid first, so
+// that the fuzzer gets past them to the checks behind.
+func FuzzRead(f *testing.F) {
+	for _, ss := range []int{512, 4096} {
+		m, _ := newSmallImage(f, ss)
+		f.Add(m.b, false)
+		b := m.clone()
+		b.b[ss+70] ^= 1
+		f.Add(b.b, false)
+		b = m.clone()
+		clear(b.b[len(b.b)-ss:])
+		f.Add(b.b, true)
+	}
+	f.Fuzz(func(t *testing.T, data []byte, fix bool) {
+		// Repair writes; the fuzzer's input must stay as it is.
+		data = append([]byte(nil), data...)
+		if fix {
+			fixCRCs(data)
+		}
+		d, err := OpenFile(&memFile{data}, "fuzz", int64(len(data)), 0, true)
+		if err != nil {
+			return
+		}
+		tab, err := d.Read()
+		if err != nil {
+			return
+		}
+		last := uint64(len(data)/tab.SectorSize) - 1
+		if tab.FirstUsableLBA < 2 || tab.LastUsableLBA >= last || tab.FirstUsableLBA > tab.LastUsableLBA {
+			t.Fatalf("usable range %d-%d on a disk whose last LBA is %d", tab.FirstUsableLBA, tab.LastUsableLBA, last)
+		}
+		for _, p := range tab.Partitions {
+			if p.FirstLBA < tab.FirstUsableLBA || p.LastLBA > tab.LastUsableLBA || p.FirstLBA > p.LastLBA {
+				t.Fatalf("%v outside usable range %d-%d", p, tab.FirstUsableLBA, tab.LastUsableLBA)
+			}
+		}
+		if err := checkOverlap(tab.Partitions); err != nil {
+			t.Fatal(err)
+		}
+		if err := d.Repair(); err != nil {
+			return
+		}
+		after, err := d.Read()
+		if err != nil {
+			t.Fatalf("Read after Repair: %v", err)
+		}
+		if after.NeedsRepair() || !reflect.DeepEqual(after.Partitions, tab.Partitions) || after.DiskGUID != tab.DiskGUID {
+			t.Fatalf("Repair turned %+v into %+v", tab, after)
+		}
+	})
+}
+
+// fixCRCs makes the entry array and header CRCs of every GPT header in b
+// (at LBA 1 or the last LBA, for 512 and 4096-byte sectors) valid.
+func fixCRCs(b []byte) {
+	le := binary.LittleEndian
+	for _, ss := range []int{512, 4096} {
+		for _, lba := range []int{1, len(b)/ss - 1} {
+			off := lba * ss
+			if lba < 1 || off+ss > len(b) || string(b[off:off+8]) != signature {
+				continue
+			}
+			h := b[off : off+ss]
+			start := le.Uint64(h[72:]) * uint64(ss)
+			n := uint64(le.Uint32(h[80:])) * uint64(le.Uint32(h[84:]))
+			if start <= uint64(len(b)) && n <= uint64(len(b))-start {
+				le.PutUint32(h[88:], crc32.ChecksumIEEE(b[start:start+n]))
+			}
+			if size := le.Uint32(h[12:]); size >= headerSize && size <= uint32(ss) {
+				le.PutUint32(h[16:], headerCRC(h[:size]))
+			}
+		}
+	}
+}
+
+// newSmallImage is a fuzz seed: the smallest disk that has room for a
+// partition of a few sectors.
+func newSmallImage(t testing.TB, ss int) (*memFile, []Partition) {
+	t.Helper()
+	m := &memFile{make([]byte, (2*16384/ss+8)*ss)}
+	first, last, err := usableRange(int64(len(m.b)), ss)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parts := []Partition{{Number: 1, Type: TypeRootX86_64, UUID: testDiskGUID, FirstLBA: first, LastLBA: last, Name: "r", Attributes: 1 << 48}}
+	if err := Create(m, int64(len(m.b)), ss, testDiskGUID, parts); err != nil {
+		t.Fatal(err)
+	}
+	return m, parts
+}

@@ -1,0 +1,89 @@
+package uki
+
+import (
+	"bytes"
+	"crypto/rand"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func writeRandom(t *testing.T, path string, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	rand.Read(b)
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// TestBuildInterop builds a UKI from the real stub and checks it with
+// objdump (binutils) and with our own reader.
+func TestBuildInterop(t *testing.T) {
+	dir := t.TempDir()
+	kernel := writeRandom(t, filepath.Join(dir, "vmlinuz"), 3<<20+17)
+	initrd := writeRandom(t, filepath.Join(dir, "initrd"), 1<<20+5)
+	spec := Spec{
+		Kernel:  filepath.Join(dir, "vmlinuz"),
+		Initrd:  filepath.Join(dir, "initrd"),
+		Cmdline: "console=ttyS0 panic=10",
+		OSRel:   "ID=abboot-demo\nVERSION_ID=2\n",
+	}
+	out := filepath.Join(dir, "uki.efi")
+	if err := Build(spec, out); err != nil {
+		t.Fatal(err)
+	}
+	objdump, err := exec.Command("objdump", "-h", out).CombinedOutput()
+	if err != nil {
+		t.Fatalf("objdump -h: %v: %s", err, objdump)
+	}
+	for _, s := range []string{".linux", ".initrd", ".cmdline", ".osrel"} {
+		if !strings.Contains(string(objdump), s) {
+			t.Errorf("objdump -h does not list %s:\n%s", s, objdump)
+		}
+	}
+	img, err := ReadFile(out, ".linux", ".initrd", ".cmdline", ".osrel")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, want := range map[string][]byte{".linux": kernel, ".initrd": initrd, ".cmdline": []byte(spec.Cmdline), ".osrel": []byte(spec.OSRel)} {
+		if !bytes.Equal(img.Sections[name], want) {
+			t.Errorf("section %s: %d bytes read back, want %d identical bytes", name, len(img.Sections[name]), len(want))
+		}
+	}
+	if v := img.OSRelease()["VERSION_ID"]; v != "2" {
+		t.Errorf("VERSION_ID = %q, want 2", v)
+	}
+}
+
+func TestBuildErrors(t *testing.T) {
+	dir := t.TempDir()
+	out := filepath.Join(dir, "uki.efi")
+	for _, spec := range []Spec{
+		{Stub: filepath.Join(dir, "nostub"), Kernel: "/dev/null", Initrd: "/dev/null"},
+		{Kernel: filepath.Join(dir, "missing"), Initrd: "/dev/null", Cmdline: "x"},
+	} {
+		if err := Build(spec, out); err == nil {
+			t.Errorf("Build(%+v) succeeded", spec)
+		}
+		if _, err := os.Stat(out); err == nil {
+			t.Errorf("Build(%+v) failed but left %s", spec, out)
+		}
+	}
+	if _, err := ReadFile("/dev/null", ".linux"); err == nil {
+		t.Error("ReadFile(/dev/null) succeeded")
+	}
+}
+
+func FuzzRead(f *testing.F) {
+	f.Add([]byte("MZ"))
+	if b, err := os.ReadFile(DefaultStub); err == nil {
+		f.Add(b[:min(len(b), 4096)])
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		Read(bytes.NewReader(b), ".linux")
+	})
+}

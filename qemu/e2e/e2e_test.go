@@ -1,0 +1,336 @@
+// Package e2e boots abboot's UKIs in QEMU through OVMF and checks what the
+// serial console shows. Each test is one boot chain on its own disk and
+// OVMF variable store; tests run in parallel, one VM per host core.
+//
+// TestMain builds the UKIs once with mkuimage.sh (cached in .cache) and the
+// abimage tool. Serial logs are kept in $ABBOOT_E2E_LOGS when set.
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/abboot/abboot/qemu"
+)
+
+var (
+	repo    string // repository root
+	work    string // built artifacts shared by the tests
+	abimage string
+	uki     = map[string]string{} // version -> UKI
+)
+
+// boot limits under TCG: OVMF alone takes several seconds.
+const (
+	bootTimeout = 120 * time.Second
+	vmTimeout   = 6 * time.Minute
+)
+
+func TestMain(m *testing.M) {
+	if err := setup(); err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(work)
+	os.Exit(code)
+}
+
+func setup() error {
+	var err error
+	if repo, err = filepath.Abs("../.."); err != nil {
+		return err
+	}
+	if work, err = os.MkdirTemp("", "abboot-e2e-"); err != nil {
+		return err
+	}
+	abimage = filepath.Join(work, "abimage")
+	if out, err := run(repo, "go", "build", "-o", abimage, "./cmds/abimage"); err != nil {
+		return fmt.Errorf("building abimage: %v: %s", err, out)
+	}
+	for _, v := range []string{"1", "2"} {
+		uki[v] = filepath.Join(work, "v"+v+".efi")
+		if out, err := run(repo, "./mkuimage.sh", "-v", v, "-o", uki[v]); err != nil {
+			return fmt.Errorf("mkuimage.sh -v %s: %v: %s", v, err, out)
+		}
+	}
+	return nil
+}
+
+func run(dir, name string, args ...string) ([]byte, error) {
+	cmd := exec.Command(name, args...)
+	cmd.Dir = dir
+	return cmd.CombinedOutput()
+}
+
+// disk builds a GPT disk whose ESP holds files (ESP path -> host file).
+func disk(t *testing.T, files map[string]string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "disk.img")
+	args := []string{"disk", "-o", img}
+	for dst, src := range files {
+		args = append(args, "--esp-file", dst+"="+src)
+	}
+	if out, err := run(repo, abimage, args...); err != nil {
+		t.Fatalf("abimage %v: %v: %s", args, err, out)
+	}
+	return img
+}
+
+// abDisk is the standard demo disk: v1 in slot A (and as the fallback
+// copy), v2 in slot B.
+func abDisk(t *testing.T) string {
+	return disk(t, map[string]string{
+		"EFI/abboot/a.efi":     uki["1"],
+		"EFI/abboot/b.efi":     uki["2"],
+		"EFI/BOOT/BOOTX64.EFI": uki["1"],
+	})
+}
+
+// machine is one test's VM state: its disks and its variable store,
+// which persists from boot to boot like a real machine's NVRAM.
+type machine struct {
+	t     *testing.T
+	disks []string
+	vars  string
+	log   string
+}
+
+func newMachine(t *testing.T, disks ...string) *machine {
+	t.Helper()
+	t.Parallel()
+	dir := t.TempDir()
+	m := &machine{t: t, disks: disks, vars: filepath.Join(dir, "vars.fd"), log: filepath.Join(dir, "serial.log")}
+	if d := os.Getenv("ABBOOT_E2E_LOGS"); d != "" {
+		os.MkdirAll(d, 0o755)
+		m.log = filepath.Join(d, t.Name()+".log")
+		os.Remove(m.log)
+	}
+	if err := qemu.NewVars(m.vars); err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// start powers the machine on.
+func (m *machine) start() *qemu.VM {
+	m.t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	m.t.Cleanup(cancel)
+	vm, err := qemu.Start(ctx, qemu.Options{
+		Disks:    m.disks,
+		VarsFile: m.vars,
+		Watchdog: true,
+		Log:      m.log,
+		Timeout:  vmTimeout,
+	})
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	m.t.Cleanup(vm.Kill)
+	return vm
+}
+
+// expect waits for a console line and fails the test without it.
+func expect(t *testing.T, vm *qemu.VM, re string) []string {
+	t.Helper()
+	got, err := vm.Expect(re, bootTimeout)
+	if err != nil {
+		t.Fatalf("waiting for %q: %v", re, err)
+	}
+	return got
+}
+
+// up waits for the demo OS's up and ready lines and returns the version
+// and slot it reports.
+func up(t *testing.T, vm *qemu.VM) (version, slot string) {
+	t.Helper()
+	m := expect(t, vm, `abboot-demo: up version=(\S*) slot=(\S*)`)
+	expect(t, vm, `abboot-demo: health=ok`)
+	expect(t, vm, `abboot-demo: ready`)
+	return m[1], m[2]
+}
+
+// command runs a command in the demo OS and returns its output lines.
+func command(t *testing.T, vm *qemu.VM, cmd string) []string {
+	t.Helper()
+	if err := vm.Send(cmd + "\r"); err != nil {
+		t.Fatal(err)
+	}
+	before := len(vm.Output())
+	m := expect(t, vm, `abboot-demo: exit cmd=\S+ status=(-?\d+)`)
+	out := vm.Output()[before:]
+	if m[1] != "0" {
+		t.Fatalf("%s: exit status %s:\n%s", cmd, m[1], out)
+	}
+	expect(t, vm, `abboot-demo: ready`)
+	return strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
+}
+
+// poweroff shuts the demo OS down and waits for QEMU to exit.
+func poweroff(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	if err := vm.Send("poweroff\r"); err != nil {
+		t.Fatal(err)
+	}
+	if err := vm.Wait(); err != nil {
+		t.Fatalf("poweroff: %v\n%s", err, tail(vm.Output()))
+	}
+}
+
+func tail(s string) string {
+	l := strings.Split(s, "\n")
+	return strings.Join(l[max(0, len(l)-30):], "\n")
+}
+
+// entryRE matches an efibootmgr line for an abboot entry.
+var entryRE = regexp.MustCompile(`^Boot([0-9A-F]{4})\*? abboot ([AB])`)
+
+// entries returns the abboot entries efibootmgr lists: slot -> Boot####.
+func entries(lines []string) map[string]string {
+	got := map[string]string{}
+	for _, l := range lines {
+		if m := entryRE.FindStringSubmatch(strings.TrimSpace(l)); m != nil {
+			got[strings.ToLower(m[2])] = m[1]
+		}
+	}
+	return got
+}
+
+// TestFirstBoot: a fresh disk and fresh variables boot through the
+// fallback copy; the init creates both entries and puts them first in
+// BootOrder; the next boot comes through "abboot A" and writes nothing.
+func TestFirstBoot(t *testing.T) {
+	m := newMachine(t, abDisk(t))
+	vm := m.start()
+	expect(t, vm, `abboot: event=start running=a how=fallback`)
+	created := map[string]bool{}
+	for range 3 { // two entries and one BootOrder change
+		r := expect(t, vm, `abboot: event=repair var=(\S+) what=.* slot=([ab]) result=ok`)
+		created[r[2]] = true
+	}
+	if !created["a"] || !created["b"] {
+		t.Fatalf("repair events cover slots %v, want a and b", created)
+	}
+	if v, s := up(t, vm); v != "1" || s != "a" {
+		t.Fatalf("first boot: version=%s slot=%s, want 1 a", v, s)
+	}
+	lines := command(t, vm, "efibootmgr")
+	ents := entries(lines)
+	if ents["a"] == "" || ents["b"] == "" {
+		t.Fatalf("efibootmgr lists abboot entries %v, want A and B:\n%s", ents, strings.Join(lines, "\n"))
+	}
+	if order := bootOrder(lines); !strings.HasPrefix(order, ents["a"]+","+ents["b"]) {
+		t.Errorf("BootOrder %s, want %s,%s first", order, ents["a"], ents["b"])
+	}
+	poweroff(t, vm)
+
+	vm = m.start()
+	got := expect(t, vm, `abboot: event=start running=(\S+) how=(\S+) boot_current=Boot(\S+)`)
+	if got[1] != "a" || got[2] != "bootcurrent" || got[3] != ents["a"] {
+		t.Errorf("second boot: running=%s how=%s boot_current=%s, want a bootcurrent %s", got[1], got[2], got[3], ents["a"])
+	}
+	up(t, vm)
+	if strings.Contains(vm.Output(), "event=repair") {
+		t.Errorf("steady-state boot repaired something:\n%s", grep(vm.Output(), "event=repair"))
+	}
+	poweroff(t, vm)
+}
+
+// TestRepairLostEntries: the firmware loses abboot's entries; the system
+// still boots (through the fallback copy) and the init puts them back.
+func TestRepairLostEntries(t *testing.T) {
+	m := newMachine(t, abDisk(t))
+	vm := m.start()
+	up(t, vm)
+	ents := entries(command(t, vm, "efibootmgr"))
+	for _, s := range []string{"a", "b"} {
+		if ents[s] == "" {
+			t.Fatalf("no entry for slot %s after the first boot: %v", s, ents)
+		}
+		command(t, vm, "efibootmgr -q -B -b "+ents[s])
+	}
+	if left := entries(command(t, vm, "efibootmgr")); len(left) != 0 {
+		t.Fatalf("entries left after deleting them: %v", left)
+	}
+	poweroff(t, vm)
+
+	vm = m.start()
+	expect(t, vm, `abboot: event=start running=a`)
+	for range 2 {
+		expect(t, vm, `abboot: event=repair var=Boot\S+ what=created slot=[ab] result=ok`)
+	}
+	up(t, vm)
+	if got := entries(command(t, vm, "efibootmgr")); got["a"] == "" || got["b"] == "" {
+		t.Errorf("entries after repair: %v, want A and B", got)
+	}
+	poweroff(t, vm)
+}
+
+// TestMissingSlotFile: slot B's UKI is missing; the init says so in one
+// line, makes no entry for it, and boots A.
+func TestMissingSlotFile(t *testing.T) {
+	m := newMachine(t, disk(t, map[string]string{
+		"EFI/abboot/a.efi":     uki["1"],
+		"EFI/BOOT/BOOTX64.EFI": uki["1"],
+	}))
+	vm := m.start()
+	expect(t, vm, `abboot: event=repair slot=b result=error err=.*EFI/abboot/b.efi`)
+	if v, s := up(t, vm); v != "1" || s != "a" {
+		t.Errorf("version=%s slot=%s, want 1 a", v, s)
+	}
+	if got := entries(command(t, vm, "efibootmgr")); got["a"] == "" || got["b"] != "" {
+		t.Errorf("entries %v, want A only", got)
+	}
+	poweroff(t, vm)
+}
+
+// TestNoESP: the UKI boots from a disk without a GPT ESP (a bare FAT
+// file system, which firmware accepts as removable media); the init says
+// it found no ESP and boots on as slot A.
+func TestNoESP(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "fat.img")
+	for _, c := range [][]string{
+		{"mkfs.vfat", "-C", "-F", "32", img, "65536"},
+		{"mmd", "-i", img, "::EFI", "::EFI/BOOT"},
+		{"mcopy", "-i", img, uki["1"], "::EFI/BOOT/BOOTX64.EFI"},
+	} {
+		if out, err := run(repo, c[0], c[1:]...); err != nil {
+			t.Fatalf("%v: %v: %s", c, err, out)
+		}
+	}
+	m := newMachine(t, img)
+	vm := m.start()
+	expect(t, vm, `abboot: event=esp result=error err=.*no EFI system partition`)
+	expect(t, vm, `abboot: event=start running=a how=default`)
+	if v, s := up(t, vm); v != "1" || s != "a" {
+		t.Errorf("version=%s slot=%s, want 1 a", v, s)
+	}
+	poweroff(t, vm)
+}
+
+func bootOrder(lines []string) string {
+	for _, l := range lines {
+		if o, ok := strings.CutPrefix(strings.TrimSpace(l), "BootOrder: "); ok {
+			return o
+		}
+	}
+	return ""
+}
+
+func grep(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
+}

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# test.sh runs every test: static checks, unit and interop tests, the e2e
+# boots in QEMU, then each fuzz target for a short while (FUZZTIME, default
+# 10s). A crash a fuzzer finds is saved under testdata/fuzz and from then
+# on runs as a regression case with the unit tests.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+./scripts/deps.sh
+unformatted=$(gofmt -l $(git ls-files -co --exclude-standard -- '*.go'))
+if [[ -n $unformatted ]]; then
+	echo "gofmt needed: $unformatted" >&2
+	exit 1
+fi
+go vet ./...
+go test -count=1 -timeout 60m ./...
+for pkg in $(go list ./...); do
+	dir=$(go list -f '{{.Dir}}' "$pkg")
+	for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | cut -c6-); do
+		echo "fuzz $pkg $f" >&2
+		if ! out=$(go test -run '^$' -fuzz "^$f\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" 2>&1); then
+			echo "$out" >&2
+			exit 1
+		fi
+	done
+done
+echo "test.sh: all tests passed"

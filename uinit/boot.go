@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/abboot/abboot/pkg/bootentry"
+	"github.com/abboot/abboot/pkg/bootparam"
+	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/esp"
+	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/pkg/guid"
+	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/slot"
+)
+
+// loaderVendor is systemd's vendor GUID for the Boot Loader Interface
+// variables, among them LoaderDevicePartUUID, which systemd-stub sets to
+// the partition it was loaded from.
+var loaderVendor = guid.MustParse("4a67b082-0a4c-41cf-b6c7-440b29bb8c4f")
+
+// boot is the init's work between the basic mounts and the exec of the
+// OS's init, with every outside dependency a field so tests can run it on
+// image files and directories.
+type boot struct {
+	params   bootparam.Params
+	vars     *efivar.Vars
+	sysBlock string                           // /sys/class/block
+	devDir   string                           // /dev
+	mountESP func(dev string) (string, error) // returns the mount point
+	log      *event.Logger
+	version  string
+	waitDisk time.Duration // how long to wait for disks to appear
+}
+
+// run finds the ESP, learns the running slot and repairs the boot entries.
+// It never fails: what cannot be done is logged and skipped.
+func (b *boot) run(kernelMS int64, modules time.Duration) runstate.State {
+	st := runstate.State{Version: b.version}
+	e := b.findESP()
+	var espFS fs.FS
+	if e != nil {
+		st.ESP, st.Disk = e.Dev, e.Disk
+		dir, err := b.mountESP(e.Dev)
+		if err != nil {
+			b.log.Log("esp", "dev", e.Dev, "result", "error", "err", err)
+		} else {
+			espFS = os.DirFS(dir)
+		}
+	}
+	s, how, detail := b.detect(espFS)
+	st.Slot, st.How = string(s), how
+	b.log.Log("start", append([]any{"running", s, "how", how}, append(detail,
+		"version", b.version, "kernel_ms", kernelMS, "modules_ms", modules.Milliseconds())...)...)
+	if e != nil {
+		b.repair(e, espFS, s)
+	}
+	return st
+}
+
+// findESP waits up to waitDisk for a disk with an ESP: block devices show
+// up asynchronously once their driver module is loaded.
+func (b *boot) findESP() *esp.ESP {
+	var prefer guid.GUID
+	if s, err := b.vars.GetString("LoaderDevicePartUUID", loaderVendor); err == nil {
+		prefer, _ = guid.Parse(strings.ToLower(s))
+	}
+	deadline := time.Now().Add(b.waitDisk)
+	for {
+		e, err := esp.Find(b.sysBlock, b.devDir, prefer)
+		if err == nil {
+			b.log.Log("esp", "dev", e.Dev, "disk", e.Disk, "partuuid", e.Part.UUID, "result", "ok")
+			return e
+		}
+		if time.Now().After(deadline) {
+			b.log.Log("esp", "result", "error", "err", err)
+			return nil
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// detect learns the running slot: the handover marker on the command
+// line, else the file path of the entry the firmware booted (BootCurrent),
+// else which slot's UKI the fallback copy is, else A. It returns the slot,
+// how it was learned and key/value details for the start event.
+func (b *boot) detect(espFS fs.FS) (slot.Slot, string, []any) {
+	if b.params.Handover != "" {
+		s, _ := slot.Parse(b.params.Handover) // bootparam validated it
+		return s, "handover", nil
+	}
+	var detail []any
+	if n, err := b.vars.BootCurrent(); err != nil {
+		b.log.Log("efivar", "var", "BootCurrent", "result", "error", "err", err)
+	} else {
+		name := fmt.Sprintf("Boot%04X", n)
+		detail = append(detail, "boot_current", name)
+		o, err := b.vars.BootEntry(n)
+		if err != nil {
+			b.log.Log("efivar", "var", name, "result", "error", "err", err)
+		} else if p, ok := o.FilePath.File(); ok {
+			if s, ok := slot.FromEFIPath(p); ok {
+				return s, "bootcurrent", detail
+			}
+		}
+	}
+	if espFS != nil {
+		for _, s := range slot.All {
+			same, err := sameFile(espFS, slot.FallbackPath, s.UKIPath())
+			if err != nil {
+				b.log.Log("fallback", "slot", s, "result", "error", "err", err)
+				continue
+			}
+			if same {
+				return s, "fallback", detail
+			}
+		}
+	}
+	return slot.A, "default", detail
+}
+
+// repair fixes the firmware entries of the slots whose UKI is on the ESP,
+// running slot first. A slot with no UKI gets no entry: firmware would
+// only fail on it.
+func (b *boot) repair(e *esp.ESP, espFS fs.FS, running slot.Slot) {
+	var slots []slot.Slot
+	for _, s := range []slot.Slot{running, running.Other()} {
+		if espFS != nil {
+			if _, err := fs.Stat(espFS, s.UKIPath()); err != nil {
+				b.log.Log("repair", "slot", s, "result", "error", "err", fmt.Errorf("slot UKI: %w", err))
+				continue
+			}
+		}
+		slots = append(slots, s)
+	}
+	changes, err := bootentry.Repair(b.vars, e, slots)
+	for _, c := range changes {
+		b.log.Log("repair", "var", c.Var, "what", c.What, "slot", c.Slot, "result", "ok")
+	}
+	if err != nil {
+		b.log.Log("repair", "result", "error", "err", err)
+	}
+}
+
+// sameFile compares two files on fsys byte for byte, stopping at the
+// first difference.
+func sameFile(fsys fs.FS, a, b string) (bool, error) {
+	fa, err := fsys.Open(a)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := fsys.Open(b)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	ia, err1 := fa.Stat()
+	ib, err2 := fb.Stat()
+	if err := errors.Join(err1, err2); err != nil {
+		return false, err
+	}
+	if ia.Size() != ib.Size() {
+		return false, nil
+	}
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if erra == io.EOF || erra == io.ErrUnexpectedEOF {
+			return true, nil
+		}
+		if err := errors.Join(erra, errb); err != nil {
+			return false, err
+		}
+	}
+}
