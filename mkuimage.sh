@@ -12,7 +12,9 @@
 #   KERNEL=path/bzImage MODULES=path/lib/modules/VER   bring your own kernel
 #                         (MODULES must hold modules.dep: run depmod first)
 #   ABBOOT_CACHE=dir      cache (default .cache, git-ignored)
-#   ABBOOT_MODULES="..."  modules the init loads (default below)
+#   ABBOOT_MODULES="..."  modules the init needs to find its slot (default below)
+#   ABBOOT_LATE_MODULES="..."  modules needed only before the handover (the
+#                         watchdog driver); the init does not wait for them
 #
 # Without KERNEL, Debian's current linux-image-amd64 kernel is fetched with
 # `apt-get download` into the cache and unpacked there: no root install.
@@ -26,7 +28,8 @@ CACHE=${ABBOOT_CACHE:-$ROOT/.cache}
 VERSION=1
 EXTRA=""
 OUT=""
-MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs nls_cp437 nls_ascii vfat i6300esb"}
+MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs nls_cp437 nls_ascii vfat"}
+LATE_MODS=${ABBOOT_LATE_MODULES:-"i6300esb"}
 BASE_CMDLINE="console=ttyS0,115200 panic=10 loglevel=4"
 
 die() { echo "mkuimage.sh: $*" >&2; exit 1; }
@@ -92,11 +95,13 @@ fi
 
 # 2. The modules the init loads, with their dependencies, in a tree of
 # their own with its own small modules.dep.
-MODKEY=$(echo "$KVER $MODS" | sha256sum | cut -c1-16)
+MODKEY=$(echo "$KVER $MODS / $LATE_MODS" | sha256sum | cut -c1-16)
 STAGE=$CACHE/modules-$MODKEY
 if [[ ! -e $STAGE/.done ]]; then
 	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
-	for m in $MODS; do
+	for m in $MODS $LATE_MODS; do
+		conf=abboot.conf
+		[[ " $LATE_MODS " == *" $m "* ]] && conf=abboot-late.conf
 		deps=$(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m" 2>&1) || die "module $m: $deps"
 		while read -r kind path _; do
 			[[ $kind == insmod ]] || continue
@@ -104,7 +109,7 @@ if [[ ! -e $STAGE/.done ]]; then
 			mkdir -p "$STAGE/lib/modules/$KVER/$(dirname "$rel")"
 			cp "$path" "$STAGE/lib/modules/$KVER/$rel"
 		done <<<"$deps"
-		echo "$m" >>"$STAGE/lib/modules-load.d/abboot.conf"
+		echo "$m" >>"$STAGE/lib/modules-load.d/$conf"
 	done
 	cp "$MODROOT/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$STAGE/lib/modules/$KVER/" 2>/dev/null || true
 	depmod -b "$STAGE" "$KVER"

@@ -34,15 +34,34 @@ type boot struct {
 	sysBlock string                           // /sys/class/block
 	devDir   string                           // /dev
 	mountESP func(dev string) (string, error) // returns the mount point
-	log      *event.Logger
-	version  string
-	waitDisk time.Duration // how long to wait for disks to appear
+	// efivarsReady and disksReady, when set, return once EFI variables
+	// and disks can be used (their modules are loaded), so that each
+	// step starts as early as it can.
+	efivarsReady, disksReady func()
+	log                      *event.Logger
+	version                  string
+	waitDisk                 time.Duration // how long to wait for disks to appear
 }
 
 // run finds the ESP, learns the running slot and repairs the boot entries.
 // It never fails: what cannot be done is logged and skipped.
-func (b *boot) run(kernelMS int64, modules time.Duration) runstate.State {
+func (b *boot) run(kernelMS int64) runstate.State {
 	st := runstate.State{Version: b.version}
+	// Firmware variable reads are slow runtime-service calls; overlap them
+	// with the search for the ESP.
+	var fw firmware
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if b.efivarsReady != nil {
+			b.efivarsReady()
+		}
+		fw.entries, fw.entriesErr = b.vars.BootEntries()
+		fw.current, fw.currentErr = b.vars.BootCurrent()
+	}()
+	if b.disksReady != nil {
+		b.disksReady()
+	}
 	e := b.findESP()
 	var espFS fs.FS
 	if e != nil {
@@ -54,14 +73,31 @@ func (b *boot) run(kernelMS int64, modules time.Duration) runstate.State {
 			espFS = os.DirFS(dir)
 		}
 	}
-	s, how, detail := b.detect(espFS)
+	<-done
+	if fw.entriesErr != nil {
+		// Entries that did not decode are named in the error; the
+		// others are in the map. Without efivarfs, the map is nil.
+		b.log.Log("efivar", "result", "error", "err", fw.entriesErr)
+	}
+	if fw.entries == nil {
+		fw.entries = map[uint16]*efivar.LoadOption{}
+	}
+	s, how, detail := b.detect(espFS, &fw)
 	st.Slot, st.How = string(s), how
 	b.log.Log("start", append([]any{"running", s, "how", how}, append(detail,
-		"version", b.version, "kernel_ms", kernelMS, "modules_ms", modules.Milliseconds())...)...)
+		"version", b.version, "kernel_ms", kernelMS)...)...)
 	if e != nil {
-		b.repair(e, espFS, s)
+		b.repair(e, espFS, fw.entries, s)
 	}
 	return st
+}
+
+// firmware is what the init reads of the boot manager's variables.
+type firmware struct {
+	entries    map[uint16]*efivar.LoadOption
+	entriesErr error
+	current    uint16
+	currentErr error
 }
 
 // findESP waits up to waitDisk for a disk with an ESP: block devices show
@@ -90,23 +126,23 @@ func (b *boot) findESP() *esp.ESP {
 // line, else the file path of the entry the firmware booted (BootCurrent),
 // else which slot's UKI the fallback copy is, else A. It returns the slot,
 // how it was learned and key/value details for the start event.
-func (b *boot) detect(espFS fs.FS) (slot.Slot, string, []any) {
+func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 	if b.params.Handover != "" {
 		s, _ := slot.Parse(b.params.Handover) // bootparam validated it
 		return s, "handover", nil
 	}
 	var detail []any
-	if n, err := b.vars.BootCurrent(); err != nil {
+	// BootCurrent is missing when the firmware did not boot through a
+	// Boot#### entry; that is no error.
+	if n, err := fw.current, fw.currentErr; err != nil && !errors.Is(err, efivar.ErrNotFound) {
 		b.log.Log("efivar", "var", "BootCurrent", "result", "error", "err", err)
-	} else {
-		name := fmt.Sprintf("Boot%04X", n)
-		detail = append(detail, "boot_current", name)
-		o, err := b.vars.BootEntry(n)
-		if err != nil {
-			b.log.Log("efivar", "var", name, "result", "error", "err", err)
-		} else if p, ok := o.FilePath.File(); ok {
-			if s, ok := slot.FromEFIPath(p); ok {
-				return s, "bootcurrent", detail
+	} else if err == nil {
+		detail = append(detail, "boot_current", fmt.Sprintf("Boot%04X", n))
+		if o, ok := fw.entries[n]; ok {
+			if p, ok := o.FilePath.File(); ok {
+				if s, ok := slot.FromEFIPath(p); ok {
+					return s, "bootcurrent", detail
+				}
 			}
 		}
 	}
@@ -128,7 +164,7 @@ func (b *boot) detect(espFS fs.FS) (slot.Slot, string, []any) {
 // repair fixes the firmware entries of the slots whose UKI is on the ESP,
 // running slot first. A slot with no UKI gets no entry: firmware would
 // only fail on it.
-func (b *boot) repair(e *esp.ESP, espFS fs.FS, running slot.Slot) {
+func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOption, running slot.Slot) {
 	var slots []slot.Slot
 	for _, s := range []slot.Slot{running, running.Other()} {
 		if espFS != nil {
@@ -139,7 +175,7 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, running slot.Slot) {
 		}
 		slots = append(slots, s)
 	}
-	changes, err := bootentry.Repair(b.vars, e, slots)
+	changes, err := bootentry.Repair(b.vars, entries, e, slots)
 	for _, c := range changes {
 		b.log.Log("repair", "var", c.Var, "what", c.What, "slot", c.Slot, "result", "ok")
 	}

@@ -41,22 +41,15 @@ func main() {
 		}
 	}()
 	kernelMS := bootTime()
+	event.Default.Since(start)
 	libinit.SetEnv()
-	libinit.Create(libinit.PreNamespace, false)
-	// Optional: some mounts (securityfs, efivarfs before its module is
-	// in) fail here and are done again below where they matter.
-	libinit.Create(libinit.Namespace, true)
-	if err := os.MkdirAll("/run", 0o755); err != nil {
-		event.Log("mount", "target", "/run", "result", "error", "err", err)
-	}
-	if err := unix.Mount("tmpfs", "/run", "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0755"); err != nil {
-		event.Log("mount", "target", "/run", "result", "error", "err", err)
+	for _, c := range namespace {
+		if err := c.Create(); err != nil {
+			event.Log("mount", "what", c, "result", "error", "err", err)
+		}
 	}
 
 	modules := loadModules("/lib/modules-load.d")
-	if err := unix.Mount("efivarfs", efivarsDir, "efivarfs", 0, ""); err != nil && err != unix.EBUSY {
-		event.Log("efivarfs", "result", "error", "err", err)
-	}
 
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	params, err := bootparam.Parse(string(cmdline))
@@ -69,20 +62,47 @@ func main() {
 		sysBlock: "/sys/class/block",
 		devDir:   "/dev",
 		mountESP: mountESP,
-		log:      event.Default,
-		version:  osrelease.Read("/etc/os-release")["VERSION_ID"],
-		waitDisk: 5 * time.Second,
+		efivarsReady: func() {
+			modules.Wait("efivarfs")
+			if err := unix.Mount("efivarfs", efivarsDir, "efivarfs", 0, ""); err != nil && err != unix.EBUSY {
+				event.Log("efivarfs", "result", "error", "err", err)
+			}
+		},
+		disksReady: modules.WaitEarly,
+		log:        event.Default,
+		version:    osrelease.Read("/etc/os-release")["VERSION_ID"],
+		waitDisk:   5 * time.Second,
 	}
-	st := b.run(kernelMS, modules)
+	st := b.run(kernelMS)
+	modulesTook := modules.WaitAll()
 	if err := runstate.Write(st); err != nil {
 		event.Log("runstate", "result", "error", "err", err)
 	}
 
 	init := params.Init
 	event.Log("exec", "slot", st.Slot, "version", st.Version, "init", init,
-		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modules.Milliseconds(), "kernel_ms", kernelMS)
+		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modulesTook.Milliseconds(), "kernel_ms", kernelMS)
 	err = syscall.Exec(init, []string{init}, os.Environ())
 	rescue(fmt.Sprintf("exec %s: %v", init, err))
+}
+
+// namespace is the part of u-root's libinit namespace that abboot and the
+// OS it starts need. libinit.Namespace does more (a copy of /etc, debugfs,
+// cgroups), which cost a third of the init's own time under emulation.
+var namespace = []libinit.Creator{
+	libinit.Dir{Name: "/dev", Mode: 0o755},
+	libinit.Mount{Source: "devtmpfs", Target: "/dev", FSType: "devtmpfs"},
+	libinit.Dir{Name: "/proc", Mode: 0o555},
+	libinit.Mount{Source: "proc", Target: "/proc", FSType: "proc"},
+	libinit.Dir{Name: "/sys", Mode: 0o555},
+	libinit.Mount{Source: "sysfs", Target: "/sys", FSType: "sysfs"},
+	libinit.Dir{Name: "/tmp", Mode: 0o1777},
+	libinit.Mount{Source: "tmpfs", Target: "/tmp", FSType: "tmpfs"},
+	libinit.Dir{Name: "/run", Mode: 0o755},
+	libinit.Mount{Source: "tmpfs", Target: "/run", FSType: "tmpfs", Flags: unix.MS_NOSUID | unix.MS_NODEV, Opts: "mode=0755"},
+	libinit.Dir{Name: "/dev/pts", Mode: 0o755},
+	libinit.Mount{Source: "devpts", Target: "/dev/pts", FSType: "devpts", Opts: "newinstance,ptmxmode=666,gid=5,mode=620"},
+	libinit.Symlink{NewPath: "/dev/ptmx", Target: "/dev/pts/ptmx"},
 }
 
 // bootTime is the time since the kernel started, in milliseconds: the

@@ -73,14 +73,11 @@ func Find(entries map[uint16]*efivar.LoadOption, s slot.Slot) (uint16, bool) {
 // missing from the ESP) match Want and puts them in BootOrder: an entry
 // missing from BootOrder goes in front of every other entry, first before
 // the rest of slots, so that the firmware's own choice lands on abboot.
-// Entries that are already right are not written. Entries the firmware
-// cannot decode are left alone (they may not be ours) and reported in the
-// returned error, which does not stop the repair.
-func Repair(v *efivar.Vars, e *esp.ESP, slots []slot.Slot) ([]Change, error) {
-	entries, readErr := v.BootEntries()
-	if entries == nil {
-		entries = map[uint16]*efivar.LoadOption{}
-	}
+// entries are the Boot#### variables as BootEntries read them; Repair
+// updates the map with what it writes. Entries that are already right are
+// not written; entries that did not decode are not in the map and are
+// left alone, since they may not be ours.
+func Repair(v *efivar.Vars, entries map[uint16]*efivar.LoadOption, e *esp.ESP, slots []slot.Slot) ([]Change, error) {
 	var changes []Change
 	idx := map[slot.Slot]uint16{}
 	for _, s := range slots {
@@ -90,12 +87,12 @@ func Repair(v *efivar.Vars, e *esp.ESP, slots []slot.Slot) ([]Change, error) {
 		case !ok:
 			var err error
 			if n, err = v.AddBootEntry(want); err != nil {
-				return changes, errors.Join(fmt.Errorf("creating boot entry %q: %w", s.EntryName(), err), readErr)
+				return changes, fmt.Errorf("creating boot entry %q: %w", s.EntryName(), err)
 			}
 			changes = append(changes, Change{Var: varName(n), What: "created", Slot: s})
 		case !same(entries[n], want):
 			if err := v.SetBootEntry(n, want); err != nil {
-				return changes, errors.Join(fmt.Errorf("rewriting %s: %w", varName(n), err), readErr)
+				return changes, fmt.Errorf("rewriting %s: %w", varName(n), err)
 			}
 			changes = append(changes, Change{Var: varName(n), What: "rewrote", Slot: s})
 		}
@@ -103,12 +100,11 @@ func Repair(v *efivar.Vars, e *esp.ESP, slots []slot.Slot) ([]Change, error) {
 		idx[s] = n
 	}
 
+	// An unreadable BootOrder is rebuilt from our entries: the firmware
+	// appends its own when it scans for devices anyway.
 	order, err := v.BootOrder()
-	if err != nil && !errors.Is(err, efivar.ErrNotFound) {
-		// An unreadable BootOrder is rebuilt from our entries: the
-		// firmware falls back to its own scan anyway.
-		readErr = errors.Join(readErr, fmt.Errorf("reading BootOrder: %w", err))
-		order = nil
+	if err != nil && !errors.Is(err, efivar.ErrNotFound) && !errors.Is(err, efivar.ErrMalformed) {
+		return changes, fmt.Errorf("reading BootOrder: %w", err)
 	}
 	var front []uint16
 	for _, s := range slots {
@@ -119,10 +115,10 @@ func Repair(v *efivar.Vars, e *esp.ESP, slots []slot.Slot) ([]Change, error) {
 	}
 	if len(front) > 0 {
 		if err := v.SetBootOrder(append(front, order...)); err != nil {
-			return changes, errors.Join(fmt.Errorf("writing BootOrder: %w", err), readErr)
+			return changes, fmt.Errorf("writing BootOrder: %w", err)
 		}
 	}
-	return changes, readErr
+	return changes, nil
 }
 
 func varName(n uint16) string { return fmt.Sprintf("Boot%04X", n) }

@@ -10,12 +10,22 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"time"
 )
 
 // Logger writes events to one writer, a line at a time.
 type Logger struct {
-	mu sync.Mutex
-	w  io.Writer
+	mu    sync.Mutex
+	w     io.Writer
+	since time.Time
+}
+
+// Since makes every later event end with t_ms, the milliseconds since t,
+// so a console log shows where the time went.
+func (l *Logger) Since(t time.Time) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.since = t
 }
 
 // New returns a Logger writing to w.
@@ -29,6 +39,9 @@ var Default = New(os.Stdout)
 func (l *Logger) Log(name string, kv ...any) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if !l.since.IsZero() {
+		kv = append(kv[:len(kv):len(kv)], "t_ms", time.Since(l.since).Milliseconds())
+	}
 	fmt.Fprintln(l.w, Format(name, kv...))
 }
 

@@ -2,7 +2,10 @@ package event
 
 import (
 	"bytes"
+	"strconv"
+	"strings"
 	"testing"
+	"time"
 )
 
 func TestFormatParse(t *testing.T) {
@@ -72,4 +75,20 @@ func FuzzParse(f *testing.F) {
 			}
 		}
 	})
+}
+
+func TestSince(t *testing.T) {
+	var b bytes.Buffer
+	l := New(&b)
+	l.Log("a", "k", "v")
+	l.Since(time.Now().Add(-1500 * time.Millisecond))
+	l.Log("b", "k", "v")
+	lines := strings.Split(strings.TrimSpace(b.String()), "\n")
+	if m, _ := Parse(lines[0]); m["t_ms"] != "" {
+		t.Errorf("t_ms before Since: %q", lines[0])
+	}
+	m, _ := Parse(lines[1])
+	if ms, err := strconv.Atoi(m["t_ms"]); err != nil || ms < 1500 || ms > 60000 || m["k"] != "v" {
+		t.Errorf("after Since: %q", lines[1])
+	}
 }

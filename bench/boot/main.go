@@ -1,0 +1,126 @@
+// Command boot is the boot bench (bench/boot.sh). It builds the demo UKI,
+// boots a disk holding it through OVMF once to create the firmware entries,
+// then -n more times in the steady state, and reports medians as ratios:
+//
+//   - the UKI's size against the 24 MiB target;
+//   - the init's work other than module loading against the kernel's own
+//     boot time (target under 5%);
+//   - module loading's wall time against the sum of the time each module's
+//     probe took (below 1 means modules loaded concurrently).
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"time"
+
+	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/qemu"
+)
+
+func main() {
+	n := flag.Int("n", 3, "steady-state boots to measure")
+	cpus := flag.Int("cpus", 2, "virtual CPUs")
+	flag.StringVar(&serialLog, "log", "", "append the serial console to this file")
+	flag.Parse()
+	if err := run(*n, *cpus); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/boot:", err)
+		os.Exit(1)
+	}
+}
+
+var serialLog string
+
+func run(n, cpus int) error {
+	dir, err := os.MkdirTemp("", "abboot-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ukiPath := filepath.Join(dir, "abboot.efi")
+	img := filepath.Join(dir, "disk.img")
+	for _, c := range [][]string{
+		{"./mkuimage.sh", "-o", ukiPath},
+		{"go", "run", "./cmds/abimage", "disk", "-o", img, "--esp-file", "EFI/abboot/a.efi=" + ukiPath,
+			"--esp-file", "EFI/abboot/b.efi=" + ukiPath, "--esp-file", "EFI/BOOT/BOOTX64.EFI=" + ukiPath},
+	} {
+		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %v\n%s", c, err, out)
+		}
+	}
+	vars := filepath.Join(dir, "vars.fd")
+	if err := qemu.NewVars(vars); err != nil {
+		return err
+	}
+	var samples []map[string]float64
+	for i := 0; i <= n; i++ {
+		s, err := boot(img, vars, cpus)
+		if err != nil {
+			return fmt.Errorf("boot %d: %w", i+1, err)
+		}
+		if i > 0 { // the first boot creates the entries: not steady state
+			samples = append(samples, s)
+		}
+	}
+	fi, err := os.Stat(ukiPath)
+	if err != nil {
+		return err
+	}
+	size := float64(fi.Size()) / (1 << 20)
+	kernel, elapsed, modules, sum := median(samples, "kernel_ms"), median(samples, "elapsed_ms"), median(samples, "modules_ms"), median(samples, "modules_sum_ms")
+	rest := elapsed - modules
+	fmt.Printf("boot bench: %d steady-state boots, %d vCPUs, TCG; medians\n", n, cpus)
+	fmt.Printf("  UKI size                 %6.1f MiB   %5.2f of the 24 MiB target (want < 1)\n", size, size/24)
+	fmt.Printf("  kernel boot to init      %6.0f ms\n", kernel)
+	fmt.Printf("  init start to exec       %6.0f ms    %5.3f of kernel boot\n", elapsed, elapsed/kernel)
+	fmt.Printf("    module loading         %6.0f ms    %5.3f of kernel boot\n", modules, modules/kernel)
+	fmt.Printf("    the rest               %6.0f ms    %5.3f of kernel boot (want < 0.05)\n", rest, rest/kernel)
+	fmt.Printf("  module loading, wall / sum of per-module probes  %5.2f (< 1: concurrent)\n", modules/sum)
+	return nil
+}
+
+// boot boots once and returns the numbers of the init's exec and modules
+// events.
+func boot(img, vars string, cpus int) (map[string]float64, error) {
+	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, CPUs: cpus, Log: serialLog, Timeout: 5 * time.Minute})
+	if err != nil {
+		return nil, err
+	}
+	defer vm.Kill()
+	s := map[string]float64{}
+	for _, ev := range []string{"modules", "exec"} {
+		m, err := vm.Expect(`abboot: event=`+ev+` .*`, 3*time.Minute)
+		if err != nil {
+			return nil, err
+		}
+		kv, _ := event.Parse(m[0])
+		for k, v := range kv {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				s[k] = f
+			}
+		}
+	}
+	if _, err := vm.Expect(`abboot-demo: ready`, time.Minute); err != nil {
+		return nil, err
+	}
+	vm.Send("poweroff\r")
+	return s, vm.Wait()
+}
+
+func median(samples []map[string]float64, key string) float64 {
+	var v []float64
+	for _, s := range samples {
+		v = append(v, s[key])
+	}
+	slices.Sort(v)
+	if len(v) == 0 {
+		return 0
+	}
+	return v[len(v)/2]
+}
