@@ -1,10 +1,8 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"strings"
@@ -15,6 +13,7 @@ import (
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/runstate"
 	"github.com/abboot/abboot/pkg/slot"
@@ -70,7 +69,7 @@ func (b *boot) run(kernelMS int64) runstate.State {
 		if err != nil {
 			b.log.Log("esp", "dev", e.Dev, "result", "error", "err", err)
 		} else {
-			espFS = os.DirFS(dir)
+			espFS, st.ESPDir = os.DirFS(dir), dir
 		}
 	}
 	<-done
@@ -147,15 +146,12 @@ func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 		}
 	}
 	if espFS != nil {
-		for _, s := range slot.All {
-			same, err := sameFile(espFS, slot.FallbackPath, s.UKIPath())
-			if err != nil {
-				b.log.Log("fallback", "slot", s, "result", "error", "err", err)
-				continue
-			}
-			if same {
-				return s, "fallback", detail
-			}
+		s, ok, err := fallback.Which(espFS)
+		if ok {
+			return s, "fallback", detail
+		}
+		if err != nil {
+			b.log.Log("fallback", "result", "error", "err", err)
 		}
 	}
 	return slot.A, "default", detail
@@ -181,42 +177,5 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOp
 	}
 	if err != nil {
 		b.log.Log("repair", "result", "error", "err", err)
-	}
-}
-
-// sameFile compares two files on fsys byte for byte, stopping at the
-// first difference.
-func sameFile(fsys fs.FS, a, b string) (bool, error) {
-	fa, err := fsys.Open(a)
-	if err != nil {
-		return false, err
-	}
-	defer fa.Close()
-	fb, err := fsys.Open(b)
-	if err != nil {
-		return false, err
-	}
-	defer fb.Close()
-	ia, err1 := fa.Stat()
-	ib, err2 := fb.Stat()
-	if err := errors.Join(err1, err2); err != nil {
-		return false, err
-	}
-	if ia.Size() != ib.Size() {
-		return false, nil
-	}
-	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
-	for {
-		na, erra := io.ReadFull(fa, ba)
-		nb, errb := io.ReadFull(fb, bb)
-		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
-			return false, nil
-		}
-		if erra == io.EOF || erra == io.ErrUnexpectedEOF {
-			return true, nil
-		}
-		if err := errors.Join(erra, errb); err != nil {
-			return false, err
-		}
 	}
 }

@@ -1,14 +1,27 @@
 // Command abctl is abboot's device-side CLI: it shows and changes the slot
 // state of the running system, or of an image file and a directory of EFI
 // variables (--disk, --efivars) for tests and image builders.
+//
+//	abctl status [--json]
+//	abctl set-active SLOT [--tries N]
+//	abctl mark-bad [--force] [SLOT]
 package main
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
+
+	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/esp"
+	"github.com/abboot/abboot/pkg/guid"
+	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstore"
 )
 
 type globals struct {
@@ -18,16 +31,14 @@ type globals struct {
 }
 
 var commands = map[string]func(g *globals, args []string) error{
-	"status": statusCmd,
+	"status":     statusCmd,
+	"set-active": setActiveCmd,
+	"mark-bad":   markBadCmd,
+	"mark-good":  markGoodCmd,
 }
 
 func usage() string {
-	var names []string
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return "usage: abctl [--efivars DIR] [--disk IMG] [--json] " + strings.Join(names, "|") + " [args]"
+	return "usage: abctl [--efivars DIR] [--disk IMG] [--json] " + strings.Join(slices.Sorted(maps.Keys(commands)), "|") + " [args]"
 }
 
 func main() {
@@ -52,5 +63,72 @@ func main() {
 	if err := cmd(&g, fs.Args()[1:]); err != nil {
 		fmt.Fprintf(os.Stderr, "abctl %s: %v\n", fs.Arg(0), err)
 		os.Exit(1)
+	}
+}
+
+// system is what a command works on: the live machine, or an image file
+// and a variables directory.
+type system struct {
+	vars    *efivar.Vars
+	disk    string    // "" for none found (ESP-only layouts still have the variable store)
+	running slot.Slot // "" when not known (an image)
+	run     runstate.State
+	store   slotstore.Store
+}
+
+// open finds the system g describes. On a live system the disk is the one
+// abboot's init booted from, as its run state says, else the disk holding
+// the ESP.
+func (g *globals) open() (*system, error) {
+	s := &system{vars: efivar.Open(g.efivars), disk: g.disk}
+	if g.disk == "" && g.efivars == "" {
+		if rs, err := runstate.Read(); err == nil {
+			s.run, s.running, s.disk = rs, slot.Slot(rs.Slot), rs.Disk
+		}
+		if s.disk == "" {
+			if e, err := esp.Find("/sys/class/block", "/dev", guid.Zero); err == nil {
+				s.disk = e.Disk
+			}
+		}
+	}
+	if g.disk != "" {
+		if _, err := os.Stat(g.disk); err != nil {
+			return nil, err
+		}
+	}
+	var err error
+	if s.store, err = slotstore.Open(s.disk, s.vars); err != nil {
+		return nil, fmt.Errorf("opening the slot state store: %w", err)
+	}
+	return s, nil
+}
+
+// slotArg parses an optional SLOT argument, defaulting to the running slot.
+func (s *system) slotArg(args []string) (slot.Slot, error) {
+	switch {
+	case len(args) > 1:
+		return "", errors.New("want at most one SLOT argument")
+	case len(args) == 1:
+		return slot.Parse(args[0])
+	case s.running != "":
+		return s.running, nil
+	}
+	return "", errors.New("no running slot known here: name the SLOT")
+}
+
+// parseArgs parses flags wherever they stand among the arguments, as
+// operators type them (abctl set-active b --tries 5), and returns the
+// positional ones.
+func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return nil, err
+		}
+		if fs.NArg() == 0 {
+			return pos, nil
+		}
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 }

@@ -2,68 +2,174 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
+	"maps"
 	"os"
+	"path/filepath"
 	"slices"
 
 	"github.com/abboot/abboot/pkg/bootentry"
-	"github.com/abboot/abboot/pkg/efivar"
-	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/pkg/slotstore"
+	"github.com/abboot/abboot/pkg/tool"
+	"github.com/abboot/abboot/pkg/uki"
 )
 
+// slotStatus is one slot in `abctl status --json`; the keys slot,
+// version, priority, tries and successful are an interface (DESIGN.md).
+type slotStatus struct {
+	Slot    string `json:"slot"`
+	Version string `json:"version"`
+	slotstate.Attrs
+	Bootable  bool   `json:"bootable"`
+	Running   bool   `json:"running"`
+	Entry     string `json:"entry,omitempty"` // Boot#### of its firmware entry
+	BootOrder int    `json:"boot_order"`      // position of that entry in BootOrder, -1 when absent
+}
+
 type entryStatus struct {
-	Slot  string `json:"slot"`
-	Entry string `json:"entry,omitempty"` // Boot#### or empty when missing
-	Path  string `json:"path,omitempty"`
-	Order int    `json:"boot_order"` // position in BootOrder, -1 when absent
+	Entry       string `json:"entry"`
+	Description string `json:"description"`
+	Path        string `json:"path"`
+	Active      bool   `json:"active"`
 }
 
 type status struct {
-	Running string        `json:"running,omitempty"`
-	How     string        `json:"how,omitempty"`
-	Version string        `json:"version,omitempty"`
-	Entries []entryStatus `json:"entries"`
+	Running     string        `json:"running,omitempty"`
+	How         string        `json:"how,omitempty"`
+	Store       string        `json:"store"`
+	StoreError  string        `json:"store_error,omitempty"`
+	Next        string        `json:"next,omitempty"` // the slot the next boot selects
+	Slots       []slotStatus  `json:"slots"`
+	BootOrder   []string      `json:"boot_order"`
+	BootNext    string        `json:"boot_next,omitempty"`
+	BootEntries []entryStatus `json:"boot_entries"`
+	EntryErrors string        `json:"entry_errors,omitempty"`
 }
 
 func statusCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.BoolVar(&g.json, "json", g.json, "JSON output")
-	if err := fs.Parse(args); err != nil {
+	args, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	var st status
-	if g.efivars == "" {
-		if rs, err := runstate.Read(); err == nil {
-			st.Running, st.How, st.Version = rs.Slot, rs.How, rs.Version
-		}
+	s, err := g.open()
+	if err != nil {
+		return err
 	}
-	v := efivar.Open(g.efivars)
-	entries, err := v.BootEntries()
-	if entries == nil {
-		return fmt.Errorf("reading boot entries: %w", err)
+	st := status{Running: string(s.running), How: s.run.How, Store: s.store.String()}
+	state, err := s.store.Load()
+	if err != nil && !errors.Is(err, slotstore.ErrNoState) {
+		st.StoreError = err.Error()
 	}
-	order, _ := v.BootOrder()
-	for _, s := range slot.All {
-		es := entryStatus{Slot: string(s), Order: -1}
-		if n, ok := bootentry.Find(entries, s); ok {
-			es.Entry = fmt.Sprintf("Boot%04X", n)
-			es.Path = entries[n].FilePath.String()
-			es.Order = slices.Index(order, n)
+	running := s.running
+	if running == "" {
+		running = slot.A
+	}
+	if next, ok := state.Best(running); ok {
+		st.Next = string(next)
+	}
+
+	entries, err := s.vars.BootEntries()
+	if err != nil {
+		st.EntryErrors = err.Error()
+	}
+	order, _ := s.vars.BootOrder()
+	for _, n := range order {
+		st.BootOrder = append(st.BootOrder, fmt.Sprintf("Boot%04X", n))
+	}
+	if n, ok, _ := s.vars.BootNext(); ok {
+		st.BootNext = fmt.Sprintf("Boot%04X", n)
+	}
+	for _, n := range slices.Sorted(maps.Keys(entries)) {
+		o := entries[n]
+		st.BootEntries = append(st.BootEntries, entryStatus{
+			Entry: fmt.Sprintf("Boot%04X", n), Description: o.Description,
+			Path: o.FilePath.String(), Active: o.Attributes&1 != 0,
+		})
+	}
+	for _, sl := range slot.All {
+		a := state.Get(sl)
+		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Running: sl == s.running, BootOrder: -1}
+		if n, ok := bootentry.Find(entries, sl); ok {
+			ss.Entry = fmt.Sprintf("Boot%04X", n)
+			ss.BootOrder = slices.Index(order, n)
 		}
-		st.Entries = append(st.Entries, es)
+		st.Slots = append(st.Slots, ss)
 	}
 	if g.json {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
 		return e.Encode(st)
 	}
-	fmt.Printf("running: %s (learned from %s) version %s\n", or(st.Running, "unknown"), or(st.How, "-"), or(st.Version, "-"))
-	for _, e := range st.Entries {
-		fmt.Printf("slot %s: entry %s order %d %s\n", e.Slot, or(e.Entry, "missing"), e.Order, e.Path)
+	fmt.Printf("store: %s", st.Store)
+	if st.StoreError != "" {
+		fmt.Printf(" (unreadable: %s)", st.StoreError)
 	}
+	fmt.Printf("\nrunning: %s (learned from %s)   next boot: %s\n", or(st.Running, "unknown"), or(st.How, "-"), or(st.Next, "none bootable"))
+	fmt.Printf("%-4s %-8s %-8s %-5s %-10s %-8s %s\n", "SLOT", "VERSION", "PRIORITY", "TRIES", "SUCCESSFUL", "BOOTABLE", "ENTRY")
+	for _, x := range st.Slots {
+		fmt.Printf("%-4s %-8s %-8d %-5d %-10v %-8v %s\n", x.Slot, or(x.Version, "-"), x.Priority, x.Tries, x.Successful, x.Bootable, or(x.Entry, "missing"))
+	}
+	fmt.Printf("BootOrder: %v", st.BootOrder)
+	if st.BootNext != "" {
+		fmt.Printf("  BootNext: %s", st.BootNext)
+	}
+	fmt.Println()
 	return nil
+}
+
+// version is the VERSION_ID in the .osrel of slot sl's UKI, "" when that
+// cannot be read. On a live system the UKI is read where the init mounted
+// the ESP; in an image file, through mtools.
+func (s *system) version(sl slot.Slot) string {
+	path := ""
+	switch {
+	case s.run.ESPDir != "":
+		path = filepath.Join(s.run.ESPDir, sl.UKIPath())
+	case s.disk != "":
+		tmp, err := s.extract(sl.UKIPath())
+		if err != nil {
+			return ""
+		}
+		defer os.Remove(tmp)
+		path = tmp
+	default:
+		return ""
+	}
+	img, err := uki.ReadFile(path, ".osrel")
+	if err != nil {
+		return ""
+	}
+	return img.OSRelease()["VERSION_ID"]
+}
+
+// extract copies a file out of the disk image's ESP with mcopy.
+func (s *system) extract(p string) (string, error) {
+	t, err := gpt.ReadFile(s.disk)
+	if err != nil {
+		return "", err
+	}
+	esps := t.ByType(gpt.TypeESP)
+	if len(esps) == 0 {
+		return "", errors.New("no ESP")
+	}
+	f, err := os.CreateTemp("", "abctl-uki-")
+	if err != nil {
+		return "", err
+	}
+	f.Close()
+	img := fmt.Sprintf("%s@@%d", s.disk, esps[0].Start(t.SectorSize))
+	if _, err := tool.Run("mcopy", "-n", "-o", "-i", img, "::"+p, f.Name()); err != nil {
+		os.Remove(f.Name())
+		return "", err
+	}
+	return f.Name(), nil
 }
 
 func or(s, def string) string {

@@ -8,23 +8,20 @@ package main
 
 import (
 	"fmt"
+	"maps"
 	"os"
-	"sort"
+	"slices"
 	"strings"
 )
 
 var commands = map[string]func(args []string) error{
-	"uki":  ukiCmd,
-	"disk": diskCmd,
+	"uki":    ukiCmd,
+	"disk":   diskCmd,
+	"verity": verityCmd,
 }
 
 func usage() string {
-	var names []string
-	for n := range commands {
-		names = append(names, n)
-	}
-	sort.Strings(names)
-	return "usage: abimage " + strings.Join(names, "|") + " [flags]"
+	return "usage: abimage " + strings.Join(slices.Sorted(maps.Keys(commands)), "|") + " [flags]"
 }
 
 func main() {

@@ -4,9 +4,17 @@
 //
 //	abboot-demo: up version=V slot=S
 //
-// runs a health check, then reads commands from the console: "poweroff"
-// and "reboot" act directly (it is PID 1), anything else is run as a
-// program, so that tests and people can drive it over the serial line.
+// runs a health check and, when it passes, commits the slot with
+// `abctl mark-good`, as an OS's own health check would. Then it reads
+// commands from the console: "poweroff" and "reboot" act directly (it is
+// PID 1), anything else is run as a program, so that tests and people can
+// drive it over the serial line.
+//
+// For tests, the kernel command line can break the image on purpose:
+// abboot-demo.health=fail fails the health check (the demo reboots after
+// abboot-demo.reboot seconds, default 3, without committing) and
+// abboot-demo.health=hang hangs after the up line without feeding the
+// watchdog.
 package main
 
 import (
@@ -14,10 +22,13 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
+	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/osrelease"
 	"github.com/abboot/abboot/pkg/runstate"
 )
@@ -29,12 +40,36 @@ func main() {
 		fmt.Printf("abboot-demo: no abboot run state: %v\n", err)
 	}
 	fmt.Printf("abboot-demo: up version=%s slot=%s\n", version, st.Slot)
+	opts := options()
+	switch {
+	case opts["health"] == "hang":
+		fmt.Println("abboot-demo: hanging on purpose")
+		select {}
+	case opts["health"] == "fail":
+		fmt.Println(`abboot-demo: health=fail reason="failing on purpose"`)
+		delay, _ := strconv.Atoi(opts["reboot"])
+		time.Sleep(time.Duration(max(delay, 3)) * time.Second)
+		halt(unix.LINUX_REBOOT_CMD_RESTART)
+	}
 	if err := health(); err != nil {
 		fmt.Printf("abboot-demo: health=fail reason=%q\n", err)
 	} else {
 		fmt.Println("abboot-demo: health=ok")
+		run("abctl", "mark-good")
 	}
 	console()
+}
+
+// options returns the abboot-demo.KEY=VALUE kernel parameters.
+func options() map[string]string {
+	b, _ := os.ReadFile("/proc/cmdline")
+	m := map[string]string{}
+	for _, f := range bootparam.Fields(string(b)) {
+		if k, v, ok := strings.Cut(f, "="); ok && strings.HasPrefix(k, "abboot-demo.") {
+			m[strings.TrimPrefix(k, "abboot-demo.")] = v
+		}
+	}
+	return m
 }
 
 // health is the demo's stand-in for an OS's own health check: the pieces
@@ -56,8 +91,8 @@ func console() {
 	for {
 		fmt.Println("abboot-demo: ready")
 		if !in.Scan() {
-			// No console input (closed stdin): wait for a signal forever
-			// rather than exit, which would panic the kernel.
+			// No console input (closed stdin): wait forever rather than
+			// exit, which would panic the kernel.
 			select {}
 		}
 		args := strings.Fields(in.Text())
@@ -70,15 +105,19 @@ func console() {
 		case "reboot":
 			halt(unix.LINUX_REBOOT_CMD_RESTART)
 		default:
-			cmd := exec.Command(args[0], args[1:]...)
-			cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-			err := cmd.Run()
-			fmt.Printf("abboot-demo: exit cmd=%s status=%d\n", args[0], cmd.ProcessState.ExitCode())
-			if err != nil && cmd.ProcessState == nil {
-				fmt.Printf("abboot-demo: %v\n", err)
-			}
+			run(args[0], args[1:]...)
 		}
 	}
+}
+
+// run runs a program on the console and reports how it ended.
+func run(name string, args ...string) {
+	cmd := exec.Command(name, args...)
+	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
+	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
+		fmt.Printf("abboot-demo: %v\n", err)
+	}
+	fmt.Printf("abboot-demo: exit cmd=%s status=%d\n", name, cmd.ProcessState.ExitCode())
 }
 
 func halt(how int) {

@@ -130,3 +130,24 @@ func same(a, b *efivar.LoadOption) bool {
 	bb, err2 := b.MarshalBinary()
 	return err1 == nil && err2 == nil && string(ab) == string(bb)
 }
+
+// PutFirst moves slot s's entry to the front of BootOrder, as a commit
+// does (rule 5); it reports whether it wrote, and fails when s has no entry.
+func PutFirst(v *efivar.Vars, entries map[uint16]*efivar.LoadOption, s slot.Slot) (bool, error) {
+	n, ok := Find(entries, s)
+	if !ok {
+		return false, fmt.Errorf("no boot entry for slot %s", s)
+	}
+	order, err := v.BootOrder()
+	if err != nil && !errors.Is(err, efivar.ErrNotFound) {
+		return false, fmt.Errorf("reading BootOrder: %w", err)
+	}
+	if len(order) > 0 && order[0] == n {
+		return false, nil
+	}
+	order = append([]uint16{n}, slices.DeleteFunc(order, func(x uint16) bool { return x == n })...)
+	if err := v.SetBootOrder(order); err != nil {
+		return false, fmt.Errorf("writing BootOrder: %w", err)
+	}
+	return true, nil
+}

@@ -81,3 +81,23 @@ func TestRepair(t *testing.T) {
 		})
 	}
 }
+
+func TestPutFirst(t *testing.T) {
+	v := efivar.Open(t.TempDir())
+	v.SetBootEntry(3, Want(testESP, slot.A))
+	v.SetBootEntry(4, Want(testESP, slot.B))
+	v.SetBootOrder([]uint16{3, 0, 4})
+	entries, _ := v.BootEntries()
+	for i, want := range []bool{true, false} {
+		wrote, err := PutFirst(v, entries, slot.B)
+		if err != nil || wrote != want {
+			t.Fatalf("PutFirst #%d = %v, %v; want %v", i+1, wrote, err, want)
+		}
+	}
+	if order, _ := v.BootOrder(); !reflect.DeepEqual(order, []uint16{4, 3, 0}) {
+		t.Errorf("BootOrder %v, want [4 3 0]", order)
+	}
+	if _, err := PutFirst(efivar.Open(t.TempDir()), nil, slot.A); err == nil {
+		t.Error("PutFirst without an entry succeeded")
+	}
+}

@@ -9,9 +9,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
-	"github.com/abboot/abboot/pkg/tool"
 )
 
 func randomFile(t *testing.T, dir, name string, size int) (string, []byte) {
@@ -23,15 +23,6 @@ func randomFile(t *testing.T, dir, name string, size int) (string, []byte) {
 		t.Fatal(err)
 	}
 	return p, b
-}
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := tool.Run(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
 }
 
 func TestBuild(t *testing.T) {
@@ -68,12 +59,7 @@ func TestBuild(t *testing.T) {
 		t.Errorf("directory holds %d entries, want the 3 inputs and the disk (no temporary files)", len(ents))
 	}
 
-	d, err := gpt.Open(out, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tab, err := d.Read()
+	tab, err := gpt.ReadFile(out)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -93,7 +79,7 @@ func TestBuild(t *testing.T) {
 	}
 
 	// sgdisk sees the same table.
-	p := run(t, "sgdisk", "-p", out)
+	p := testutil.Run(t, "sgdisk", "-p", out)
 	for _, want := range []string{
 		"   1            2048           83967   40.0 MiB    EF00  ESP",
 		"   2           83968           88063   2.0 MiB     8304  abboot-root-a",
@@ -103,7 +89,7 @@ func TestBuild(t *testing.T) {
 			t.Errorf("sgdisk -p lacks %q:\n%s", want, p)
 		}
 	}
-	if i := run(t, "sgdisk", "-i", "2", out); !strings.Contains(i, "Partition unique GUID: "+strings.ToUpper(rootUUID.String())) {
+	if i := testutil.Run(t, "sgdisk", "-i", "2", out); !strings.Contains(i, "Partition unique GUID: "+strings.ToUpper(rootUUID.String())) {
 		t.Errorf("sgdisk -i 2:\n%s", i)
 	}
 
@@ -122,19 +108,19 @@ func TestBuild(t *testing.T) {
 	img := fmt.Sprintf("%s@@%d", out, esp.Start(512))
 	for name, want := range map[string][]byte{"EFI/abboot/a.efi": ukiBytes, "EFI/BOOT/BOOTX64.EFI": fallbackBytes} {
 		got := filepath.Join(t.TempDir(), "got")
-		run(t, "mcopy", "-i", img, "::/"+name, got)
+		testutil.Run(t, "mcopy", "-i", img, "::/"+name, got)
 		if b, err := os.ReadFile(got); err != nil || !bytes.Equal(b, want) {
 			t.Errorf("%s in the ESP: %d bytes, %v; want %d bytes", name, len(b), err, len(want))
 		}
 	}
-	if label := run(t, "mlabel", "-i", img, "-s", "::"); !strings.Contains(label, "ESP") {
+	if label := testutil.Run(t, "mlabel", "-i", img, "-s", "::"); !strings.Contains(label, "ESP") {
 		t.Errorf("ESP volume label: %q", label)
 	}
 	espImg := filepath.Join(t.TempDir(), "esp.img")
 	if err := os.WriteFile(espImg, disk[esp.Start(512):esp.Start(512)+esp.Size(512)], 0o644); err != nil {
 		t.Fatal(err)
 	}
-	run(t, "fsck.vfat", "-n", espImg)
+	testutil.Run(t, "fsck.vfat", "-n", espImg)
 }
 
 func TestBuildErrors(t *testing.T) {

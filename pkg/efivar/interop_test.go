@@ -21,19 +21,13 @@ import (
 	"testing"
 
 	"github.com/spf13/afero"
-)
 
-// requireTool fails the test (CI installs the tools) naming the package.
-func requireTool(t *testing.T, tool, pkg string) {
-	t.Helper()
-	if _, err := exec.LookPath(tool); err != nil {
-		t.Fatalf("%s not found: install the Debian package %s", tool, pkg)
-	}
-}
+	"github.com/abboot/abboot/internal/testutil"
+)
 
 func efibootmgr(t *testing.T, dir string, args ...string) string {
 	t.Helper()
-	requireTool(t, "efibootmgr", "efibootmgr")
+	testutil.RequireTool(t, "efibootmgr")
 	cmd := exec.Command("efibootmgr", args...)
 	cmd.Env = append(os.Environ(), "EFIVARFS_PATH="+dir+"/")
 	out, err := cmd.CombinedOutput()
@@ -144,9 +138,9 @@ func TestEfibootmgrWritesOurs(t *testing.T) {
 // GPT partition (through a loop device) and checks that we decode it to the
 // same value as our golden vector.
 func TestEfibootmgrCreate(t *testing.T) {
-	requireTool(t, "efibootmgr", "efibootmgr")
-	requireTool(t, "sgdisk", "gdisk")
-	requireTool(t, "losetup", "mount")
+	testutil.RequireTool(t, "efibootmgr")
+	testutil.RequireTool(t, "sgdisk")
+	testutil.RequireTool(t, "losetup")
 	if os.Geteuid() != 0 {
 		t.Skip("needs root for a loop device")
 	}

@@ -110,12 +110,7 @@ func Find(sysBlock, devDir string, prefer guid.GUID) (*ESP, error) {
 
 // onDisk returns the disk's ESP, nil if it has none.
 func onDisk(disk string) (*ESP, error) {
-	d, err := gpt.Open(disk, false)
-	if err != nil {
-		return nil, err
-	}
-	defer d.Close()
-	t, err := d.Read()
+	t, err := gpt.ReadFile(disk)
 	if err != nil {
 		return nil, fmt.Errorf("reading GPT of %s: %w", disk, err)
 	}

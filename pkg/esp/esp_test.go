@@ -40,12 +40,7 @@ func machine(t *testing.T, disks map[string]bool) (sys, dev string) {
 }
 
 func espUUID(t *testing.T, disk string) guid.GUID {
-	d, err := gpt.Open(disk, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tab, err := d.Read()
+	tab, err := gpt.ReadFile(disk)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"hash/crc32"
 	"io"
+	"maps"
 	"os"
+	"slices"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -23,7 +25,7 @@ type File interface {
 	Sync() error
 }
 
-// ErrNeedsRepair is returned by SetAttributes when one copy of the table
+// ErrNeedsRepair is returned by SetAttributes(Of) when one copy of the table
 // is broken or stale. SetAttributes refuses rather than repairing
 // implicitly, so that the caller decides (and logs) when a repair
 // happens; call Repair and retry.
@@ -324,49 +326,76 @@ func (d *Disk) Repair() error {
 }
 
 // SetAttributes sets the attribute bits of partition number (1-based
-// entry index) to attrs. It writes the backup copy first (entry sector,
-// header, fsync) and then the primary (entry sector, header, fsync), so
-// at any moment at most one copy is being changed: after a cut the disk
-// reads as the old state (primary intact) or the new one (backup
-// complete, primary broken), and Repair makes the copies agree again.
-//
-// It writes nothing when attrs are already set (a steady-state boot
-// must not write) and fails with ErrNeedsRepair when either copy is
-// broken or stale, since writing over the only good copy would break the
-// guarantee above.
+// entry index) to attrs; it is SetAttributesOf with one partition.
 func (d *Disk) SetAttributes(number int, attrs uint64) error {
+	return d.SetAttributesOf(map[int]uint64{number: attrs})
+}
+
+// SetAttributesOf sets the attribute bits of several partitions in one
+// edit: attrs maps a partition number (1-based entry index) to its new
+// bits. It writes the backup copy first (the entry sectors spanning every
+// changed entry in one write, header, fsync) and then the primary (the
+// same), so at any moment at most one copy is being changed: after a cut
+// the disk reads as the old state of every partition (primary intact) or
+// the new state of every partition (backup complete, primary broken or
+// stale), never a mix, and Repair makes the copies agree again. This is
+// what lets both slots' state change atomically.
+//
+// It writes nothing when every partition already has its bits (a
+// steady-state boot must not write) and fails with ErrNeedsRepair when
+// either copy is broken or stale, since writing over the only good copy
+// would break the guarantee above. A number that names no partition is an
+// error and nothing is written.
+func (d *Disk) SetAttributesOf(attrs map[int]uint64) error {
+	numbers := slices.Sorted(maps.Keys(attrs))
+	wrap := func(err error) error {
+		return fmt.Errorf("setting attributes of partitions %v on %s: %w", numbers, d.name, err)
+	}
 	if err := d.checkWritable(); err != nil {
-		return fmt.Errorf("setting attributes of partition %d: %w", number, err)
+		return wrap(err)
 	}
 	s, err := d.load()
 	if err != nil {
-		return fmt.Errorf("setting attributes of partition %d: %w", number, err)
+		return wrap(err)
 	}
 	if s.primaryErr != nil || s.backupErr != nil {
-		return fmt.Errorf("setting attributes of partition %d on %s: %w (primary: %v; backup: %v)", number, d.name, ErrNeedsRepair, s.primaryErr, s.backupErr)
+		return wrap(fmt.Errorf("%w (primary: %v; backup: %v)", ErrNeedsRepair, s.primaryErr, s.backupErr))
 	}
 	p := s.primary
-	var part *Partition
-	for i := range p.parts {
-		if p.parts[i].Number == number {
-			part = &p.parts[i]
+	entries := append([]byte(nil), p.entries...)
+	// [from, to) spans the changed attribute fields.
+	from, to := len(entries), 0
+	for _, number := range numbers {
+		i := slices.IndexFunc(p.parts, func(q Partition) bool { return q.Number == number })
+		if i < 0 {
+			return wrap(fmt.Errorf("no partition %d", number))
 		}
+		if p.parts[i].Attributes == attrs[number] {
+			continue
+		}
+		off := (number-1)*int(p.h.entrySize) + attributesOffset
+		binary.LittleEndian.PutUint64(entries[off:], attrs[number])
+		from, to = min(from, off), max(to, off+8)
 	}
-	if part == nil {
-		return fmt.Errorf("setting attributes of partition %d on %s: no such partition", number, d.name)
-	}
-	if part.Attributes == attrs {
+	if from >= to {
 		return nil
 	}
-	off := (number-1)*int(p.h.entrySize) + attributesOffset
-	entries := append([]byte(nil), p.entries...)
-	binary.LittleEndian.PutUint64(entries[off:], attrs)
 	crc := crc32.ChecksumIEEE(entries)
 	for _, h := range []header{s.backup.h, p.h} {
 		h.entriesCRC = crc
-		if err := d.writeCopy(h, entries, off, off+8); err != nil {
-			return fmt.Errorf("setting attributes of partition %d on %s: %w", number, d.name, err)
+		if err := d.writeCopy(h, entries, from, to); err != nil {
+			return wrap(err)
 		}
 	}
 	return nil
+}
+
+// ReadFile reads the partition table of the disk or image at path.
+func ReadFile(path string) (*Table, error) {
+	d, err := Open(path, false)
+	if err != nil {
+		return nil, err
+	}
+	defer d.Close()
+	return d.Read()
 }

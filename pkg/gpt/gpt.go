@@ -1,18 +1,19 @@
 // Package gpt reads, repairs, edits and creates GUID Partition Tables
 // (UEFI 2.10 §5.3) on block devices and image files.
 //
-// It is what abboot needs and no more: find partitions, change one
-// partition's attribute bits crash-safely (the slot state lives in the
-// ChromeOS cgpt bits, see Priority), restore a broken copy of the table
-// from the good one, and write a fresh table for a new image. It does not
-// add, delete, move or resize partitions on an existing disk, does not
-// convert MBR disks, and does not ask the kernel to re-read a partition
-// table (attribute changes do not need it).
+// It is what abboot needs and no more: find partitions, change the
+// attribute bits of one or more partitions in one crash-safe edit (the
+// slot state lives in the ChromeOS cgpt bits, see Priority), restore a
+// broken copy of the table from the good one, and write a fresh table for
+// a new image. It does not add, delete, move or resize partitions on an
+// existing disk, does not convert MBR disks, and does not ask the kernel
+// to re-read a partition table (attribute changes do not need it).
 //
-// Reading never writes. Every change to an existing table (SetAttributes,
-// Repair) keeps at least one valid copy of the table on disk at every
-// moment, so a power cut at any point leaves a disk that Read accepts and
-// that shows either the old or the new state.
+// Reading never writes. Every change to an existing table
+// (SetAttributesOf, and SetAttributes built on it, and Repair) keeps at
+// least one valid copy of the table on disk at every moment, so a power
+// cut at any point leaves a disk that Read accepts and that shows either
+// the old or the new state.
 package gpt
 
 import (

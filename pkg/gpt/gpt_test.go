@@ -8,6 +8,7 @@ import (
 	"hash/crc32"
 	"io"
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/abboot/abboot/pkg/guid"
@@ -310,11 +311,29 @@ func TestSetAttributes(t *testing.T) {
 			if err := d.SetAttributes(3, attrs); err != nil || c.writes != 0 || c.syncs != 0 {
 				t.Errorf("no-op SetAttributes: %v, %d writes, %d syncs", err, c.writes, c.syncs)
 			}
+			// Two partitions in one edit: still one write of the entries
+			// and one of the header per copy.
+			c.writes, c.syncs = 0, 0
+			both := map[int]uint64{2: WithSlotBits(parts[1].Attributes, 0, 0, false), 5: 1 << 60}
+			if err := d.SetAttributesOf(both); err != nil || c.writes != 4 || c.syncs != 2 {
+				t.Errorf("SetAttributesOf(%v): %v, %d writes, %d syncs; want 4 and 2", both, err, c.writes, c.syncs)
+			}
+			parts[1].Attributes, parts[3].Attributes = both[2], both[5]
+			if tab := readMem(t, m); tab.NeedsRepair() || !reflect.DeepEqual(tab.Partitions, parts) {
+				t.Errorf("after SetAttributesOf: %v, %v, partitions:\n got %v\nwant %v", tab.PrimaryErr, tab.BackupErr, tab.Partitions, parts)
+			}
+			c.writes, c.syncs = 0, 0
+			if err := d.SetAttributesOf(nil); err != nil || c.writes != 0 {
+				t.Errorf("empty SetAttributesOf: %v, %d writes", err, c.writes)
+			}
 			before := m.clone()
 			for _, n := range []int{0, 4, 6, 129, -1} {
 				if err := d.SetAttributes(n, 1); err == nil {
 					t.Errorf("SetAttributes(%d) succeeded on an unused entry", n)
 				}
+			}
+			if err := d.SetAttributesOf(map[int]uint64{2: 7, 4: 7}); err == nil {
+				t.Errorf("SetAttributesOf with an unused entry succeeded")
 			}
 			if err := openMem(t, m, 0, false).SetAttributes(2, 7); err == nil {
 				t.Errorf("SetAttributes on a read-only disk succeeded")
@@ -351,77 +370,105 @@ func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
 	return c.memFile.WriteAt(p, off)
 }
 
-// TestCrashSafety cuts SetAttributes before and after each of its writes
-// and then cuts the Repair that follows at each of its writes: every
-// state in between must read as the old or the new attributes, and once
-// repaired, show the same attributes with both copies agreeing.
+// TestCrashSafety cuts SetAttributesOf before and after each of its
+// writes, whole or torn, and then cuts the Repair that follows at each of
+// its writes: every state in between must read as the old attributes of
+// every edited partition or the new attributes of every one, never a mix,
+// and once repaired, show the same attributes with both copies agreeing.
+// The edits change one partition, two whose entries share a sector, and
+// two whose entries lie in different sectors (2 and 5 with 512-byte
+// sectors).
 func TestCrashSafety(t *testing.T) {
 	for _, ss := range []int{512, 4096} {
 		for _, torn := range []bool{false, true} {
-			orig, parts := newImage(t, ss)
-			oldAttrs := parts[1].Attributes
-			newAttrs := WithSlotBits(oldAttrs, 0, 0, false)
-			attrsOf := func(t *testing.T, m *memFile) uint64 {
-				t.Helper()
-				tab := readMem(t, m)
-				p, _ := tab.ByUUID(parts[1].UUID)
-				if p.Attributes != oldAttrs && p.Attributes != newAttrs {
-					t.Fatalf("attributes %#x, want old %#x or new %#x", p.Attributes, oldAttrs, newAttrs)
-				}
-				for i, q := range tab.Partitions {
-					if i != 1 && !reflect.DeepEqual(q, parts[i]) {
-						t.Fatalf("partition %v changed", q)
+			for _, numbers := range [][]int{{2}, {2, 3}, {2, 5}} {
+				orig, parts := newImage(t, ss)
+				edit := map[int]uint64{}
+				for _, p := range parts {
+					if slices.Contains(numbers, p.Number) {
+						edit[p.Number] = WithSlotBits(p.Attributes, 0, 0, false) | 1<<61
 					}
 				}
-				return p.Attributes
-			}
-			sawOld, sawNew := false, false
-			for cut := 0; cut <= 4; cut++ {
-				t.Run(fmt.Sprintf("%d/torn=%v/cut=%d", ss, torn, cut), func(t *testing.T) {
-					m := orig.clone()
-					cf := &cutFile{memFile: m, left: cut, torn: torn}
-					d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
-					if err != nil {
-						t.Fatal(err)
-					}
-					err = d.SetAttributes(2, newAttrs)
-					if (err == nil) != (cut == 4) {
-						t.Fatalf("SetAttributes cut after %d writes: %v", cut, err)
-					}
-					got := attrsOf(t, m)
-					// Backup first: once the new state is visible,
-					// the backup holds it too, so losing the primary
-					// later cannot roll a completed change back.
-					if st, _ := openMem(t, m, 0, false).load(); got == newAttrs && (st.backup == nil || st.backup.parts[1].Attributes != newAttrs) {
-						t.Fatalf("new attributes visible but the backup does not hold them (%v)", st.backupErr)
-					}
-					sawOld = sawOld || got == oldAttrs
-					sawNew = sawNew || got == newAttrs
-					if cut == 4 && got != newAttrs {
-						t.Fatalf("complete SetAttributes left %#x", got)
-					}
-					cutState := m.clone()
-					for rcut := 0; ; rcut++ {
-						m := cutState.clone()
-						d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
-						err := d.Repair()
-						if after := attrsOf(t, m); after != got {
-							t.Fatalf("Repair cut after %d writes changed attributes %#x to %#x", rcut, got, after)
+				// isNew reads m and reports whether it shows the new
+				// attributes; it fails on a mix or any other change.
+				isNew := func(t *testing.T, m *memFile) bool {
+					t.Helper()
+					tab := readMem(t, m)
+					var old, new int
+					for i, q := range tab.Partitions {
+						switch a, ok := edit[q.Number]; {
+						case ok && q.Attributes == a:
+							new++
+							q.Attributes = parts[i].Attributes
+						case ok:
+							old++
 						}
-						if err == nil {
-							if tab := readMem(t, m); tab.NeedsRepair() {
-								t.Fatalf("after Repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
+						if !reflect.DeepEqual(q, parts[i]) {
+							t.Fatalf("partition %v, want %v or attributes %#x", q, parts[i], edit[q.Number])
+						}
+					}
+					if old > 0 && new > 0 {
+						t.Fatalf("%d partitions show the old attributes and %d the new", old, new)
+					}
+					return new > 0
+				}
+				sawOld, sawNew := false, false
+				for cut := 0; cut <= 4; cut++ {
+					t.Run(fmt.Sprintf("%d/torn=%v/%v/cut=%d", ss, torn, numbers, cut), func(t *testing.T) {
+						m := orig.clone()
+						cf := &cutFile{memFile: m, left: cut, torn: torn}
+						d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
+						if err != nil {
+							t.Fatal(err)
+						}
+						err = d.SetAttributesOf(edit)
+						if (err == nil) != (cut == 4) {
+							t.Fatalf("SetAttributesOf cut after %d writes: %v", cut, err)
+						}
+						got := isNew(t, m)
+						// Backup first: once the new state is visible,
+						// the backup holds it too, so losing the
+						// primary later cannot roll a completed change
+						// back.
+						if got {
+							st, _ := openMem(t, m, 0, false).load()
+							if st.backup == nil {
+								t.Fatalf("new attributes visible but the backup is broken: %v", st.backupErr)
 							}
-							break
+							for _, q := range st.backup.parts {
+								if a, ok := edit[q.Number]; ok && q.Attributes != a {
+									t.Fatalf("new attributes visible but the backup has %v", q)
+								}
+							}
 						}
-						if rcut > 4 {
-							t.Fatalf("Repair still failing after %d writes: %v", rcut, err)
+						sawOld = sawOld || !got
+						sawNew = sawNew || got
+						if cut == 4 && !got {
+							t.Fatal("complete SetAttributesOf left the old attributes")
 						}
-					}
-				})
-			}
-			if !sawOld || !sawNew {
-				t.Errorf("cuts produced old: %v, new: %v; want both", sawOld, sawNew)
+						cutState := m.clone()
+						for rcut := 0; ; rcut++ {
+							m := cutState.clone()
+							d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
+							err := d.Repair()
+							if isNew(t, m) != got {
+								t.Fatalf("Repair cut after %d writes changed new=%v", rcut, got)
+							}
+							if err == nil {
+								if tab := readMem(t, m); tab.NeedsRepair() {
+									t.Fatalf("after Repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
+								}
+								break
+							}
+							if rcut > 4 {
+								t.Fatalf("Repair still failing after %d writes: %v", rcut, err)
+							}
+						}
+					})
+				}
+				if !sawOld || !sawNew {
+					t.Errorf("%d/torn=%v/%v: cuts produced old: %v, new: %v; want both", ss, torn, numbers, sawOld, sawNew)
+				}
 			}
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/tool"
 )
@@ -18,15 +19,6 @@ import (
 // These tests check our tables against sgdisk (gdisk) and cgpt on image
 // files, which needs no root. sgdisk and cgpt treat image files as having
 // 512-byte sectors, so interop is checked at that size only.
-
-func run(t *testing.T, name string, args ...string) string {
-	t.Helper()
-	out, err := tool.Run(name, args...)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(out)
-}
 
 // sgdiskVerify runs `sgdisk -v` on path and reports whether it found the
 // disk healthy. sgdisk says "No problems found" even when it has just
@@ -58,12 +50,7 @@ func writeImage(t *testing.T) (string, []Partition) {
 
 func readFile(t *testing.T, path string) *Table {
 	t.Helper()
-	d, err := Open(path, false)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	tab, err := d.Read()
+	tab, err := ReadFile(path)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,7 +63,7 @@ func readFile(t *testing.T, path string) *Table {
 // sgdiskInfo is what `sgdisk -i N` says about a partition.
 func sgdiskInfo(t *testing.T, path string, n int) Partition {
 	t.Helper()
-	out := run(t, "sgdisk", "-i", strconv.Itoa(n), path)
+	out := testutil.Run(t, "sgdisk", "-i", strconv.Itoa(n), path)
 	field := func(re string) string {
 		m := regexp.MustCompile(`(?m)^` + re).FindStringSubmatch(out)
 		if m == nil {
@@ -114,7 +101,7 @@ func TestInteropSgdiskReadsCreate(t *testing.T) {
 	if out, ok := sgdiskVerify(t, path); !ok {
 		t.Errorf("sgdisk -v:\n%s", out)
 	}
-	out := run(t, "sgdisk", "-p", path)
+	out := testutil.Run(t, "sgdisk", "-p", path)
 	if !strings.Contains(out, "Disk identifier (GUID): "+strings.ToUpper(testDiskGUID.String())) {
 		t.Errorf("sgdisk -p does not show disk GUID %s:\n%s", testDiskGUID, out)
 	}
@@ -152,7 +139,7 @@ func TestInteropReadSgdisk(t *testing.T) {
 			}
 		}
 	}
-	run(t, "sgdisk", append(args, path)...)
+	testutil.Run(t, "sgdisk", append(args, path)...)
 	tab := readFile(t, path)
 	if tab.DiskGUID != testDiskGUID || tab.SectorSize != 512 || tab.FirstUsableLBA != 34 || tab.LastUsableLBA != 32734 {
 		t.Errorf("table %+v", tab)
@@ -171,7 +158,7 @@ func TestInteropCgpt(t *testing.T) {
 	defer d.Close()
 	cgptShow := func(n int, flag string) int {
 		t.Helper()
-		v, err := strconv.Atoi(strings.TrimSpace(run(t, "cgpt", "show", "-i", strconv.Itoa(n), flag, path)))
+		v, err := strconv.Atoi(strings.TrimSpace(testutil.Run(t, "cgpt", "show", "-i", strconv.Itoa(n), flag, path)))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -203,7 +190,7 @@ func TestInteropCgpt(t *testing.T) {
 		if tc.succ {
 			s = "1"
 		}
-		run(t, "cgpt", "add", "-i", "3", "-P", strconv.Itoa(tc.prio), "-T", strconv.Itoa(tc.tries), "-S", s, path)
+		testutil.Run(t, "cgpt", "add", "-i", "3", "-P", strconv.Itoa(tc.prio), "-T", strconv.Itoa(tc.tries), "-S", s, path)
 		p, ok := readFile(t, path).ByName("abboot-root-b")
 		if !ok {
 			t.Fatal("abboot-root-b gone after cgpt add")
@@ -299,7 +286,7 @@ func TestInteropBlockDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	parts[1].Attributes = attrs
-	if out := run(t, "sgdisk", "-p", dev); !strings.Contains(out, "Sector size (logical/physical): 4096/") {
+	if out := testutil.Run(t, "sgdisk", "-p", dev); !strings.Contains(out, "Sector size (logical/physical): 4096/") {
 		t.Errorf("sgdisk -p %s:\n%s", dev, out)
 	}
 	for _, p := range parts {

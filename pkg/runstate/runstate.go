@@ -22,6 +22,7 @@ type State struct {
 	Version string `json:"version,omitempty"` // VERSION_ID of the running image
 	ESP     string `json:"esp,omitempty"`     // ESP partition device
 	Disk    string `json:"disk,omitempty"`    // disk holding the ESP
+	ESPDir  string `json:"esp_dir,omitempty"` // where the init mounted the ESP (read-only)
 }
 
 // Write stores s at Path.

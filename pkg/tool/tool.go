@@ -18,6 +18,10 @@ var packages = map[string]string{
 	"sgdisk":             "gdisk",
 	"cgpt":               "cgpt",
 	"qemu-system-x86_64": "qemu-system-x86",
+	"efibootmgr":         "efibootmgr",
+	"mlabel":             "mtools",
+	"fsck.vfat":          "dosfstools",
+	"losetup":            "mount",
 }
 
 // Path returns the full path of name, or an error naming its package.

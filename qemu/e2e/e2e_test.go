@@ -8,6 +8,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -17,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/qemu"
 )
 
@@ -222,10 +224,20 @@ func TestFirstBoot(t *testing.T) {
 	if v, s := up(t, vm); v != "1" || s != "a" {
 		t.Fatalf("first boot: version=%s slot=%s, want 1 a", v, s)
 	}
-	lines := command(t, vm, "efibootmgr")
+	lines := command(t, vm, "efibootmgr -v")
 	ents := entries(lines)
 	if ents["a"] == "" || ents["b"] == "" {
 		t.Fatalf("efibootmgr lists abboot entries %v, want A and B:\n%s", ents, strings.Join(lines, "\n"))
+	}
+	// efibootmgr decodes our entries to the ESP's partition GUID and the
+	// slot's file.
+	uuid := espUUID(t, m.disks[0])
+	for _, sl := range []string{"a", "b"} {
+		want := fmt.Sprintf(`HD(1,GPT,%s,0x800,`, uuid)
+		file := fmt.Sprintf(`/File(\EFI\abboot\%s.efi)`, sl)
+		if l := grep(strings.Join(lines, "\n"), "abboot "+strings.ToUpper(sl)); !strings.Contains(l, want) || !strings.Contains(l, file) {
+			t.Errorf("efibootmgr -v for slot %s: %q, want %s...%s", sl, l, want, file)
+		}
 	}
 	if order := bootOrder(lines); !strings.HasPrefix(order, ents["a"]+","+ents["b"]) {
 		t.Errorf("BootOrder %s, want %s,%s first", order, ents["a"], ents["b"])
@@ -244,12 +256,34 @@ func TestFirstBoot(t *testing.T) {
 	poweroff(t, vm)
 }
 
-// TestRepairLostEntries: the firmware loses abboot's entries; the system
-// still boots (through the fallback copy) and the init puts them back.
+// TestRepairLostEntries: an entry efibootmgr makes decodes in abctl; then
+// the firmware loses abboot's entries; the system still boots (through the
+// fallback copy) and the init puts them back.
 func TestRepairLostEntries(t *testing.T) {
 	m := newMachine(t, abDisk(t))
 	vm := m.start()
 	up(t, vm)
+	command(t, vm, `efibootmgr -q -c -d /dev/vda -p 1 -L probe -l \EFI\abboot\b.efi`)
+	var st struct {
+		BootEntries []struct{ Entry, Description, Path string } `json:"boot_entries"`
+	}
+	out := strings.Join(command(t, vm, "abctl status --json"), "\n")
+	if err := json.Unmarshal([]byte(out[strings.Index(out, "{"):strings.LastIndex(out, "}")+1]), &st); err != nil {
+		t.Fatalf("abctl status --json: %v\n%s", err, out)
+	}
+	probe := ""
+	for _, e := range st.BootEntries {
+		if e.Description == "probe" {
+			probe = e.Entry
+			if want := fmt.Sprintf(`HD(1,GPT,%s,0x800,`, espUUID(t, m.disks[0])); !strings.Contains(e.Path, want) || !strings.HasSuffix(e.Path, `/File(\EFI\abboot\b.efi)`) {
+				t.Errorf("efibootmgr's entry decodes as %q", e.Path)
+			}
+		}
+	}
+	if probe == "" {
+		t.Fatalf("abctl does not list the entry efibootmgr made:\n%s", out)
+	}
+	command(t, vm, "efibootmgr -q -B -b "+strings.TrimPrefix(probe, "Boot"))
 	ents := entries(command(t, vm, "efibootmgr"))
 	for _, s := range []string{"a", "b"} {
 		if ents[s] == "" {
@@ -314,6 +348,20 @@ func TestNoESP(t *testing.T) {
 		t.Errorf("version=%s slot=%s, want 1 a", v, s)
 	}
 	poweroff(t, vm)
+}
+
+// espUUID reads the ESP's partition GUID from a disk image.
+func espUUID(t *testing.T, disk string) string {
+	t.Helper()
+	tab, err := gpt.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	esps := tab.ByType(gpt.TypeESP)
+	if len(esps) != 1 {
+		t.Fatalf("%s has %d ESPs", disk, len(esps))
+	}
+	return esps[0].UUID.String()
 }
 
 func bootOrder(lines []string) string {

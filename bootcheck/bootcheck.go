@@ -1,0 +1,233 @@
+// Package bootcheck is abboot's slot decision: given the slot state as
+// loaded from the store and what the init knows about the running boot, it
+// says which slot to boot, how to get there, and which state to write
+// first (DESIGN.md, Rules 1-4, 7-9). abboot's init (PID 1 in every UKI)
+// calls Decide on every boot.
+//
+// The package is pure: no I/O, no clock, no randomness. It does not read or
+// write the state store, set BootNext, kexec, arm a watchdog or log; the
+// init does, in this order: write Decision.State when Decision.Write is
+// set, then act. A state it cannot write must stop it from handing over,
+// since the handover would then not be counted (rule 2).
+//
+// The decision is explored exhaustively against an adversarial model of the
+// firmware, the power and the kernels in model_test.go.
+package bootcheck
+
+import (
+	"fmt"
+
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+)
+
+// Action is what the init does once Decision.State is written.
+type Action int
+
+// The actions.
+const (
+	// Continue boots the running slot's OS (Target is the running slot).
+	Continue Action = iota
+	// Kexec hands over to Target by kexec of its UKI, with
+	// abboot.handover=Target appended to its command line.
+	Kexec
+	// Firmware hands over to Target by BootNext and a reboot.
+	Firmware
+	// Rescue gives the operator a shell: no slot can be booted.
+	Rescue
+)
+
+func (a Action) String() string {
+	switch a {
+	case Continue:
+		return "continue"
+	case Kexec:
+		return "kexec"
+	case Firmware:
+		return "firmware"
+	case Rescue:
+		return "rescue"
+	}
+	return fmt.Sprintf("action(%d)", int(a))
+}
+
+// Reasons, the value of reason= in the init's event=select line.
+const (
+	ReasonCommitted  = "committed"        // target is a successful slot
+	ReasonTrial      = "trial"            // target is on trial; this decision counted its try
+	ReasonHandover   = "handover"         // running slot on trial, its try counted by the handover that started it
+	ReasonOutOfTries = "out-of-tries"     // running slot on trial has no tries left
+	ReasonMarkedBad  = "marked-bad"       // running slot has priority 0
+	ReasonRootFailed = "root-failed"      // running slot cannot come up (rule 4)
+	ReasonNoHandover = "no-handover"      // the best slot is the other one, but neither kexec nor BootNext can be used
+	ReasonNoBootable = "no-bootable-slot" // rule 9
+	ReasonRebuilt    = "state-rebuilt"    // the state was unreadable or invalid (rule 8)
+	ReasonBadRunning = "invalid-running"  // Input.Running is not a slot
+)
+
+// Input is what the init knows when it decides.
+type Input struct {
+	// State is the slot state as loaded from the store.
+	State slotstate.State
+	// Running is the slot whose UKI (and so whose init) is running.
+	Running slot.Slot
+	// Handover is set when this kernel was started by a kexec handover
+	// that already counted this try (abboot.handover=Running on the
+	// command line).
+	Handover bool
+	// RootFailed is set when the running slot cannot come up: its root
+	// is missing, its verity hash does not match or mounting fails.
+	RootFailed bool
+	// KexecAllowed is false when abboot.kexec=0 or kexec was refused
+	// earlier in this boot.
+	KexecAllowed bool
+	// FirmwareAllowed is false when BootNext cannot be set (no EFI
+	// variables, or the write failed earlier in this boot).
+	FirmwareAllowed bool
+}
+
+// Decision is what the init does.
+type Decision struct {
+	Action Action
+	// Target is the slot to boot; "" for Rescue.
+	Target slot.Slot
+	// State is the state to write before acting. Write reports whether
+	// it differs from Input.State; when it does not, write nothing
+	// (rule 7).
+	State slotstate.State
+	Write bool
+	// Reason is short and stable, for the select (or rescue) event.
+	Reason string
+	// Spent names the slot whose try a BootNext handover counted although
+	// the firmware booted the other slot (it ignored BootNext, or the
+	// power failed before the reboot); "" when none. The try stays spent.
+	Spent slot.Slot
+}
+
+// Decide is the slot decision (DESIGN.md, Rules 1-4, 7, 9).
+//
+// The running slot's try was already counted when Input.Handover is set or
+// the state's BootNext marker (State.Counted) names it; the marker is then
+// cleared and the slot is not decremented again, and it may run although
+// its counted try left it at tries 0. A marker naming the other slot means
+// the BootNext handover did not arrive: the marker is cleared and the try
+// stays spent. Refunding it instead would let a firmware that ignores
+// BootNext loop forever between the running slot and a handover that never
+// happens; spending it bounds that loop by the target's tries.
+//
+// When the best slot is the running one, the running slot is decremented
+// unless it is successful or its try was already counted, and booted. When
+// it is the other slot, that slot is decremented unless successful and the
+// decision hands over by kexec if allowed, else by BootNext, leaving the
+// marker in the same write so that the next init does not count again.
+// When neither is allowed the running slot is booted if it is bootable.
+//
+// When kexec is refused at run time, call Decide again with the same Input
+// and KexecAllowed false: the State it returns is computed from the same
+// Input.State, so writing it over the first decision's state counts the try
+// once, and adds the marker.
+//
+// When the running slot's root fails after a Continue, call Decide again
+// with State set to the state just written, Handover and the allowed
+// handovers as before, and RootFailed set: the running slot is marked bad
+// (rule 4) and the other slot selected, or Rescue when it is not bootable.
+//
+// An invalid State (out of range, as no store should hold) is treated as an
+// unreadable one: see Rebuild.
+func Decide(in Input) Decision {
+	run := in.Running
+	if run != slot.A && run != slot.B {
+		return Decision{Action: Rescue, State: in.State, Reason: ReasonBadRunning}
+	}
+	if in.State.Validate() != nil {
+		return Rebuild(run)
+	}
+	other := run.Other()
+	st := in.State
+	var d Decision
+	counted := in.Handover || st.Counted == run
+	if st.Counted == other {
+		d.Spent = other
+	}
+	st.Counted = ""
+	var passed string // why the running slot is passed over, if it is
+	if in.RootFailed {
+		st = st.MarkBad(run)
+		counted = false
+		passed = ReasonRootFailed
+	}
+	// A counted try belongs to this boot: choose as if it were still
+	// there, so that a trial started with its last try runs.
+	eff := st
+	if a := st.Get(run); counted && !a.Successful {
+		a.Tries++
+		eff = eff.With(run, a)
+	}
+	runOK := eff.Get(run).Bootable()
+	if passed == "" && !runOK {
+		passed = ReasonOutOfTries
+		if st.Get(run).Priority == 0 {
+			passed = ReasonMarkedBad
+		}
+	}
+	best, ok := eff.Best(run)
+	switch {
+	case !ok:
+		d.Action, d.Reason = Rescue, ReasonNoBootable
+	case best == run || !in.KexecAllowed && !in.FirmwareAllowed && runOK:
+		d.Action, d.Target = Continue, run
+		switch a := st.Get(run); {
+		case a.Successful:
+			d.Reason = ReasonCommitted
+		case counted:
+			d.Reason = ReasonHandover
+		default:
+			a.Tries--
+			st = st.With(run, a)
+			d.Reason = ReasonTrial
+		}
+		if best != run {
+			d.Reason = ReasonNoHandover
+		}
+	case !in.KexecAllowed && !in.FirmwareAllowed:
+		d.Action, d.Reason = Rescue, ReasonNoHandover
+	default:
+		d.Action, d.Target = Firmware, best
+		if in.KexecAllowed {
+			d.Action = Kexec
+		}
+		d.Reason = ReasonCommitted
+		if a := st.Get(best); !a.Successful {
+			a.Tries--
+			st = st.With(best, a)
+			d.Reason = ReasonTrial
+			if d.Action == Firmware {
+				st.Counted = best
+			}
+		}
+		if passed != "" {
+			d.Reason = passed
+		}
+	}
+	d.State = st
+	d.Write = st != in.State
+	return d
+}
+
+// Rebuild is rule 8 for a state store that cannot be read: boot the
+// running slot and write a state in which it is the committed one. The
+// other slot's state is unknown (it may be half installed), so it is
+// written as bad: priority 0, not booted again until abctl set-active or
+// an install gives it a priority.
+func Rebuild(running slot.Slot) Decision {
+	if running != slot.A && running != slot.B {
+		return Decision{Action: Rescue, Reason: ReasonBadRunning}
+	}
+	return Decision{
+		Action: Continue,
+		Target: running,
+		State:  slotstate.State{}.Commit(running),
+		Write:  true,
+		Reason: ReasonRebuilt,
+	}
+}

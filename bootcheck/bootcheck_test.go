@@ -1,0 +1,173 @@
+package bootcheck
+
+import (
+	"testing"
+
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+)
+
+type attrs = slotstate.Attrs
+
+var (
+	committed = attrs{Priority: 1, Successful: true}
+	trial     = attrs{Priority: 2, Tries: 3}
+	lastTry   = attrs{Priority: 2, Tries: 1}
+	spent     = attrs{Priority: 2} // trial out of tries
+)
+
+func TestDecide(t *testing.T) {
+	both := func(in Input) Input { in.KexecAllowed, in.FirmwareAllowed = true, true; return in }
+	fwOnly := func(in Input) Input { in.FirmwareAllowed = true; return in }
+	for _, tc := range []struct {
+		name string
+		in   Input
+		want Decision
+	}{
+		{
+			name: "steady state writes nothing",
+			in:   both(Input{State: slotstate.State{A: committed, B: committed}, Running: slot.A}),
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: committed}, Reason: ReasonCommitted},
+		},
+		{
+			name: "new slot: count its try and kexec",
+			in:   both(Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A}),
+			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "kexec handover with the last try: boot it, no decrement, no write",
+			in:   both(Input{State: slotstate.State{A: committed, B: spent}, Running: slot.B, Handover: true}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: spent}, Reason: ReasonHandover},
+		},
+		{
+			name: "new slot without kexec: BootNext with the marker in the same write",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: lastTry}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: committed, B: spent, Counted: slot.B}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "BootNext arrived: consume the marker, no decrement",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: spent, Counted: slot.B}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: spent}, Write: true, Reason: ReasonHandover},
+		},
+		{
+			name: "BootNext ignored: the try is spent and another counted",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: attrs{2, 2, false}, Counted: slot.B}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: committed, B: lastTry, Counted: slot.B}, Write: true, Reason: ReasonTrial, Spent: slot.B},
+		},
+		{
+			name: "BootNext ignored on the last try: stay on the committed slot",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: spent, Counted: slot.B}, Running: slot.A}),
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: spent}, Write: true, Reason: ReasonCommitted, Spent: slot.B},
+		},
+		{
+			name: "trial booted by the firmware directly counts its own try",
+			in:   both(Input{State: slotstate.State{A: committed, B: trial}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "rule 3: trial out of tries falls back to the committed slot",
+			in:   both(Input{State: slotstate.State{A: committed, B: spent}, Running: slot.B}),
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed, B: spent}, Reason: ReasonOutOfTries},
+		},
+		{
+			name: "slot marked bad, booted from a stale entry",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: slotstate.Bad}, Running: slot.B}),
+			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Reason: ReasonMarkedBad},
+		},
+		{
+			name: "rule 4: root failed, mark bad and fall back",
+			in:   both(Input{State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Running: slot.B, Handover: true, RootFailed: true}),
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Write: true, Reason: ReasonRootFailed},
+		},
+		{
+			name: "rule 4 and 9: root of the only slot failed",
+			in:   both(Input{State: slotstate.State{A: committed, B: slotstate.Bad}, Running: slot.A, RootFailed: true}),
+			want: Decision{Action: Rescue, State: slotstate.State{A: slotstate.Bad, B: slotstate.Bad}, Write: true, Reason: ReasonNoBootable},
+		},
+		{
+			name: "rule 9: nothing bootable, nothing written",
+			in:   both(Input{State: slotstate.State{A: spent, B: slotstate.Bad}, Running: slot.A}),
+			want: Decision{Action: Rescue, State: slotstate.State{A: spent, B: slotstate.Bad}, Reason: ReasonNoBootable},
+		},
+		{
+			name: "fallback to a trial slot counts its try",
+			in:   fwOnly(Input{State: slotstate.State{A: spent, B: attrs{1, 2, false}}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: spent, B: attrs{1, 1, false}, Counted: slot.B}, Write: true, Reason: ReasonOutOfTries},
+		},
+		{
+			name: "tie goes to the running slot",
+			in:   both(Input{State: slotstate.State{A: committed, B: attrs{1, 2, false}}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: attrs{1, 1, false}}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "no way to hand over: keep booting the running slot",
+			in:   Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A},
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: trial}, Reason: ReasonNoHandover},
+		},
+		{
+			name: "no way to hand over from a trial: it still counts",
+			in:   Input{State: slotstate.State{A: attrs{3, 0, true}, B: lastTry}, Running: slot.B},
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: attrs{3, 0, true}, B: spent}, Write: true, Reason: ReasonNoHandover},
+		},
+		{
+			name: "no way to hand over from an unbootable slot",
+			in:   Input{State: slotstate.State{A: committed, B: slotstate.Bad}, Running: slot.B},
+			want: Decision{Action: Rescue, State: slotstate.State{A: committed, B: slotstate.Bad}, Reason: ReasonNoHandover},
+		},
+		{
+			name: "invalid state is rebuilt",
+			in:   both(Input{State: slotstate.State{A: attrs{16, 0, true}}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{B: attrs{1, 0, true}}, Write: true, Reason: ReasonRebuilt},
+		},
+		{
+			name: "invalid running slot",
+			in:   both(Input{State: slotstate.State{A: committed}, Running: "c"}),
+			want: Decision{Action: Rescue, State: slotstate.State{A: committed}, Reason: ReasonBadRunning},
+		},
+	} {
+		if got := Decide(tc.in); got != tc.want {
+			t.Errorf("%s:\nDecide(%+v)\n = %+v\nwant %+v", tc.name, tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestKexecRefused checks the protocol Decide documents for a kexec that is
+// refused at run time: deciding again from the same Input counts the try
+// once in all and adds the marker.
+func TestKexecRefused(t *testing.T) {
+	in := Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
+	first := Decide(in)
+	in.KexecAllowed = false
+	second := Decide(in)
+	want := slotstate.State{A: committed, B: attrs{2, 2, false}, Counted: slot.B}
+	noMarker := second.State
+	noMarker.Counted = ""
+	if first.Action != Kexec || second.Action != Firmware || second.State != want || noMarker != first.State {
+		t.Errorf("kexec refused: first %+v, then %+v; want kexec, then firmware to %+v", first, second, want)
+	}
+}
+
+func TestRebuild(t *testing.T) {
+	for _, s := range slot.All {
+		d := Rebuild(s)
+		a := d.State.Get(s)
+		if d.Action != Continue || d.Target != s || !d.Write || !a.Successful || a.Priority == 0 || d.State.Get(s.Other()).Bootable() {
+			t.Errorf("Rebuild(%s) = %+v; want %s committed and booted, the other slot not bootable", s, d, s)
+		}
+		// The rebuilt state is a steady state: the next boot writes nothing.
+		if next := Decide(Input{State: d.State, Running: s, KexecAllowed: true, FirmwareAllowed: true}); next.Write || next.Action != Continue {
+			t.Errorf("boot after Rebuild(%s) = %+v; want continue without a write", s, next)
+		}
+	}
+	if d := Rebuild("x"); d.Action != Rescue {
+		t.Errorf(`Rebuild("x") = %+v, want rescue`, d)
+	}
+}
+
+func TestActionString(t *testing.T) {
+	for a, want := range map[Action]string{Continue: "continue", Kexec: "kexec", Firmware: "firmware", Rescue: "rescue", 9: "action(9)"} {
+		if a.String() != want {
+			t.Errorf("Action(%d).String() = %q, want %q", int(a), a.String(), want)
+		}
+	}
+}

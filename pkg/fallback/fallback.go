@@ -1,0 +1,119 @@
+// Package fallback keeps the fallback copy: \EFI\BOOT\BOOTX64.EFI, the
+// removable-media path firmware boots when it has no usable Boot####
+// entry (UEFI 2.10 §3.5.1.1), holds a copy of the committed slot's UKI, so
+// a machine whose entries were lost still boots a good slot (DESIGN.md,
+// lessons). It compares and replaces files on a mounted ESP; it does not
+// mount anything or decide which slot is committed.
+package fallback
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"os"
+	"path/filepath"
+
+	"github.com/abboot/abboot/pkg/slot"
+)
+
+// Which returns the slot whose UKI the fallback copy is, comparing bytes;
+// ok is false when it matches neither (or is missing). When both slots
+// hold the same image, A is reported.
+func Which(esp fs.FS) (s slot.Slot, ok bool, err error) {
+	var errs []error
+	for _, s := range slot.All {
+		same, err := Same(esp, slot.FallbackPath, s.UKIPath())
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		if same {
+			return s, true, nil
+		}
+	}
+	return "", false, errors.Join(errs...)
+}
+
+// Same compares two files on fsys byte for byte, stopping at the first
+// difference; files of different sizes are not read at all.
+func Same(fsys fs.FS, a, b string) (bool, error) {
+	fa, err := fsys.Open(a)
+	if err != nil {
+		return false, err
+	}
+	defer fa.Close()
+	fb, err := fsys.Open(b)
+	if err != nil {
+		return false, err
+	}
+	defer fb.Close()
+	ia, err1 := fa.Stat()
+	ib, err2 := fb.Stat()
+	if err := errors.Join(err1, err2); err != nil {
+		return false, err
+	}
+	if ia.Size() != ib.Size() {
+		return false, nil
+	}
+	ba, bb := make([]byte, 1<<20), make([]byte, 1<<20)
+	for {
+		na, erra := io.ReadFull(fa, ba)
+		nb, errb := io.ReadFull(fb, bb)
+		if na != nb || !bytes.Equal(ba[:na], bb[:nb]) {
+			return false, nil
+		}
+		if erra == io.EOF || erra == io.ErrUnexpectedEOF {
+			return true, nil
+		}
+		if err := errors.Join(erra, errb); err != nil {
+			return false, err
+		}
+	}
+}
+
+// Replace makes the fallback copy on the ESP mounted at dir a copy of slot
+// s's UKI, unless it already is one. It writes a temporary file next to
+// the target, syncs it, renames it over the target and syncs the
+// directory, so that a power cut leaves either the old copy or the new
+// one: FAT updates a directory entry in place within one sector.
+// It reports whether it wrote anything.
+func Replace(dir string, s slot.Slot) (bool, error) {
+	if same, err := Same(os.DirFS(dir), slot.FallbackPath, s.UKIPath()); err == nil && same {
+		return false, nil
+	}
+	src, err := os.Open(filepath.Join(dir, s.UKIPath()))
+	if err != nil {
+		return false, fmt.Errorf("fallback copy: %w", err)
+	}
+	defer src.Close()
+	dst := filepath.Join(dir, slot.FallbackPath)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return false, fmt.Errorf("fallback copy: %w", err)
+	}
+	tmp := dst + ".new"
+	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	if err != nil {
+		return false, fmt.Errorf("fallback copy: %w", err)
+	}
+	_, err = io.Copy(f, src)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, dst)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return false, fmt.Errorf("fallback copy of slot %s: %w", s, err)
+	}
+	if d, err := os.Open(filepath.Dir(dst)); err == nil {
+		d.Sync()
+		d.Close()
+	}
+	return true, nil
+}

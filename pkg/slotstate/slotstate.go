@@ -1,0 +1,140 @@
+// Package slotstate is abboot's slot-state model (DESIGN.md, Slot state):
+// per slot a priority 0..15, a number of tries 0..15 and a successful flag,
+// with the meaning ChromeOS cgpt and Flatcar gptprio give them, plus the
+// marker a BootNext handover leaves (rule 2). It holds the pure operations
+// on that state (bootable, best, commit, mark bad, set active); stores that
+// persist it and the boot decision live elsewhere. No I/O.
+package slotstate
+
+import (
+	"fmt"
+
+	"github.com/abboot/abboot/pkg/slot"
+)
+
+// Max is the largest priority and number of tries: four bits each in the
+// cgpt attribute layout.
+const Max = 15
+
+// DefaultTries is the number of tries a newly activated slot gets.
+const DefaultTries = 3
+
+// Attrs is one slot's state.
+type Attrs struct {
+	Priority   int  `json:"priority"`
+	Tries      int  `json:"tries"`
+	Successful bool `json:"successful"`
+}
+
+// Bootable reports whether the slot may be chosen: a priority and either a
+// good record or tries left.
+func (a Attrs) Bootable() bool { return a.Priority > 0 && (a.Successful || a.Tries > 0) }
+
+// Bad is the state rule 4 gives a slot that cannot come up.
+var Bad = Attrs{}
+
+func (a Attrs) String() string {
+	return fmt.Sprintf("priority=%d tries=%d successful=%v", a.Priority, a.Tries, a.Successful)
+}
+
+// State is both slots' state. It is comparable with ==.
+type State struct {
+	A, B Attrs
+	// Counted names the slot whose try a BootNext handover already
+	// counted; the init that boots next clears it (rule 2). "" when none.
+	Counted slot.Slot
+}
+
+// Get returns slot s's attributes.
+func (st State) Get(s slot.Slot) Attrs {
+	if s == slot.B {
+		return st.B
+	}
+	return st.A
+}
+
+// With returns st with slot s's attributes replaced.
+func (st State) With(s slot.Slot, a Attrs) State {
+	if s == slot.B {
+		st.B = a
+	} else {
+		st.A = a
+	}
+	return st
+}
+
+// Validate checks the ranges a store can hold.
+func (st State) Validate() error {
+	for _, s := range slot.All {
+		a := st.Get(s)
+		if a.Priority < 0 || a.Priority > Max || a.Tries < 0 || a.Tries > Max {
+			return fmt.Errorf("slot %s: %v out of range 0..%d", s, a, Max)
+		}
+	}
+	if st.Counted != "" && st.Counted != slot.A && st.Counted != slot.B {
+		return fmt.Errorf("counted marker %q is not a slot", st.Counted)
+	}
+	return nil
+}
+
+// Best returns the bootable slot with the highest priority; a tie goes to
+// running. ok is false when no slot is bootable.
+func (st State) Best(running slot.Slot) (best slot.Slot, ok bool) {
+	for _, s := range []slot.Slot{running, running.Other()} {
+		a := st.Get(s)
+		if a.Bootable() && (!ok || a.Priority > st.Get(best).Priority) {
+			best, ok = s, true
+		}
+	}
+	return best, ok
+}
+
+// top returns st with s's priority above the other slot's, lowering the
+// other one when s cannot go higher.
+func (st State) top(s slot.Slot) State {
+	a, o := st.Get(s), st.Get(s.Other())
+	switch {
+	case o.Priority >= Max:
+		a.Priority, o.Priority = Max, Max-1
+	case a.Priority <= o.Priority:
+		a.Priority = o.Priority + 1
+	}
+	return st.With(s, a).With(s.Other(), o)
+}
+
+// Commit is rule 5: s is successful, has no tries and the highest
+// priority; the other slot keeps its state as the fallback.
+func (st State) Commit(s slot.Slot) State {
+	a := st.Get(s)
+	a.Successful, a.Tries = true, 0
+	if a.Priority == 0 {
+		a.Priority = 1
+	}
+	return st.With(s, a).top(s)
+}
+
+// SetActive makes s the slot to boot next: the highest priority and, when
+// it is not successful, tries for a trial (DefaultTries when tries <= 0).
+func (st State) SetActive(s slot.Slot, tries int) State {
+	if tries <= 0 {
+		tries = DefaultTries
+	}
+	a := st.Get(s)
+	if !a.Successful {
+		a.Tries = min(tries, Max)
+	}
+	if a.Priority == 0 {
+		a.Priority = 1
+	}
+	return st.With(s, a).top(s)
+}
+
+// MarkBad is rule 4: s is never chosen again until reinstalled or set
+// active.
+func (st State) MarkBad(s slot.Slot) State {
+	st = st.With(s, Bad)
+	if st.Counted == s {
+		st.Counted = ""
+	}
+	return st
+}

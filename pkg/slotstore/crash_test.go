@@ -1,0 +1,297 @@
+package slotstore
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/gpt"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/spf13/afero"
+)
+
+var errCut = errors.New("power cut")
+
+// cutFile lets left writes through and then cuts the power: that write
+// and every later one and every sync fail; with torn set, the write that
+// is cut lands half. cut records that the power was cut.
+type cutFile struct {
+	*os.File
+	left      int
+	torn, cut bool
+}
+
+func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
+	if c.left == 0 {
+		if c.torn && !c.cut {
+			c.File.WriteAt(p[:len(p)/2], off)
+		}
+		c.cut = true
+		return 0, errCut
+	}
+	c.left--
+	return c.File.WriteAt(p, off)
+}
+
+func (c *cutFile) Sync() error {
+	if c.left == 0 {
+		c.cut = true
+		return errCut
+	}
+	return c.File.Sync()
+}
+
+// cutFS is the same for a directory of EFI variables: every change to
+// the file system (create, write, sync, chmod, rename, remove) is one
+// step, and after left steps the power is cut.
+type cutFS struct {
+	afero.Fs
+	left      int
+	torn, cut bool
+}
+
+func newCutFS(dir string, left int, torn bool) *cutFS {
+	return &cutFS{Fs: afero.NewBasePathFs(afero.NewOsFs(), dir), left: left, torn: torn}
+}
+
+func (c *cutFS) step() error {
+	if c.left == 0 {
+		c.cut = true
+		return errCut
+	}
+	c.left--
+	return nil
+}
+
+func (c *cutFS) Create(name string) (afero.File, error) {
+	return c.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
+}
+
+func (c *cutFS) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
+	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE|os.O_TRUNC) != 0 {
+		if err := c.step(); err != nil {
+			return nil, err
+		}
+	}
+	f, err := c.Fs.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return &cutFSFile{File: f, fs: c}, nil
+}
+
+func (c *cutFS) Chmod(name string, mode os.FileMode) error {
+	if err := c.step(); err != nil {
+		return err
+	}
+	return c.Fs.Chmod(name, mode)
+}
+
+func (c *cutFS) Rename(from, to string) error {
+	if err := c.step(); err != nil {
+		return err
+	}
+	return c.Fs.Rename(from, to)
+}
+
+func (c *cutFS) Remove(name string) error {
+	if err := c.step(); err != nil {
+		return err
+	}
+	return c.Fs.Remove(name)
+}
+
+type cutFSFile struct {
+	afero.File
+	fs *cutFS
+}
+
+func (f *cutFSFile) Write(p []byte) (int, error) {
+	if f.fs.left == 0 && f.fs.torn && !f.fs.cut {
+		f.File.Write(p[:len(p)/2])
+	}
+	if err := f.fs.step(); err != nil {
+		return 0, err
+	}
+	return f.File.Write(p)
+}
+
+func (f *cutFSFile) Sync() error {
+	if err := f.fs.step(); err != nil {
+		return err
+	}
+	return f.File.Sync()
+}
+
+// crashCase is a Save of new over old; fresh means there is no state
+// before it, which loads as ErrNoState.
+type crashCase struct {
+	old, new slotstate.State
+	fresh    bool
+}
+
+func (c crashCase) String() string {
+	if c.fresh {
+		return fmt.Sprintf("none → %+v", c.new)
+	}
+	return fmt.Sprintf("%+v → %+v", c.old, c.new)
+}
+
+// checkCuts saves c.new over c.old with the power cut after 0, 1, 2, ...
+// steps, whole or torn, until a Save completes. After every cut, load
+// (with a store made afresh over what is on disk) must return exactly
+// old or new; after the complete Save, new. It returns the number of cut
+// points tried. setup prepares a fresh copy of the old state and returns
+// a store over it whose writes are cut after left steps, and a function
+// reporting whether the power was cut.
+func checkCuts(t *testing.T, c crashCase,
+	setup func(left int, torn bool) (s Store, cut func() bool, load func() (slotstate.State, error))) int {
+	t.Helper()
+	n := 0
+	for _, torn := range []bool{false, true} {
+		sawOld := false
+		for left := 0; ; left++ {
+			s, cut, load := setup(left, torn)
+			saveErr := s.Save(c.new)
+			got, err := load()
+			isOld := c.fresh && errors.Is(err, ErrNoState) || !c.fresh && err == nil && got == c.old
+			switch {
+			case !cut() && (saveErr != nil || err != nil || got != c.new):
+				t.Fatalf("%v, torn=%v: uncut Save: %v; Load = %+v, %v", c, torn, saveErr, got, err)
+			case cut() && saveErr == nil:
+				t.Fatalf("%v, torn=%v: Save cut after %d steps reported success", c, torn, left)
+			case cut() && !isOld && (err != nil || got != c.new):
+				t.Fatalf("%v, torn=%v: Save cut after %d steps: Load = %+v, %v; want old or new", c, torn, left, got, err)
+			}
+			sawOld = sawOld || isOld
+			if !cut() {
+				break
+			}
+			n++
+			if left > 50 {
+				t.Fatalf("Save still cut after %d steps", left)
+			}
+		}
+		if !sawOld {
+			t.Errorf("%v, torn=%v: no cut left the old state; the test cuts too late", c, torn)
+		}
+	}
+	return n
+}
+
+// crashCases are the saves the crash tests cut: from every state to two
+// others.
+func crashCases() []crashCase {
+	var cs []crashCase
+	for i, old := range states {
+		cs = append(cs, crashCase{old: old, new: states[(i+1)%len(states)]}, crashCase{old: old, new: states[(i+3)%len(states)]})
+	}
+	return cs
+}
+
+// TestGPTCrash cuts Save at every write, whole and torn, on a healthy
+// disk, on one whose primary table is broken and on one whose backup is
+// one edit ahead (a Save cut earlier), so that the repair Save does first
+// is cut too.
+func TestGPTCrash(t *testing.T) {
+	starts := []struct {
+		name  string
+		spoil func(t testing.TB, path string)
+	}{
+		{"healthy", func(testing.TB, string) {}},
+		{"broken primary", breakPrimary},
+		{"stale backup", func(t testing.TB, path string) {
+			f, err := os.OpenFile(path, os.O_RDWR, 0)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			// Two writes: the backup's entries and header.
+			g, err := NewGPTFile(&cutFile{File: f, left: 2}, path, diskSize)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// A state none of the cases has, so that Save writes.
+			if err := g.Save(slotstate.State{A: slotstate.Attrs{Priority: 7, Tries: 7}}); !errors.Is(err, errCut) {
+				t.Fatalf("spoiling Save: %v", err)
+			}
+		}},
+	}
+	total := 0
+	for _, start := range starts {
+		for _, c := range crashCases() {
+			dir := t.TempDir()
+			orig := filepath.Join(dir, "orig.img")
+			if err := os.Rename(writeDisk(t, testParts(0, 0)), orig); err != nil {
+				t.Fatal(err)
+			}
+			if err := mustGPT(t, orig).Save(c.old); err != nil {
+				t.Fatal(err)
+			}
+			start.spoil(t, orig)
+			if tab, err := gpt.ReadFile(orig); err != nil || tab.NeedsRepair() != (start.name != "healthy") {
+				t.Fatalf("%s: start disk: %v", start.name, err)
+			}
+			path := filepath.Join(dir, "disk.img")
+			total += checkCuts(t, c, func(left int, torn bool) (Store, func() bool, func() (slotstate.State, error)) {
+				copyFile(t, orig, path)
+				f, err := os.OpenFile(path, os.O_RDWR, 0)
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(func() { f.Close() })
+				cf := &cutFile{File: f, left: left, torn: torn}
+				s, err := NewGPTFile(cf, path, diskSize)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return s, func() bool { return cf.cut }, func() (slotstate.State, error) { return mustGPT(t, path).Load() }
+			})
+		}
+	}
+	t.Logf("GPT store: %d cut points tried, each loaded as exactly the old or the new state", total)
+}
+
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	src, err := os.Open(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	dst, err := os.Create(to)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	if _, err := io.Copy(dst, src); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestVarCrash cuts Save at every change to the variable directory,
+// whole and torn, starting from every state and from no variable at all.
+func TestVarCrash(t *testing.T) {
+	total := 0
+	cases := crashCases()
+	for _, st := range states {
+		cases = append(cases, crashCase{new: st, fresh: true})
+	}
+	for _, c := range cases {
+		total += checkCuts(t, c, func(left int, torn bool) (Store, func() bool, func() (slotstate.State, error)) {
+			dir := t.TempDir()
+			if !c.fresh {
+				if err := NewVar(efivar.Open(dir)).Save(c.old); err != nil {
+					t.Fatal(err)
+				}
+			}
+			cfs := newCutFS(dir, left, torn)
+			return NewVar(efivar.OpenFS(cfs)), func() bool { return cfs.cut }, NewVar(efivar.Open(dir)).Load
+		})
+	}
+	t.Logf("variable store: %d cut points tried, each loaded as exactly the old or the new state", total)
+}
