@@ -7,8 +7,10 @@
 // The package is pure: no I/O, no clock, no randomness. It does not read or
 // write the state store, set BootNext, kexec, arm a watchdog or log; the
 // init does, in this order: write Decision.State when Decision.Write is
-// set, then act. A state it cannot write must stop it from handing over,
-// since the handover would then not be counted (rule 2).
+// set, then act. When that write fails, acting on it would leave a try
+// uncounted (rule 2) and could loop on a broken slot: the init then only
+// boots the running slot if it is committed (the decision is Continue with
+// reason committed), and rescues otherwise.
 //
 // The decision is explored exhaustively against an adversarial model of the
 // firmware, the power and the kernels in model_test.go.
@@ -53,16 +55,17 @@ func (a Action) String() string {
 
 // Reasons, the value of reason= in the init's event=select line.
 const (
-	ReasonCommitted  = "committed"        // target is a successful slot
-	ReasonTrial      = "trial"            // target is on trial; this decision counted its try
-	ReasonHandover   = "handover"         // running slot on trial, its try counted by the handover that started it
-	ReasonOutOfTries = "out-of-tries"     // running slot on trial has no tries left
-	ReasonMarkedBad  = "marked-bad"       // running slot has priority 0
-	ReasonRootFailed = "root-failed"      // running slot cannot come up (rule 4)
-	ReasonNoHandover = "no-handover"      // the best slot is the other one, but neither kexec nor BootNext can be used
-	ReasonNoBootable = "no-bootable-slot" // rule 9
-	ReasonRebuilt    = "state-rebuilt"    // the state was unreadable or invalid (rule 8)
-	ReasonBadRunning = "invalid-running"  // Input.Running is not a slot
+	ReasonCommitted       = "committed"        // target is a successful slot
+	ReasonTrial           = "trial"            // target is on trial; this decision counted its try
+	ReasonHandover        = "handover"         // running slot on trial, its try counted by the handover that started it
+	ReasonOutOfTries      = "out-of-tries"     // running slot on trial has no tries left
+	ReasonMarkedBad       = "marked-bad"       // running slot has priority 0
+	ReasonRootFailed      = "root-failed"      // running slot cannot come up (rule 4)
+	ReasonNoHandover      = "no-handover"      // the best slot is the other one, but neither kexec nor BootNext can be used
+	ReasonBootNextIgnored = "bootnext-ignored" // the last BootNext handover did not arrive; boot the running slot this time
+	ReasonNoBootable      = "no-bootable-slot" // rule 9
+	ReasonRebuilt         = "state-rebuilt"    // the state was unreadable or invalid (rule 8)
+	ReasonBadRunning      = "invalid-running"  // Input.Running is not a slot
 )
 
 // Input is what the init knows when it decides.
@@ -109,23 +112,31 @@ type Decision struct {
 // The running slot's try was already counted when Input.Handover is set or
 // the state's BootNext marker (State.Counted) names it; the marker is then
 // cleared and the slot is not decremented again, and it may run although
-// its counted try left it at tries 0. A marker naming the other slot means
-// the BootNext handover did not arrive: the marker is cleared and the try
-// stays spent. Refunding it instead would let a firmware that ignores
-// BootNext loop forever between the running slot and a handover that never
-// happens; spending it bounds that loop by the target's tries.
+// its counted try left it at tries 0.
 //
 // When the best slot is the running one, the running slot is decremented
 // unless it is successful or its try was already counted, and booted. When
 // it is the other slot, that slot is decremented unless successful and the
-// decision hands over by kexec if allowed, else by BootNext, leaving the
-// marker in the same write so that the next init does not count again.
+// decision hands over by kexec if allowed, else by BootNext. A BootNext
+// handover leaves the marker naming its target in the same write, whether
+// or not it counted a try, so that the next init knows whether it arrived.
 // When neither is allowed the running slot is booted if it is bootable.
+//
+// A marker naming the other slot means the last BootNext handover did not
+// arrive: the firmware ignored BootNext, or the power failed before the
+// reboot. The marker is cleared, and a try it counted stays spent
+// (Decision.Spent): refunding it would let a firmware that ignores BootNext
+// loop forever between the running slot and a handover that never happens.
+// For the same reason, such a boot does not hand over by BootNext again: it
+// boots the running slot if that is bootable (reason bootnext-ignored), so
+// a firmware that always ignores BootNext costs one extra boot per boot,
+// never a loop. Kexec, which does not depend on the firmware, is still
+// used when allowed.
 //
 // When kexec is refused at run time, call Decide again with the same Input
 // and KexecAllowed false: the State it returns is computed from the same
 // Input.State, so writing it over the first decision's state counts the try
-// once, and adds the marker.
+// once in all.
 //
 // When the running slot's root fails after a Continue, call Decide again
 // with State set to the state just written, Handover and the allowed
@@ -146,7 +157,8 @@ func Decide(in Input) Decision {
 	st := in.State
 	var d Decision
 	counted := in.Handover || st.Counted == run
-	if st.Counted == other {
+	bootNextFailed := st.Counted == other
+	if bootNextFailed && !st.Get(other).Successful {
 		d.Spent = other
 	}
 	st.Counted = ""
@@ -174,44 +186,51 @@ func Decide(in Input) Decision {
 	switch {
 	case !ok:
 		d.Action, d.Reason = Rescue, ReasonNoBootable
-	case best == run || !in.KexecAllowed && !in.FirmwareAllowed && runOK:
+	case best == run:
 		d.Action, d.Target = Continue, run
-		switch a := st.Get(run); {
-		case a.Successful:
-			d.Reason = ReasonCommitted
-		case counted:
-			d.Reason = ReasonHandover
-		default:
-			a.Tries--
-			st = st.With(run, a)
-			d.Reason = ReasonTrial
-		}
-		if best != run {
-			d.Reason = ReasonNoHandover
-		}
-	case !in.KexecAllowed && !in.FirmwareAllowed:
-		d.Action, d.Reason = Rescue, ReasonNoHandover
-	default:
+		st, d.Reason = count(st, run, counted)
+	case in.KexecAllowed || in.FirmwareAllowed && !(bootNextFailed && runOK):
 		d.Action, d.Target = Firmware, best
 		if in.KexecAllowed {
 			d.Action = Kexec
 		}
-		d.Reason = ReasonCommitted
-		if a := st.Get(best); !a.Successful {
-			a.Tries--
-			st = st.With(best, a)
-			d.Reason = ReasonTrial
-			if d.Action == Firmware {
-				st.Counted = best
-			}
+		st, d.Reason = count(st, best, false)
+		if d.Action == Firmware {
+			st.Counted = best
 		}
 		if passed != "" {
 			d.Reason = passed
 		}
+	case runOK:
+		// Rule 1: no way to hand over (BootNext just failed, or
+		// neither kexec nor BootNext can be used): keep booting the
+		// running slot.
+		d.Action, d.Target = Continue, run
+		st, _ = count(st, run, counted)
+		d.Reason = ReasonNoHandover
+		if bootNextFailed {
+			d.Reason = ReasonBootNextIgnored
+		}
+	default:
+		d.Action, d.Reason = Rescue, ReasonNoHandover
 	}
 	d.State = st
 	d.Write = st != in.State
 	return d
+}
+
+// count returns st with slot s's try counted, unless it is successful or
+// its try was already counted, and the reason to boot it.
+func count(st slotstate.State, s slot.Slot, counted bool) (slotstate.State, string) {
+	a := st.Get(s)
+	switch {
+	case a.Successful:
+		return st, ReasonCommitted
+	case counted:
+		return st, ReasonHandover
+	}
+	a.Tries--
+	return st.With(s, a), ReasonTrial
 }
 
 // Rebuild is rule 8 for a state store that cannot be read: boot the

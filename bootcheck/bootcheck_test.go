@@ -9,6 +9,10 @@ import (
 
 type attrs = slotstate.Attrs
 
+func at(priority, tries int, successful bool) attrs {
+	return attrs{Priority: priority, Tries: tries, Successful: successful}
+}
+
 var (
 	committed = attrs{Priority: 1, Successful: true}
 	trial     = attrs{Priority: 2, Tries: 3}
@@ -32,7 +36,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "new slot: count its try and kexec",
 			in:   both(Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A}),
-			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Write: true, Reason: ReasonTrial},
+			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 2, false)}, Write: true, Reason: ReasonTrial},
 		},
 		{
 			name: "kexec handover with the last try: boot it, no decrement, no write",
@@ -50,9 +54,14 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: spent}, Write: true, Reason: ReasonHandover},
 		},
 		{
-			name: "BootNext ignored: the try is spent and another counted",
-			in:   fwOnly(Input{State: slotstate.State{A: committed, B: attrs{2, 2, false}, Counted: slot.B}, Running: slot.A}),
-			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: committed, B: lastTry, Counted: slot.B}, Write: true, Reason: ReasonTrial, Spent: slot.B},
+			name: "BootNext ignored: the try is spent, boot the running slot this time",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: at(2, 2, false), Counted: slot.B}, Running: slot.A}),
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: at(2, 2, false)}, Write: true, Reason: ReasonBootNextIgnored, Spent: slot.B},
+		},
+		{
+			name: "BootNext ignored: kexec still counts the next try",
+			in:   both(Input{State: slotstate.State{A: committed, B: at(2, 2, false), Counted: slot.B}, Running: slot.A}),
+			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: lastTry}, Write: true, Reason: ReasonTrial, Spent: slot.B},
 		},
 		{
 			name: "BootNext ignored on the last try: stay on the committed slot",
@@ -60,9 +69,29 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: spent}, Write: true, Reason: ReasonCommitted, Spent: slot.B},
 		},
 		{
+			name: "BootNext to a committed slot leaves the marker too",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: at(2, 0, true)}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 0, true), Counted: slot.B}, Write: true, Reason: ReasonCommitted},
+		},
+		{
+			name: "BootNext to a committed slot arrived",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: at(2, 0, true), Counted: slot.B}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 0, true)}, Write: true, Reason: ReasonCommitted},
+		},
+		{
+			name: "BootNext to a committed slot ignored: no loop",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: at(2, 0, true), Counted: slot.B}, Running: slot.A}),
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: at(2, 0, true)}, Write: true, Reason: ReasonBootNextIgnored},
+		},
+		{
+			name: "BootNext ignored by an unbootable slot: try again, there is nothing else",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: slotstate.Bad, Counted: slot.A}, Running: slot.B}),
+			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad, Counted: slot.A}, Reason: ReasonMarkedBad},
+		},
+		{
 			name: "trial booted by the firmware directly counts its own try",
 			in:   both(Input{State: slotstate.State{A: committed, B: trial}, Running: slot.B}),
-			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Write: true, Reason: ReasonTrial},
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 2, false)}, Write: true, Reason: ReasonTrial},
 		},
 		{
 			name: "rule 3: trial out of tries falls back to the committed slot",
@@ -72,11 +101,11 @@ func TestDecide(t *testing.T) {
 		{
 			name: "slot marked bad, booted from a stale entry",
 			in:   fwOnly(Input{State: slotstate.State{A: committed, B: slotstate.Bad}, Running: slot.B}),
-			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Reason: ReasonMarkedBad},
+			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad, Counted: slot.A}, Write: true, Reason: ReasonMarkedBad},
 		},
 		{
 			name: "rule 4: root failed, mark bad and fall back",
-			in:   both(Input{State: slotstate.State{A: committed, B: attrs{2, 2, false}}, Running: slot.B, Handover: true, RootFailed: true}),
+			in:   both(Input{State: slotstate.State{A: committed, B: at(2, 2, false)}, Running: slot.B, Handover: true, RootFailed: true}),
 			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Write: true, Reason: ReasonRootFailed},
 		},
 		{
@@ -91,13 +120,13 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "fallback to a trial slot counts its try",
-			in:   fwOnly(Input{State: slotstate.State{A: spent, B: attrs{1, 2, false}}, Running: slot.A}),
-			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: spent, B: attrs{1, 1, false}, Counted: slot.B}, Write: true, Reason: ReasonOutOfTries},
+			in:   fwOnly(Input{State: slotstate.State{A: spent, B: at(1, 2, false)}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: spent, B: at(1, 1, false), Counted: slot.B}, Write: true, Reason: ReasonOutOfTries},
 		},
 		{
 			name: "tie goes to the running slot",
-			in:   both(Input{State: slotstate.State{A: committed, B: attrs{1, 2, false}}, Running: slot.B}),
-			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: attrs{1, 1, false}}, Write: true, Reason: ReasonTrial},
+			in:   both(Input{State: slotstate.State{A: committed, B: at(1, 2, false)}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: at(1, 1, false)}, Write: true, Reason: ReasonTrial},
 		},
 		{
 			name: "no way to hand over: keep booting the running slot",
@@ -106,8 +135,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "no way to hand over from a trial: it still counts",
-			in:   Input{State: slotstate.State{A: attrs{3, 0, true}, B: lastTry}, Running: slot.B},
-			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: attrs{3, 0, true}, B: spent}, Write: true, Reason: ReasonNoHandover},
+			in:   Input{State: slotstate.State{A: at(3, 0, true), B: lastTry}, Running: slot.B},
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: at(3, 0, true), B: spent}, Write: true, Reason: ReasonNoHandover},
 		},
 		{
 			name: "no way to hand over from an unbootable slot",
@@ -116,8 +145,8 @@ func TestDecide(t *testing.T) {
 		},
 		{
 			name: "invalid state is rebuilt",
-			in:   both(Input{State: slotstate.State{A: attrs{16, 0, true}}, Running: slot.B}),
-			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{B: attrs{1, 0, true}}, Write: true, Reason: ReasonRebuilt},
+			in:   both(Input{State: slotstate.State{A: at(16, 0, true)}, Running: slot.B}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{B: at(1, 0, true)}, Write: true, Reason: ReasonRebuilt},
 		},
 		{
 			name: "invalid running slot",
@@ -139,7 +168,7 @@ func TestKexecRefused(t *testing.T) {
 	first := Decide(in)
 	in.KexecAllowed = false
 	second := Decide(in)
-	want := slotstate.State{A: committed, B: attrs{2, 2, false}, Counted: slot.B}
+	want := slotstate.State{A: committed, B: at(2, 2, false), Counted: slot.B}
 	noMarker := second.State
 	noMarker.Counted = ""
 	if first.Action != Kexec || second.Action != Firmware || second.State != want || noMarker != first.State {
@@ -170,4 +199,62 @@ func TestActionString(t *testing.T) {
 			t.Errorf("Action(%d).String() = %q, want %q", int(a), a.String(), want)
 		}
 	}
+}
+
+// FuzzDecide holds, for any input, in range or not: no panic, a valid state
+// out, Write exactly when it changed, at most one try counted, and a target
+// that fits the action.
+func FuzzDecide(f *testing.F) {
+	f.Add(1, 0, true, 2, 3, false, "", "a", false, false, true, true)
+	f.Add(1, 0, true, 2, 0, false, "b", "b", false, false, false, true)
+	f.Add(0, 0, false, 0, 0, false, "", "a", false, true, true, true)
+	f.Add(16, -1, true, 2, 3, false, "c", "a", true, false, true, false)
+	f.Add(1, 0, true, 1, 1, false, "", "x", false, false, true, true)
+	f.Fuzz(func(t *testing.T, pa, ta int, sa bool, pb, tb int, sb bool, counted, running string, handover, rootFailed, kexec, firmware bool) {
+		in := Input{
+			State:           slotstate.State{A: at(pa, ta, sa), B: at(pb, tb, sb), Counted: slot.Slot(counted)},
+			Running:         slot.Slot(running),
+			Handover:        handover,
+			RootFailed:      rootFailed,
+			KexecAllowed:    kexec,
+			FirmwareAllowed: firmware,
+		}
+		d := Decide(in)
+		if d.Action == Rescue && d.Reason == ReasonBadRunning {
+			return
+		}
+		if err := d.State.Validate(); err != nil {
+			t.Fatalf("Decide(%+v) = %+v: %v", in, d, err)
+		}
+		if d.Write != (d.State != in.State) {
+			t.Fatalf("Decide(%+v) = %+v: Write does not say whether the state changed", in, d)
+		}
+		switch d.Action {
+		case Continue:
+			if d.Target != in.Running {
+				t.Fatalf("Decide(%+v) = %+v: continue to another slot", in, d)
+			}
+		case Kexec, Firmware:
+			if d.Target != in.Running.Other() || d.Action == Kexec && !kexec || d.Action == Firmware && !firmware {
+				t.Fatalf("Decide(%+v) = %+v: bad handover", in, d)
+			}
+		case Rescue:
+			if d.Target != "" {
+				t.Fatalf("Decide(%+v) = %+v: rescue with a target", in, d)
+			}
+		}
+		if in.State.Validate() != nil || d.Action == Rescue {
+			return
+		}
+		counts := 0
+		for _, s := range slot.All {
+			a, b := in.State.Get(s), d.State.Get(s)
+			if a.Priority == b.Priority && b.Tries < a.Tries {
+				counts += a.Tries - b.Tries
+			}
+		}
+		if counts > 1 {
+			t.Fatalf("Decide(%+v) = %+v: %d tries counted", in, d, counts)
+		}
+	})
 }

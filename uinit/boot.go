@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/efivar"
@@ -37,14 +38,21 @@ type boot struct {
 	// and disks can be used (their modules are loaded), so that each
 	// step starts as early as it can.
 	efivarsReady, disksReady func()
-	log                      *event.Logger
-	version                  string
-	waitDisk                 time.Duration // how long to wait for disks to appear
+	// kexecLoad stages a UKI for a kexec handover (kexec.Load); nil
+	// turns kexec off.
+	kexecLoad func(path string, editCmdline func(string) string) error
+	// replaceFallback makes the fallback copy slot s's UKI on the ESP
+	// mounted at dir (fallback.ReplaceMounted).
+	replaceFallback func(dir string, s slot.Slot) (bool, error)
+	log             *event.Logger
+	version         string
+	waitDisk        time.Duration // how long to wait for disks to appear
 }
 
-// run finds the ESP, learns the running slot and repairs the boot entries.
-// It never fails: what cannot be done is logged and skipped.
-func (b *boot) run(kernelMS int64) runstate.State {
+// run finds the ESP, learns the running slot, repairs the boot entries and
+// the fallback copy, and chooses the slot to boot. It never fails: what
+// cannot be done is logged and skipped.
+func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 	st := runstate.State{Version: b.version}
 	// Firmware variable reads are slow runtime-service calls; overlap them
 	// with the search for the ESP.
@@ -88,7 +96,17 @@ func (b *boot) run(kernelMS int64) runstate.State {
 	if e != nil {
 		b.repair(e, espFS, fw.entries, s)
 	}
-	return st
+	sel := b.choose(e, st.ESPDir, espFS, s, &fw)
+	if d := sel.D; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
+		// Rule 8: the committed slot is running and the fallback copy
+		// is missing or broken.
+		if _, err := b.replaceFallback(st.ESPDir, s); err != nil {
+			b.log.Log("repair", "what", "fallback", "slot", s, "result", "error", "err", err)
+		} else {
+			b.log.Log("repair", "what", "fallback", "slot", s, "result", "ok")
+		}
+	}
+	return st, sel
 }
 
 // firmware is what the init reads of the boot manager's variables.

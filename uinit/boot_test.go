@@ -17,6 +17,7 @@ import (
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -60,22 +61,34 @@ func newRig(t *testing.T, files map[string]string, noESP bool) *rig {
 
 func (r *rig) boot(cmdline string) (st string, lines []string) {
 	r.t.Helper()
+	s, _, lines := r.bootSel(cmdline, nil)
+	return s, lines
+}
+
+// bootSel boots with kexecLoad as the kexec stager (nil: kexec off) and
+// returns the selection too.
+func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string) error) (string, *selection, []string) {
+	r.t.Helper()
 	p, err := bootparam.Parse(cmdline)
 	if err != nil {
 		r.t.Fatal(err)
 	}
 	r.log.Reset()
 	b := &boot{
-		params:   p,
-		vars:     efivar.Open(r.vars),
-		sysBlock: r.sys,
-		devDir:   r.dev,
-		mountESP: func(string) (string, error) { return r.esp, nil },
-		log:      event.New(&r.log),
-		version:  "1",
+		params:    p,
+		vars:      efivar.Open(r.vars),
+		sysBlock:  r.sys,
+		devDir:    r.dev,
+		mountESP:  func(string) (string, error) { return r.esp, nil },
+		log:       event.New(&r.log),
+		version:   "1",
+		kexecLoad: kexecLoad,
+		replaceFallback: func(dir string, s slot.Slot) (bool, error) {
+			return fallback.Replace(dir, s)
+		},
 	}
-	s := b.run(2000)
-	return s.Slot + "/" + s.How, strings.Split(strings.TrimSpace(r.log.String()), "\n")
+	s, sel := b.run(2000)
+	return s.Slot + "/" + s.How, sel, strings.Split(strings.TrimSpace(r.log.String()), "\n")
 }
 
 // setBootCurrent stores BootCurrent as the firmware does.

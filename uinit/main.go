@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -18,11 +19,16 @@ import (
 	"github.com/u-root/u-root/pkg/libinit"
 	"golang.org/x/sys/unix"
 
+	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/pkg/fallback"
+	"github.com/abboot/abboot/pkg/handover"
+	"github.com/abboot/abboot/pkg/kexec"
 	"github.com/abboot/abboot/pkg/osrelease"
 	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/watchdog"
 )
 
 const (
@@ -68,22 +74,60 @@ func main() {
 				event.Log("efivarfs", "result", "error", "err", err)
 			}
 		},
-		disksReady: modules.WaitEarly,
-		log:        event.Default,
-		version:    osrelease.Read("/etc/os-release")["VERSION_ID"],
-		waitDisk:   5 * time.Second,
+		disksReady:      modules.WaitEarly,
+		kexecLoad:       kexec.Load,
+		replaceFallback: fallback.ReplaceMounted,
+		log:             event.Default,
+		version:         osrelease.Read("/etc/os-release")["VERSION_ID"],
+		waitDisk:        5 * time.Second,
 	}
-	st := b.run(kernelMS)
+	st, sel := b.run(kernelMS)
 	modulesTook := modules.WaitAll()
 	if err := runstate.Write(st); err != nil {
 		event.Log("runstate", "result", "error", "err", err)
 	}
+	for {
+		d := sel.D
+		switch d.Action {
+		case bootcheck.Continue:
+			armWatchdog(params.Watchdog)
+			event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
+				"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modulesTook.Milliseconds(), "kernel_ms", kernelMS)
+			err := syscall.Exec(params.Init, []string{params.Init}, os.Environ())
+			rescue(fmt.Sprintf("exec %s: %v", params.Init, err))
+		case bootcheck.Kexec, bootcheck.Firmware:
+			armWatchdog(params.Watchdog)
+			event.Log("handover", "slot", d.Target, "action", d.Action, "elapsed_ms", time.Since(start).Milliseconds())
+			var err error
+			if d.Action == bootcheck.Kexec {
+				err = handover.Kexec()
+			} else {
+				err = handover.Firmware(b.vars, sel.Entry)
+			}
+			event.Log("handover", "slot", d.Target, "action", d.Action, "result", "error", "err", err)
+			sel = b.failed(sel)
+		default:
+			rescue(d.Reason)
+		}
+	}
+}
 
-	init := params.Init
-	event.Log("exec", "slot", st.Slot, "version", st.Version, "init", init,
-		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modulesTook.Milliseconds(), "kernel_ms", kernelMS)
-	err = syscall.Exec(init, []string{init}, os.Environ())
-	rescue(fmt.Sprintf("exec %s: %v", init, err))
+// armWatchdog arms the hardware watchdog for the handover when the command
+// line asks for it (abboot.watchdog=SECONDS), so that a kernel or OS that
+// hangs is reset; a machine without one boots on.
+func armWatchdog(seconds int) {
+	if seconds <= 0 {
+		return
+	}
+	err := watchdog.Arm("", time.Duration(seconds)*time.Second)
+	switch {
+	case errors.Is(err, watchdog.ErrNoDevice):
+		event.Log("watchdog", "result", "skipped", "err", "no watchdog device")
+	case err != nil:
+		event.Log("watchdog", "result", "error", "err", err)
+	default:
+		event.Log("watchdog", "timeout_s", seconds, "result", "armed")
+	}
 }
 
 // namespace is the part of u-root's libinit namespace that abboot and the
@@ -121,7 +165,7 @@ func mountESP(dev string) (string, error) {
 	if err := os.MkdirAll(espMount, 0o755); err != nil {
 		return "", err
 	}
-	if err := unix.Mount(dev, espMount, "vfat", unix.MS_RDONLY|unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount(dev, espMount, "vfat", unix.MS_RDONLY|fallback.ESPFlags, ""); err != nil {
 		return "", fmt.Errorf("mounting ESP %s on %s: %w", dev, espMount, err)
 	}
 	return espMount, nil

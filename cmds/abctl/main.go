@@ -35,6 +35,7 @@ var commands = map[string]func(g *globals, args []string) error{
 	"set-active": setActiveCmd,
 	"mark-bad":   markBadCmd,
 	"mark-good":  markGoodCmd,
+	"reboot":     rebootCmd,
 }
 
 func usage() string {

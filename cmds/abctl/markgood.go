@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"strings"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
@@ -54,7 +52,7 @@ func markGoodCmd(g *globals, args []string) error {
 		wrote = append(wrote, "BootOrder")
 	}
 	if dir := s.run.ESPDir; dir != "" {
-		replaced, err := withWritable(dir, func() (bool, error) { return fallback.Replace(dir, target) })
+		replaced, err := fallback.ReplaceMounted(dir, target)
 		if err != nil {
 			return err
 		}
@@ -69,18 +67,4 @@ func markGoodCmd(g *globals, args []string) error {
 	}
 	fmt.Println(event.Format("commit", "slot", target, "version", s.version(target), "wrote", strings.Join(wrote, ",")))
 	return nil
-}
-
-// withWritable runs f with the ESP mounted at dir remounted read-write,
-// and mounts it read-only again afterwards: abboot's init mounts it
-// read-only so that nothing writes to it by accident.
-func withWritable(dir string, f func() (bool, error)) (bool, error) {
-	if err := unix.Mount("", dir, "", unix.MS_REMOUNT, ""); err != nil {
-		return false, fmt.Errorf("remounting the ESP at %s read-write: %w", dir, err)
-	}
-	ok, err := f()
-	if rerr := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY, ""); rerr != nil && err == nil {
-		err = fmt.Errorf("remounting the ESP at %s read-only: %w", dir, rerr)
-	}
-	return ok, err
 }

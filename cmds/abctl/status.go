@@ -26,6 +26,7 @@ type slotStatus struct {
 	Version string `json:"version"`
 	slotstate.Attrs
 	Bootable  bool   `json:"bootable"`
+	Condition string `json:"condition"` // committed, trial, failed or bad
 	Running   bool   `json:"running"`
 	Entry     string `json:"entry,omitempty"` // Boot#### of its firmware entry
 	BootOrder int    `json:"boot_order"`      // position of that entry in BootOrder, -1 when absent
@@ -95,7 +96,7 @@ func statusCmd(g *globals, args []string) error {
 	}
 	for _, sl := range slot.All {
 		a := state.Get(sl)
-		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Running: sl == s.running, BootOrder: -1}
+		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Condition: a.Condition(), Running: sl == s.running, BootOrder: -1}
 		if n, ok := bootentry.Find(entries, sl); ok {
 			ss.Entry = fmt.Sprintf("Boot%04X", n)
 			ss.BootOrder = slices.Index(order, n)
@@ -112,9 +113,9 @@ func statusCmd(g *globals, args []string) error {
 		fmt.Printf(" (unreadable: %s)", st.StoreError)
 	}
 	fmt.Printf("\nrunning: %s (learned from %s)   next boot: %s\n", or(st.Running, "unknown"), or(st.How, "-"), or(st.Next, "none bootable"))
-	fmt.Printf("%-4s %-8s %-8s %-5s %-10s %-8s %s\n", "SLOT", "VERSION", "PRIORITY", "TRIES", "SUCCESSFUL", "BOOTABLE", "ENTRY")
+	fmt.Printf("%-4s %-8s %-10s %-8s %-5s %-10s %s\n", "SLOT", "VERSION", "CONDITION", "PRIORITY", "TRIES", "SUCCESSFUL", "ENTRY")
 	for _, x := range st.Slots {
-		fmt.Printf("%-4s %-8s %-8d %-5d %-10v %-8v %s\n", x.Slot, or(x.Version, "-"), x.Priority, x.Tries, x.Successful, x.Bootable, or(x.Entry, "missing"))
+		fmt.Printf("%-4s %-8s %-10s %-8d %-5d %-10v %s\n", x.Slot, or(x.Version, "-"), x.Condition, x.Priority, x.Tries, x.Successful, or(x.Entry, "missing"))
 	}
 	fmt.Printf("BootOrder: %v", st.BootOrder)
 	if st.BootNext != "" {

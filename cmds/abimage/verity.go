@@ -12,8 +12,7 @@ import (
 	"github.com/abboot/abboot/pkg/verity"
 )
 
-const verityUsage = "usage: abimage verity format [--salt HEX|-] [--uuid UUID] [--no-superblock] [--data-block-size N] [--hash-block-size N] DATA HASH\n" +
-	"       abimage verity verify [--no-superblock --salt HEX|- [--data-block-size N] [--hash-block-size N]] DATA HASH ROOTHASH"
+const verityUsage = "usage: abimage verity format [flags] DATA HASH | verify [flags] DATA HASH ROOTHASH (flags: -h)"
 
 // verityCmd builds (format) or checks (verify) a veritysetup-compatible
 // hash tree on plain files or block devices.
@@ -27,7 +26,7 @@ func verityCmd(args []string) error {
 	case "verify":
 		return verityVerify(args[1:])
 	}
-	return fmt.Errorf("unknown subcommand %q\n%s", args[0], verityUsage)
+	return fmt.Errorf("unknown subcommand %q; %s", args[0], verityUsage)
 }
 
 // verityFlags are the flags format and verify share, spelled as

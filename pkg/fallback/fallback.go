@@ -15,6 +15,8 @@ import (
 	"os"
 	"path/filepath"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -116,4 +118,33 @@ func Replace(dir string, s slot.Slot) (bool, error) {
 		d.Close()
 	}
 	return true, nil
+}
+
+// ReplaceMounted is Replace on an ESP that abboot's init mounted
+// read-only at dir: it remounts it read-write for the copy and read-only
+// again afterwards, so that nothing else writes to it by accident.
+func ReplaceMounted(dir string, s slot.Slot) (bool, error) {
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|ESPFlags, ""); err != nil {
+		return false, fmt.Errorf("remounting the ESP at %s read-write: %w", dir, err)
+	}
+	wrote, err := Replace(dir, s)
+	if rerr := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|ESPFlags, ""); rerr != nil && err == nil {
+		err = fmt.Errorf("remounting the ESP at %s read-only: %w", dir, rerr)
+	}
+	return wrote, err
+}
+
+// ESPFlags are the flags abboot's init mounts the ESP with, besides
+// MS_RDONLY; a remount must repeat them or it drops them.
+const ESPFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// Intact is the check the init makes on every boot: the fallback copy
+// exists and has the size of slot s's UKI. It reads no file contents,
+// which would cost a steady-state boot two UKIs' worth of reads; a copy
+// corrupted in place at the same size is found by abctl mark-good, which
+// compares bytes, and by the firmware, which refuses to start it.
+func Intact(esp fs.FS, s slot.Slot) bool {
+	a, err1 := fs.Stat(esp, slot.FallbackPath)
+	b, err2 := fs.Stat(esp, s.UKIPath())
+	return err1 == nil && err2 == nil && a.Size() == b.Size()
 }

@@ -33,6 +33,21 @@ func (a Attrs) Bootable() bool { return a.Priority > 0 && (a.Successful || a.Tri
 // Bad is the state rule 4 gives a slot that cannot come up.
 var Bad = Attrs{}
 
+// Condition names a slot's state for people: committed (successful),
+// trial (tries left), failed (a trial that used up its tries: never chosen
+// again, rule 3) or bad (priority 0).
+func (a Attrs) Condition() string {
+	switch {
+	case a.Priority == 0:
+		return "bad"
+	case a.Successful:
+		return "committed"
+	case a.Tries > 0:
+		return "trial"
+	}
+	return "failed"
+}
+
 func (a Attrs) String() string {
 	return fmt.Sprintf("priority=%d tries=%d successful=%v", a.Priority, a.Tries, a.Successful)
 }
@@ -40,8 +55,11 @@ func (a Attrs) String() string {
 // State is both slots' state. It is comparable with ==.
 type State struct {
 	A, B Attrs
-	// Counted names the slot whose try a BootNext handover already
-	// counted; the init that boots next clears it (rule 2). "" when none.
+	// Counted names the slot a BootNext handover went to; the init that
+	// boots next clears it and, when it names the slot that is running,
+	// does not count a try again (rule 2). Every BootNext handover sets
+	// it, to a committed slot too, so that the next init knows whether
+	// the firmware honoured BootNext (see bootcheck). "" when none.
 	Counted slot.Slot
 }
 

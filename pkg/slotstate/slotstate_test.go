@@ -70,3 +70,11 @@ func TestOperations(t *testing.T) {
 		t.Error("Validate accepted out-of-range state")
 	}
 }
+
+func TestCondition(t *testing.T) {
+	for a, want := range map[Attrs]string{{0, 3, true}: "bad", {2, 0, true}: "committed", {2, 1, false}: "trial", {2, 0, false}: "failed"} {
+		if got := a.Condition(); got != want {
+			t.Errorf("%v.Condition() = %s, want %s", a, got, want)
+		}
+	}
+}

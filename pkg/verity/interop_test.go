@@ -62,6 +62,10 @@ func interopCases() []interopCase {
 		// 512-byte hash blocks give a four-level tree from 2 MiB.
 		interopCase{600, Params{DataBlockSize: 4096, HashBlockSize: 512, Salt: salt, UUID: u}},
 		interopCase{600, Params{DataBlockSize: 1024, HashBlockSize: 512, Salt: salt[:5], NoSuperblock: true}},
+		// Runs of 128 digests that do not fill a 64 KiB hash block.
+		interopCase{600, Params{DataBlockSize: 4096, HashBlockSize: 65536, Salt: salt, UUID: u}},
+		// The largest blocks cryptsetup accepts: one block per run.
+		interopCase{5, Params{DataBlockSize: 512 << 10, HashBlockSize: 512 << 10, Salt: salt, NoSuperblock: true}},
 		// No salt at all.
 		interopCase{129, Params{DataBlockSize: 4096, HashBlockSize: 4096, UUID: u}},
 	)

@@ -10,13 +10,20 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
-// memDev is an in-memory hash device that grows on write.
-type memDev struct{ b []byte }
+// memDev is an in-memory hash device that grows on write. Format writes
+// from several goroutines, as io.WriterAt allows, hence the lock.
+type memDev struct {
+	mu sync.Mutex
+	b  []byte
+}
 
 func (m *memDev) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if off >= int64(len(m.b)) {
 		return 0, io.EOF
 	}
@@ -28,6 +35,8 @@ func (m *memDev) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memDev) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(m.b)) {
 		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
 	}
@@ -132,10 +141,10 @@ func TestRootByHand(t *testing.T) {
 	}
 }
 
-// TestVerifyNamesFirstBadBlock corrupts blocks in several chunks and
+// TestVerifyNamesFirstBadBlock corrupts blocks in several runs and
 // levels and checks that Verify names the one the tree points to first.
 func TestVerifyNamesFirstBadBlock(t *testing.T) {
-	const n, bs = 1100, 4096 // five 1 MiB chunks on level 0, two levels
+	const n, bs = 1100, 4096 // nine 512 KiB runs on level 0, two levels
 	data := randomData(n, bs)
 	p := Params{Salt: []byte("salt"), NoSuperblock: true}
 	h := &memDev{}
@@ -157,7 +166,7 @@ func TestVerifyNamesFirstBadBlock(t *testing.T) {
 		want        MismatchError
 	}{
 		{"one data block", []int64{700*bs + 5}, nil, false, MismatchError{Device: "data", Block: 700, Offset: 700 * bs}},
-		{"lowest of several chunks", []int64{900 * bs, 300*bs + 4095, 1099 * bs}, nil, false, MismatchError{Device: "data", Block: 300, Offset: 300 * bs}},
+		{"lowest of several runs", []int64{900 * bs, 300*bs + 4095, 1099 * bs}, nil, false, MismatchError{Device: "data", Block: 300, Offset: 300 * bs}},
 		{"hash block beats data", []int64{10 * bs}, []int64{l0.offset + 3*bs + 7}, false, MismatchError{Device: "hash", Level: 0, Block: l0.offset/bs + 3, Offset: l0.offset + 3*bs}},
 		{"top block", nil, []int64{l1.offset + 100, l0.offset}, false, MismatchError{Device: "hash", Level: 1, Block: l1.offset / bs, Offset: l1.offset, Root: true}},
 		{"padding", nil, []int64{lastL0 + bs - 1}, false, MismatchError{Device: "hash", Level: 0, Block: lastL0 / bs, Offset: lastL0}},

@@ -1,0 +1,844 @@
+package bootcheck
+
+// An exhaustive model of abboot's boots: every reachable state of two slots
+// with small counters, against an adversarial firmware, power and kernels,
+// checked against the properties DESIGN.md's rules promise.
+//
+// A model node is the slot state in the store, what each slot's image does
+// when booted (fixed, except that an install replaces the other slot's
+// image), BootNext, and ghost variables that record which boot a counted
+// try belongs to. The machine is either about to run the firmware (reset),
+// about to start a kernel by kexec, or in the rescue shell. One edge is one
+// kernel start and everything up to the next reset or kexec:
+//
+//   - the firmware starts either slot's UKI (through BootNext, a Boot####
+//     entry, a reset BootOrder or the fallback copy: the model lets it pick
+//     either slot, honouring or ignoring BootNext);
+//   - a kernel that panics (or hangs) before init resets the machine;
+//   - an init decides with kexec and BootNext each allowed or not (the
+//     command line says abboot.kexec=0, efivars are missing); the power may
+//     fail before or after each write; a kexec may be refused at run time
+//     (the init then decides again, as Decide documents);
+//   - the running slot's root may fail (rule 4: the init decides again);
+//   - an OS that boots either commits (slotstate.Commit; then the operator
+//     may install a new image of any kind into the other slot) or never
+//     commits (failed health check, hang after init: reset).
+//
+// Bounds: priorities 0..3 and tries 0..3 in the initial states, every
+// combination of images, markers and BootNext a selector could have left;
+// installs that would give a priority above 3 are not explored (Commit may
+// still raise one to 4).
+//
+// Safety properties are checked on every decision of every edge (see
+// check); a try is tracked by ghost variables from the write that counts
+// it to the kernel start that uses it. Liveness (property 1) is checked on
+// the "live" edges only, which leave out what no selector can beat: the
+// power failing again and again, a firmware that by itself keeps starting a
+// kernel that dies before init or a slot that is not bootable (see
+// liveBoot), and boots on which BootNext cannot be set at all. On those,
+// every run of kernel starts without progress (a good or committed OS
+// runs, or the rescue shell) must be finite and at most bound kernel
+// starts long.
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+)
+
+const (
+	maxPriority = 3
+	maxTries    = 3
+)
+
+// behavior is what a slot's image does when it is started.
+type behavior uint8
+
+const (
+	good      behavior = iota // boots; its OS passes the health check and commits
+	panics                    // the kernel dies or hangs before init (panic=N, watchdog)
+	rootFails                 // init runs, the root cannot come up (rule 4)
+	noCommit                  // init runs, the OS boots but never commits (health check fails, hangs later)
+	nBehaviors
+)
+
+func (b behavior) String() string {
+	return [...]string{"good", "panics", "root-fails", "no-commit"}[b]
+}
+
+func idx(s slot.Slot) int {
+	if s == slot.B {
+		return 1
+	}
+	return 0
+}
+
+type node struct {
+	st       slotstate.State
+	beh      [2]behavior
+	bootNext slot.Slot // BootNext, as the firmware finds it at the next reset
+	// fresh is a ghost: the slot whose try a BootNext handover counted,
+	// not used yet. A start of that slot uses it when its kernel dies
+	// before init, or when its init's decision takes effect (a power cut
+	// before the init's write leaves it: nothing happened). Any other
+	// init's decision that takes effect spends it.
+	fresh slot.Slot
+	// kexec is set when the machine is about to start that slot's kernel
+	// by kexec, with abboot.handover on its command line; kexecCredit is
+	// a ghost: the handover counted its try.
+	kexec       slot.Slot
+	kexecCredit bool
+	rescue      bool // the rescue shell runs: terminal
+}
+
+func (n node) String() string {
+	var b strings.Builder
+	for _, s := range slot.All {
+		a := n.st.Get(s)
+		ok := ""
+		if a.Successful {
+			ok = " ok"
+		}
+		fmt.Fprintf(&b, "%s{p%d t%d%s %v} ", s.Upper(), a.Priority, a.Tries, ok, n.beh[idx(s)])
+	}
+	fmt.Fprintf(&b, "marker=%q bootnext=%q", n.st.Counted, n.bootNext)
+	if n.kexec != "" {
+		fmt.Fprintf(&b, " kexec->%s", n.kexec)
+	}
+	if n.rescue {
+		b.WriteString(" RESCUE")
+	}
+	return b.String()
+}
+
+// An edge is one kernel start. progress marks the starts that end the
+// liveness question: an OS runs that is good or committed, or the rescue
+// shell. live marks those the liveness check considers (see liveBoot).
+type edge struct {
+	to             int32
+	progress, live bool
+}
+
+// The properties; a violation names one.
+const (
+	propRules   = 0 // the decision is well formed and changes only what the rules allow
+	propGood    = 1 // a good slot (or rescue when none) is reached within the bound; no rescue while a slot can boot
+	propTries0  = 2 // a trial slot with tries 0 is never chosen
+	propOnce    = 3 // a try is counted exactly once per boot of a trial slot
+	propKept    = 4 // a committed slot stays bootable unless its root fails
+	propSteady  = 5 // a steady-state boot writes nothing; Write says whether State changed
+	propRescue  = 6 // nothing bootable: rescue, never a non-bootable slot
+	nProperties = 7
+)
+
+// anyStep asks step for the step to a node rather than a violation.
+const anyStep = -1
+
+var propNames = [nProperties]string{
+	"0 (well-formed decision)",
+	"1 (good slot reached within the bound)",
+	"2 (tries 0 never chosen)",
+	"3 (each try counted exactly once)",
+	"4 (committed slot never lost)",
+	"5 (steady state writes nothing)",
+	"6 (nothing bootable: rescue)",
+}
+
+type checker struct {
+	decide func(Input) Decision
+	ids    map[node]int32
+	nodes  []node
+	parent []int32
+	edges  [][]edge
+	// first violation per property: node where it was found, and a
+	// message (filled in with labels once exploration ends).
+	violNode [nProperties]int32
+	violMsg  [nProperties]string
+	maxSteps int // longest path, in kernel starts, to progress
+}
+
+func newChecker(decide func(Input) Decision) *checker {
+	c := &checker{decide: decide, ids: map[node]int32{}}
+	for i := range c.violNode {
+		c.violNode[i] = -1
+	}
+	return c
+}
+
+// expansion runs one node's edges. With labels it describes each step;
+// without, it only records where edges go, for speed.
+type expansion struct {
+	c      *checker
+	labels bool
+	emit   func(to node, progress, live bool, desc string)
+	bad    func(prop int, msg func() string)
+}
+
+func (x *expansion) f(format string, args ...any) string {
+	if !x.labels {
+		return ""
+	}
+	return fmt.Sprintf(format, args...)
+}
+
+// liveBoot reports whether the liveness check lets the firmware start k
+// from n. It may honour BootNext, or ignore it and start any slot whose
+// kernel reaches init and that is bootable (or any whose kernel reaches
+// init, when none is bootable). Excluded are a firmware that keeps starting
+// a kernel that dies before init, or a slot abboot does not boot, by
+// itself: no selector runs then, nothing can count those boots, and the
+// init's repair of the entries and the fallback copy (rule 8) is what
+// stops them.
+func liveBoot(n node, k slot.Slot) bool {
+	if n.bootNext == k {
+		return true
+	}
+	pick := func(want func(slot.Slot) bool) []slot.Slot {
+		var c []slot.Slot
+		for _, s := range slot.All {
+			if want(s) {
+				c = append(c, s)
+			}
+		}
+		return c
+	}
+	cand := pick(func(s slot.Slot) bool { return n.beh[idx(s)] != panics && n.st.Get(s).Bootable() })
+	if len(cand) == 0 {
+		cand = pick(func(s slot.Slot) bool { return n.beh[idx(s)] != panics })
+	}
+	return len(cand) == 0 || slices.Contains(cand, k)
+}
+
+func (x *expansion) expand(n node) {
+	if n.rescue {
+		return
+	}
+	if n.kexec != "" {
+		base := n
+		base.kexec, base.kexecCredit = "", false
+		x.start(base, n.kexec, true, n.kexecCredit, true, x.f("kexec starts %s", n.kexec))
+		return
+	}
+	for _, k := range slot.All {
+		base := n
+		base.bootNext = "" // the firmware deletes BootNext once read (UEFI 2.10 §3.1.2)
+		how := ""
+		switch n.bootNext {
+		case "":
+		case k:
+			how = " honouring BootNext"
+		default:
+			how = " ignoring BootNext=" + string(n.bootNext)
+		}
+		x.start(base, k, false, n.fresh == k, liveBoot(n, k), x.f("firmware starts %s%s", k, how))
+	}
+}
+
+// start is one kernel start of slot k.
+func (x *expansion) start(base node, k slot.Slot, handover, credit, live bool, desc string) {
+	if base.beh[idx(k)] == panics {
+		if credit {
+			base.fresh = "" // this start used the counted try
+		}
+		x.emit(base, false, live, desc+"; kernel panics before init")
+		return
+	}
+	for _, kexec := range []bool{true, false} {
+		for _, fw := range []bool{true, false} {
+			r := &initRun{x: x, base: base, k: k, credit: credit, orig: base.st, live: live && fw}
+			r.decide(Input{State: base.st, Running: k, Handover: handover, KexecAllowed: kexec, FirmwareAllowed: fw}, base.st, desc)
+		}
+	}
+}
+
+// initRun is one run of slot k's init.
+type initRun struct {
+	x      *expansion
+	base   node // the node the boot started from, BootNext consumed, fresh as the decisions so far left it
+	k      slot.Slot
+	credit bool            // ghost: the handover that started this kernel counted its try
+	orig   slotstate.State // the store when the init started
+	live   bool
+}
+
+// decs is how many tries slot s lost from orig to st, not counting a
+// mark bad.
+func (r *initRun) decs(st slotstate.State, s slot.Slot) int {
+	a, b := r.orig.Get(s), st.Get(s)
+	if a.Priority != b.Priority || a.Successful != b.Successful {
+		return 0
+	}
+	return a.Tries - b.Tries
+}
+
+// reset returns the node after a reset with st in the store.
+func (r *initRun) reset(st slotstate.State) node {
+	n := r.base
+	n.st = st
+	return n
+}
+
+func (r *initRun) decide(in Input, stored slotstate.State, desc string) {
+	x := r.x
+	d := x.c.decide(in)
+	desc += x.f("; init %s (kexec=%v bootnext=%v handover=%v root-failed=%v) decides %v %s reason=%s write=%v",
+		r.k, in.KexecAllowed, in.FirmwareAllowed, in.Handover, in.RootFailed, d.Action, d.Target, d.Reason, d.Write)
+	if !r.check(in, d, desc) {
+		return
+	}
+	cut := "; power cut"
+	if d.Write {
+		cut = "; power cut before the write"
+	}
+	x.emit(r.reset(stored), false, false, desc+cut)
+	// From here the decision takes effect. This boot has used its
+	// counted try; a try counted for a slot not booted is spent; a
+	// BootNext handover's try is there for that slot's next start.
+	cur := stored
+	if d.Write {
+		cur = d.State
+	}
+	r.base.fresh = ""
+	if d.Action == Firmware && r.decs(cur, d.Target) == 1 {
+		r.base.fresh = d.Target
+	}
+	if d.Write {
+		x.emit(r.reset(cur), false, false, desc+"; written, power cut")
+	}
+	k, t := r.k, d.Target
+	switch d.Action {
+	case Continue:
+		if a := r.orig.Get(k); !a.Successful && !r.credit && r.decs(cur, k) == 0 {
+			x.bad(propOnce, func() string {
+				return desc + ": try skipped: the OS of trial slot " + string(k) + " runs, no try was counted for this boot"
+			})
+		}
+		switch r.base.beh[idx(k)] {
+		case rootFails:
+			if !in.RootFailed {
+				in2 := in
+				in2.State, in2.RootFailed = cur, true
+				r.decide(in2, cur, desc+x.f("; root of %s fails", k))
+			}
+		case good:
+			x.emit(r.reset(cur), true, r.live, desc+"; OS runs, power cut before commit")
+			committed := cur.Commit(k)
+			x.emit(r.reset(committed), true, r.live, desc+"; OS runs and commits")
+			o := k.Other()
+			for tries := 1; tries <= maxTries; tries++ {
+				st := committed.MarkBad(o).SetActive(o, tries)
+				if st.Get(o).Priority > maxPriority {
+					break
+				}
+				for b := range nBehaviors {
+					n := r.reset(st)
+					n.beh[idx(o)] = b
+					x.emit(n, true, r.live, desc+x.f("; OS commits, installs a %v image into %s with %d tries", b, o, tries))
+				}
+			}
+		case noCommit:
+			x.emit(r.reset(cur), cur.Get(k).Successful, r.live, desc+"; OS runs, never commits, reset")
+		}
+	case Kexec:
+		n := r.reset(cur)
+		n.kexec, n.kexecCredit = t, r.decs(cur, t) == 1
+		x.emit(n, false, r.live, desc+"; kexec")
+		in2 := in
+		in2.KexecAllowed = false
+		r.decide(in2, cur, desc+"; kexec refused")
+	case Firmware:
+		n := r.reset(cur)
+		n.bootNext = t
+		x.emit(n, false, r.live, desc+"; BootNext, reboot")
+	case Rescue:
+		n := r.reset(cur)
+		n.rescue = true
+		x.emit(n, true, r.live, desc+"; rescue shell")
+	}
+}
+
+// check checks one decision against the rules. It returns false when the
+// decision cannot be acted on.
+func (r *initRun) check(in Input, d Decision, desc string) bool {
+	k, o := r.k, r.k.Other()
+	fail := func(prop int, format string, args ...any) {
+		r.x.bad(prop, func() string { return desc + ": " + fmt.Sprintf(format, args...) })
+	}
+	if err := d.State.Validate(); err != nil {
+		fail(propRules, "invalid state: %v", err)
+		return false
+	}
+	if d.Write != (d.State != in.State) {
+		fail(propSteady, "Write=%v but the state went %+v -> %+v", d.Write, in.State, d.State)
+	}
+	switch d.Action {
+	case Continue:
+		if d.Target != k {
+			fail(propRules, "continue to %q, not the running slot", d.Target)
+			return false
+		}
+	case Kexec, Firmware:
+		if d.Target != o {
+			fail(propRules, "hand over to %q, not the other slot", d.Target)
+			return false
+		}
+		if d.Action == Kexec && !in.KexecAllowed || d.Action == Firmware && !in.FirmwareAllowed {
+			fail(propRules, "%v although not allowed", d.Action)
+			return false
+		}
+	case Rescue:
+		if d.Target != "" {
+			fail(propRules, "rescue with target %q", d.Target)
+		}
+	default:
+		fail(propRules, "unknown action %v", d.Action)
+		return false
+	}
+	for _, s := range slot.All {
+		a, b := in.State.Get(s), d.State.Get(s)
+		switch {
+		case a == b:
+		case s == k && in.RootFailed && b == slotstate.Bad:
+		case a.Successful && a.Priority > 0 && !(b.Successful && b.Priority > 0):
+			fail(propKept, "committed slot %s lost: %v -> %v", s, a, b)
+		case a.Priority != b.Priority || a.Successful != b.Successful || a.Successful:
+			fail(propRules, "slot %s changed beyond the rules: %v -> %v", s, a, b)
+		case b.Tries > a.Tries:
+			fail(propOnce, "slot %s tries raised %d -> %d: a counted try refunded", s, a.Tries, b.Tries)
+		case a.Tries-b.Tries > 1:
+			fail(propOnce, "slot %s counted twice in one decision: tries %d -> %d", s, a.Tries, b.Tries)
+		case s != d.Target:
+			fail(propOnce, "slot %s counted but not booted: tries %d -> %d", s, a.Tries, b.Tries)
+		}
+	}
+	if d.Action == Kexec || d.Action == Firmware {
+		if a := in.State.Get(o); !a.Successful && a.Tries-d.State.Get(o).Tries != 1 {
+			fail(propOnce, "try skipped: hands over to trial slot %s without counting its try (%v -> %v)", o, a, d.State.Get(o))
+		}
+	}
+	if r.credit && d.State.Get(k).Tries < in.State.Get(k).Tries && d.State.Get(k).Priority > 0 {
+		fail(propOnce, "try counted twice: %s was started by a handover that counted this try, and its init counted again", k)
+	}
+	if r.credit && !in.RootFailed && d.Action != Continue {
+		fail(propOnce, "try skipped: %s was started by a handover that counted its try, and its init does not boot it", k)
+	}
+	if d.Action != Rescue {
+		a := in.State.Get(d.Target)
+		switch {
+		case d.Target == k && in.RootFailed:
+			fail(propRescue, "boots %s although its root failed", k)
+		case a.Priority == 0:
+			fail(propRescue, "boots %s, which is not bootable: %v", d.Target, a)
+		case !a.Successful && a.Tries == 0 && !(d.Target == k && r.credit):
+			fail(propTries0, "chooses trial slot %s with tries 0", d.Target)
+		}
+	}
+	eligible := func(s slot.Slot) bool {
+		a := in.State.Get(s)
+		if s == k && in.RootFailed {
+			return false
+		}
+		return a.Bootable() || s == k && r.credit && a.Priority > 0
+	}
+	anyOK := eligible(slot.A) || eligible(slot.B)
+	switch {
+	case !anyOK && d.Action != Rescue:
+		fail(propRescue, "no slot is bootable, yet %v %s", d.Action, d.Target)
+	case anyOK && d.Action == Rescue && (in.KexecAllowed || in.FirmwareAllowed || eligible(k)):
+		fail(propGood, "rescue although a slot can be booted")
+	}
+	if a, b := in.State.Get(k), in.State.Get(o); in.State.Counted == "" && !in.Handover && !in.RootFailed &&
+		a.Successful && a.Priority > 0 && (!b.Bootable() || b.Priority <= a.Priority) &&
+		(d.Action != Continue || d.Write) {
+		fail(propSteady, "steady-state boot of committed slot %s: %v write=%v", k, d.Action, d.Write)
+	}
+	return true
+}
+
+// initial lists the states a selector and an operator could have left: any
+// counters within the bounds, any images, and a marker (with BootNext set
+// or not) only naming a trial slot a selector would have handed over to.
+func initial() []node {
+	var attrs []slotstate.Attrs
+	for p := 0; p <= maxPriority; p++ {
+		for t := 0; t <= maxTries; t++ {
+			attrs = append(attrs, slotstate.Attrs{Priority: p, Tries: t}, slotstate.Attrs{Priority: p, Tries: t, Successful: true})
+		}
+	}
+	var out []node
+	for _, a := range attrs {
+		for _, b := range attrs {
+			st := slotstate.State{A: a, B: b}
+			for ba := range nBehaviors {
+				for bb := range nBehaviors {
+					n := node{st: st, beh: [2]behavior{ba, bb}}
+					out = append(out, n)
+					for _, s := range slot.All {
+						x, y := st.Get(s), st.Get(s.Other())
+						if x.Successful || x.Priority == 0 || x.Tries == maxTries || y.Bootable() && y.Priority >= x.Priority {
+							continue
+						}
+						m := n
+						m.st.Counted, m.fresh = s, s
+						out = append(out, m)
+						m.bootNext = s
+						out = append(out, m)
+					}
+				}
+			}
+		}
+	}
+	return out
+}
+
+func (c *checker) id(n node) (int32, bool) {
+	if i, ok := c.ids[n]; ok {
+		return i, false
+	}
+	i := int32(len(c.nodes))
+	c.ids[n] = i
+	c.nodes = append(c.nodes, n)
+	c.parent = append(c.parent, -1)
+	c.edges = append(c.edges, nil)
+	return i, true
+}
+
+// explore visits every node reachable from the initial ones, breadth
+// first, recording the first violation of each property.
+func (c *checker) explore() {
+	var queue []int32
+	for _, n := range initial() {
+		if i, isNew := c.id(n); isNew {
+			queue = append(queue, i)
+		}
+	}
+	for len(queue) > 0 {
+		from := queue[0]
+		queue = queue[1:]
+		x := &expansion{c: c}
+		x.emit = func(to node, progress, live bool, _ string) {
+			i, isNew := c.id(to)
+			if isNew {
+				c.parent[i] = from
+				queue = append(queue, i)
+			}
+			e := edge{to: i, progress: progress, live: live}
+			for j, old := range c.edges[from] {
+				if old.to == i && old.progress == progress {
+					c.edges[from][j].live = old.live || live
+					return
+				}
+			}
+			c.edges[from] = append(c.edges[from], e)
+		}
+		x.bad = func(prop int, _ func() string) {
+			if c.violNode[prop] < 0 {
+				c.violNode[prop] = from
+			}
+		}
+		x.expand(c.nodes[from])
+	}
+	for p, n := range c.violNode {
+		if n >= 0 {
+			c.violMsg[p] = c.describe(n, p)
+		}
+	}
+}
+
+// step describes the step from node `from` to node `to`, re-running it
+// with labels; with prop >= 0 it describes that property's violation at
+// from instead.
+func (c *checker) step(from, to int32, prop int, live bool) string {
+	var got string
+	x := &expansion{c: c, labels: true}
+	x.emit = func(n node, progress, l bool, desc string) {
+		if got == "" && prop < 0 && c.ids[n] == to && (!live || l && !progress) {
+			got = desc
+		}
+	}
+	x.bad = func(p int, msg func() string) {
+		if got == "" && p == prop {
+			got = "VIOLATION at " + msg()
+		}
+	}
+	x.expand(c.nodes[from])
+	return got
+}
+
+// trace lists the steps from an initial node to node i.
+func (c *checker) trace(i int32) []string {
+	var path []int32
+	for j := i; j >= 0; j = c.parent[j] {
+		path = append([]int32{j}, path...)
+	}
+	lines := []string{"start: " + c.nodes[path[0]].String()}
+	for j := 1; j < len(path); j++ {
+		lines = append(lines, c.step(path[j-1], path[j], anyStep, false), "  now: "+c.nodes[path[j]].String())
+	}
+	return lines
+}
+
+func (c *checker) describe(i int32, prop int) string {
+	return strings.Join(append(c.trace(i), c.step(i, -1, prop, false)), "\n")
+}
+
+// triesLeft is the sum of the tries of the bootable trial slots.
+func triesLeft(n node) int {
+	t := 0
+	for _, s := range slot.All {
+		if a := n.st.Get(s); !a.Successful && a.Priority > 0 {
+			t += a.Tries
+		}
+	}
+	return t
+}
+
+// bound is the most kernel starts the liveness check allows from n before
+// a good OS, a committed OS or the rescue shell runs: two per try left
+// (the selector's start and the trial's own), one for a BootNext handover
+// that does not arrive, two for a handover to a slot whose root then fails
+// and its handover back, and the start that makes progress.
+func bound(n node) int { return 2*triesLeft(n) + 4 }
+
+// precondition is when liveness can be asked of abboot at all: some slot's
+// kernel reaches init, and no committed slot's kernel dies before init (its
+// boots are never counted, by the cgpt semantics of successful).
+func precondition(n node) bool {
+	if n.beh[0] == panics && n.beh[1] == panics {
+		return false
+	}
+	for _, s := range slot.All {
+		if a := n.st.Get(s); n.beh[idx(s)] == panics && a.Successful && a.Priority > 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// liveness computes, for every node that meets the precondition, the
+// longest run of live kernel starts without progress, and fails on a cycle
+// of them (an infinite loop of failing boots) or a run longer than bound.
+func (c *checker) liveness() {
+	const unseen, onPath, done = 0, 1, 2
+	color := make([]uint8, len(c.nodes))
+	longest := make([]int, len(c.nodes))
+	var stack []int32
+	var visit func(i int32) bool
+	visit = func(i int32) bool {
+		color[i] = onPath
+		stack = append(stack, i)
+		for _, e := range c.edges[i] {
+			if !e.live {
+				continue
+			}
+			l := 1
+			if !e.progress {
+				switch color[e.to] {
+				case onPath:
+					c.cycle(stack, e.to)
+					return false
+				case unseen:
+					if !visit(e.to) {
+						return false
+					}
+				}
+				l += longest[e.to]
+			}
+			longest[i] = max(longest[i], l)
+		}
+		stack = stack[:len(stack)-1]
+		color[i] = done
+		return true
+	}
+	for i := range c.nodes {
+		n := c.nodes[i]
+		if !precondition(n) {
+			continue
+		}
+		if color[i] == unseen && !visit(int32(i)) {
+			return
+		}
+		c.maxSteps = max(c.maxSteps, longest[i])
+		if longest[i] > bound(n) && c.violNode[propGood] < 0 {
+			c.violNode[propGood] = int32(i)
+			c.violMsg[propGood] = fmt.Sprintf("%s\nfrom here %d kernel starts can pass without progress, bound %d",
+				strings.Join(c.trace(int32(i)), "\n"), longest[i], bound(n))
+		}
+	}
+}
+
+func (c *checker) cycle(stack []int32, to int32) {
+	if c.violNode[propGood] >= 0 {
+		return
+	}
+	c.violNode[propGood] = to
+	at := 0
+	for stack[at] != to {
+		at++
+	}
+	loop := append(stack[at:len(stack):len(stack)], to)
+	lines := append(c.trace(to), "LOOP, forever:")
+	for j := 1; j < len(loop); j++ {
+		lines = append(lines, c.step(loop[j-1], loop[j], anyStep, true), "  now: "+c.nodes[loop[j]].String())
+	}
+	c.violMsg[propGood] = strings.Join(lines, "\n")
+}
+
+func (c *checker) run() {
+	c.explore()
+	c.liveness()
+}
+
+func TestModel(t *testing.T) {
+	c := newChecker(Decide)
+	c.run()
+	nEdges := 0
+	for _, e := range c.edges {
+		nEdges += len(e)
+	}
+	t.Logf("explored %d states, %d distinct transitions; longest run without progress: %d kernel starts", len(c.nodes), nEdges, c.maxSteps)
+	for p, msg := range c.violMsg {
+		if msg != "" {
+			t.Errorf("property %s violated:\n%s", propNames[p], msg)
+		}
+	}
+}
+
+// TestModelCatchesBrokenDecide runs the checker against deliberately broken
+// decisions: each property must be able to fail.
+func TestModelCatchesBrokenDecide(t *testing.T) {
+	// fix recomputes Write after a variant changed the state.
+	fix := func(in Input, d Decision) Decision {
+		d.Write = d.State != in.State
+		return d
+	}
+	for _, tc := range []struct {
+		name   string
+		decide func(Input) Decision
+		want   int
+	}{
+		{
+			name: "forgets to count a BootNext handover",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if d.Action == Firmware {
+					d.State = d.State.With(d.Target, in.State.Get(d.Target))
+				}
+				return fix(in, d)
+			},
+			want: propOnce,
+		},
+		{
+			name: "ignores the kexec handover flag",
+			decide: func(in Input) Decision {
+				in2 := in
+				in2.Handover = false
+				return fix(in, Decide(in2))
+			},
+			want: propOnce,
+		},
+		{
+			name: "never clears the marker",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if d.State.Counted == "" {
+					d.State.Counted = in.State.Counted
+				}
+				return fix(in, d)
+			},
+			want: propOnce,
+		},
+		{
+			name: "counts a trial twice",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if a := d.State.Get(d.Target); d.Action == Continue && !a.Successful && a.Tries > 0 && a.Tries < in.State.Get(d.Target).Tries {
+					a.Tries--
+					d.State = d.State.With(d.Target, a)
+				}
+				return fix(in, d)
+			},
+			want: propOnce,
+		},
+		{
+			name: "chooses a trial slot out of tries",
+			decide: func(in Input) Decision {
+				lifted := in
+				var was []slot.Slot
+				for _, s := range slot.All {
+					if a := in.State.Get(s); !a.Successful && a.Priority > 0 && a.Tries == 0 {
+						a.Tries = 1
+						lifted.State = lifted.State.With(s, a)
+						was = append(was, s)
+					}
+				}
+				d := Decide(lifted)
+				for _, s := range was {
+					a := d.State.Get(s)
+					a.Tries = 0
+					d.State = d.State.With(s, a)
+				}
+				return fix(in, d)
+			},
+			want: propTries0,
+		},
+		{
+			name: "loses the committed slot when handing over",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if d.Action == Kexec || d.Action == Firmware {
+					d.State = d.State.MarkBad(in.Running)
+				}
+				return fix(in, d)
+			},
+			want: propKept,
+		},
+		{
+			name: "writes on every boot",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				d.Write = true
+				return d
+			},
+			want: propSteady,
+		},
+		{
+			name: "boots the running slot when nothing is bootable",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if d.Action == Rescue {
+					d.Action, d.Target = Continue, in.Running
+				}
+				return d
+			},
+			want: propRescue,
+		},
+		{
+			// Locally every decision is fine; only the loop shows.
+			name: "no marker on a BootNext handover to a committed slot",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if d.Action == Firmware && in.State.Get(d.Target).Successful {
+					d.State.Counted = ""
+				}
+				return fix(in, d)
+			},
+			want: propGood,
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newChecker(tc.decide)
+			c.run()
+			msg := c.violMsg[tc.want]
+			if msg == "" {
+				t.Fatalf("the checker missed a violation of property %s", propNames[tc.want])
+			}
+			lines := strings.Split(msg, "\n")
+			t.Logf("caught after %d states: %s", len(c.nodes), lines[len(lines)-1])
+		})
+	}
+}

@@ -1,0 +1,118 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/abboot/abboot/bootcheck"
+	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/pkg/slotstore"
+)
+
+// pending returns a rig whose first boot has run (A committed, entries
+// made) and whose slot B was then set active, as `abctl set-active b`
+// does.
+func pending(t *testing.T, files map[string]string) *rig {
+	t.Helper()
+	r := newRig(t, files, false)
+	r.boot("")
+	store := slotstore.NewVar(efivar.Open(r.vars))
+	st, err := store.Load()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := store.Save(st.SetActive(slot.B, 3)); err != nil {
+		t.Fatal(err)
+	}
+	a, _ := entryOf(t, r, slot.A)
+	r.setBootCurrent(a)
+	return r
+}
+
+func (r *rig) state() slotstate.State {
+	r.t.Helper()
+	st, err := slotstore.NewVar(efivar.Open(r.vars)).Load()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	return st
+}
+
+func TestTrialKexec(t *testing.T) {
+	r := pending(t, both)
+	var loaded, cmdline string
+	_, sel, lines := r.bootSel("", func(p string, edit func(string) string) error {
+		loaded, cmdline = p, edit("console=ttyS0 panic=10")
+		return nil
+	})
+	if sel.D.Action != bootcheck.Kexec || sel.D.Target != slot.B {
+		t.Fatalf("decision %+v, want kexec to b", sel.D)
+	}
+	if loaded != filepath.Join(r.esp, "EFI/abboot/b.efi") || cmdline != "console=ttyS0 panic=10 abboot.handover=b" {
+		t.Errorf("staged %s with %q", loaded, cmdline)
+	}
+	if got := r.state().B; got.Tries != 2 {
+		t.Errorf("B after the handover decision: %v, want tries 2", got)
+	}
+	if count(lines, `event=select running=a best=b reason=trial tries=3->2 action=kexec write=true`) != 1 {
+		t.Errorf("no select line:\n%s", strings.Join(lines, "\n"))
+	}
+
+	// B's own init, started by the kexec, must not count again.
+	before := r.snapshot()
+	_, sel, _ = r.bootSel("abboot.handover=b", nil)
+	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.B || r.snapshot() != before {
+		t.Errorf("after the handover: %+v, state changed %v", sel.D, r.snapshot() != before)
+	}
+}
+
+func TestTrialKexecRefused(t *testing.T) {
+	r := pending(t, both)
+	_, sel, lines := r.bootSel("", func(string, func(string) string) error {
+		return kexec.ErrRefused
+	})
+	b, _ := entryOf(t, r, slot.B)
+	if sel.D.Action != bootcheck.Firmware || sel.Entry != b {
+		t.Fatalf("decision %+v entry %04X, want firmware to Boot%04X", sel.D, sel.Entry, b)
+	}
+	if st := r.state(); st.B.Tries != 2 || st.Counted != slot.B {
+		t.Errorf("state %+v, want B tries 2 and the counted marker on B", st)
+	}
+	if count(lines, `event=handover slot=b action=kexec result=error`) != 1 {
+		t.Errorf("no handover error line:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestHalfWrittenSlot: a slot set active whose UKI is not on the ESP is
+// marked bad instead of being tried.
+func TestHalfWrittenSlot(t *testing.T) {
+	r := pending(t, both)
+	os.Remove(filepath.Join(r.esp, "EFI/abboot/b.efi"))
+	_, sel, lines := r.bootSel("", nil)
+	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.A || r.state().B != slotstate.Bad {
+		t.Errorf("decision %+v, B %v; want continue on A and B bad", sel.D, r.state().B)
+	}
+	if count(lines, `event=repair slot=b what=marked-bad`) != 1 {
+		t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
+// TestFallbackRepair: a committed running slot puts a missing fallback
+// copy back.
+func TestFallbackRepair(t *testing.T) {
+	r := newRig(t, both, false)
+	r.boot("")
+	os.Remove(filepath.Join(r.esp, slot.FallbackPath))
+	_, _, lines := r.bootSel("", nil)
+	if b, err := os.ReadFile(filepath.Join(r.esp, slot.FallbackPath)); err != nil || string(b) != "uki v1" {
+		t.Errorf("fallback copy after repair: %q, %v", b, err)
+	}
+	if count(lines, `event=repair what=fallback slot=a result=ok`) != 1 {
+		t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
+	}
+}
