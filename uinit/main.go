@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"syscall"
 	"time"
 
@@ -21,6 +20,7 @@ import (
 
 	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/bootparam"
+	"github.com/abboot/abboot/pkg/console"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
@@ -34,7 +34,6 @@ import (
 const (
 	efivarsDir = "/sys/firmware/efi/efivars"
 	espMount   = "/efi"
-	rescueSh   = "/bbin/gosh"
 )
 
 func main() {
@@ -171,28 +170,30 @@ func mountESP(dev string) (string, error) {
 	return espMount, nil
 }
 
-// rescue gives the operator a shell on the console and never returns.
+// rescue gives the operator a command prompt on the console and never
+// returns: programs in the initramfs (abctl, efibootmgr, ls, cat, dmesg,
+// gosh) run from it, "reboot" and "poweroff" act directly.
 func rescue(reason string) {
 	event.Log("rescue", "reason", reason)
-	fmt.Println("abboot: rescue shell; the reason is above. Type 'exit' to restart it.")
+	fmt.Println("abboot: rescue shell; the reason is above. Commands: abctl status, efibootmgr -v, dmesg, gosh, reboot, poweroff.")
+	con := &console.Console{
+		Name: "abboot-rescue", In: os.Stdin, Out: os.Stdout,
+		Builtins: map[string]func([]string){
+			"reboot":   func([]string) { halt(unix.LINUX_REBOOT_CMD_RESTART) },
+			"poweroff": func([]string) { halt(unix.LINUX_REBOOT_CMD_POWER_OFF) },
+		},
+	}
 	for {
-		if _, err := os.Stat(rescueSh); err != nil {
-			event.Log("rescue", "result", "error", "err", err)
-			time.Sleep(time.Hour)
-			continue
-		}
-		pid, err := syscall.ForkExec(rescueSh, []string{filepath.Base(rescueSh)}, &syscall.ProcAttr{
-			Env:   os.Environ(),
-			Files: []uintptr{0, 1, 2},
-			Sys:   &syscall.SysProcAttr{Setsid: true, Setctty: true},
-		})
-		if err != nil {
-			event.Log("rescue", "result", "error", "err", err)
-			time.Sleep(5 * time.Second)
-			continue
-		}
-		var ws syscall.WaitStatus
-		syscall.Wait4(pid, &ws, 0, nil)
+		con.Run()
+		// The console closed: PID 1 must not exit; wait and try again.
 		libinit.WaitOrphans()
+		time.Sleep(time.Second)
+	}
+}
+
+func halt(how int) {
+	unix.Sync()
+	if err := unix.Reboot(how); err != nil {
+		event.Log("rescue", "result", "error", "err", err)
 	}
 }

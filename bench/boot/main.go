@@ -14,12 +14,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"time"
 
+	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/qemu"
 )
@@ -45,14 +45,11 @@ func run(n, cpus int) error {
 	defer os.RemoveAll(dir)
 	ukiPath := filepath.Join(dir, "abboot.efi")
 	img := filepath.Join(dir, "disk.img")
-	for _, c := range [][]string{
-		{"./mkuimage.sh", "-o", ukiPath},
-		{"go", "run", "./cmds/abimage", "disk", "-o", img, "--esp-file", "EFI/abboot/a.efi=" + ukiPath,
-			"--esp-file", "EFI/abboot/b.efi=" + ukiPath, "--esp-file", "EFI/BOOT/BOOTX64.EFI=" + ukiPath},
-	} {
-		if out, err := exec.Command(c[0], c[1:]...).CombinedOutput(); err != nil {
-			return fmt.Errorf("%v: %v\n%s", c, err, out)
-		}
+	if err := demodisk.UKI(ukiPath, "1", ""); err != nil {
+		return err
+	}
+	if err := demodisk.Disk(img, demodisk.AB(ukiPath, ukiPath)); err != nil {
+		return err
 	}
 	vars := filepath.Join(dir, "vars.fd")
 	if err := qemu.NewVars(vars); err != nil {

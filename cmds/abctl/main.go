@@ -36,6 +36,7 @@ var commands = map[string]func(g *globals, args []string) error{
 	"mark-bad":   markBadCmd,
 	"mark-good":  markGoodCmd,
 	"reboot":     rebootCmd,
+	"rollback":   rollbackCmd,
 }
 
 func usage() string {

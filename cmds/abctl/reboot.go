@@ -30,10 +30,72 @@ func rebootCmd(g *globals, args []string) error {
 	if len(args) > 0 || *onlyKexec && *onlyFirmware {
 		return errors.New("usage: abctl reboot [--kexec|--firmware] [--slot SLOT]")
 	}
+	how := "any"
+	if *onlyKexec {
+		how = "kexec"
+	} else if *onlyFirmware {
+		how = "firmware"
+	}
 	s, err := g.open()
 	if err != nil {
 		return err
 	}
+	var t slot.Slot
+	if *target != "" {
+		if t, err = slot.Parse(*target); err != nil {
+			return err
+		}
+	}
+	return s.reboot(how, t)
+}
+
+// rollbackCmd makes the other slot, which must be bootable, the active one
+// and, with --reboot, reboots into it.
+func rollbackCmd(g *globals, args []string) error {
+	fs := flag.NewFlagSet("rollback", flag.ContinueOnError)
+	how := fs.String("reboot", "none", "none, kexec, firmware or any")
+	args, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) > 0 || !validReboot(*how) {
+		return errors.New("usage: abctl rollback [--reboot=none|kexec|firmware|any]")
+	}
+	s, err := g.open()
+	if err != nil {
+		return err
+	}
+	if s.running == "" {
+		return errors.New("rollback works on a system abboot booted")
+	}
+	other := s.running.Other()
+	st, _, err := s.change(false, func(st slotstate.State) slotstate.State {
+		if !st.Get(other).Bootable() {
+			return st
+		}
+		return st.SetActive(other, slotstate.DefaultTries)
+	})
+	if err != nil {
+		return err
+	}
+	if !st.Get(other).Bootable() {
+		return fmt.Errorf("slot %s is %s: nothing to roll back to", other, st.Get(other).Condition())
+	}
+	event.Log("rollback", "from", s.running, "to", other, "condition", st.Get(other).Condition())
+	if *how == "none" {
+		return nil
+	}
+	return s.reboot(*how, "")
+}
+
+func validReboot(how string) bool {
+	return how == "none" || how == "kexec" || how == "firmware" || how == "any"
+}
+
+// reboot hands over to the slot the next boot would choose, or to target
+// (set active first when it is not that slot). how is kexec, firmware or
+// any.
+func (s *system) reboot(how string, target slot.Slot) error {
 	if s.running == "" {
 		return errors.New("reboot works on a system abboot booted")
 	}
@@ -45,18 +107,14 @@ func rebootCmd(g *globals, args []string) error {
 		return fmt.Errorf("reading slot state from %s: %w", s.store, err)
 	}
 	state := stored
-	if *target != "" {
-		t, err := slot.Parse(*target)
-		if err != nil {
-			return err
-		}
-		if best, ok := state.Best(s.running); !ok || best != t {
-			state = state.SetActive(t, slotstate.DefaultTries)
+	if target != "" {
+		if best, ok := state.Best(s.running); !ok || best != target {
+			state = state.SetActive(target, slotstate.DefaultTries)
 		}
 	}
 	entries, _ := s.vars.BootEntries()
 	env := &handover.Env{ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Log: event.Default}
-	p := env.Reboot(bootcheck.Input{State: state, Running: s.running, KexecAllowed: !*onlyFirmware, FirmwareAllowed: !*onlyKexec})
+	p := env.Reboot(bootcheck.Input{State: state, Running: s.running, KexecAllowed: how != "firmware", FirmwareAllowed: how != "kexec"})
 	if p.D.Action == bootcheck.Rescue {
 		return fmt.Errorf("not rebooting: %s", p.D.Reason)
 	}
@@ -67,9 +125,7 @@ func rebootCmd(g *globals, args []string) error {
 	}
 	event.Log("reboot", "slot", p.D.Target, "action", p.D.Action, "reason", p.D.Reason)
 	if p.D.Action == bootcheck.Kexec {
-		err = handover.Kexec()
-	} else {
-		err = handover.Firmware(s.vars, p.Entry)
+		return handover.Kexec()
 	}
-	return err
+	return handover.Firmware(s.vars, p.Entry)
 }

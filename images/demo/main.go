@@ -6,8 +6,7 @@
 //
 // runs a health check and, when it passes, commits the slot with
 // `abctl mark-good`, as an OS's own health check would. Then it reads
-// commands from the console: "poweroff" and "reboot" act directly (it is
-// PID 1), anything else is run as a program, so that tests and people can
+// commands from the console (pkg/console), so that tests and people can
 // drive it over the serial line.
 //
 // For tests, the kernel command line can break the image on purpose:
@@ -18,10 +17,8 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"time"
@@ -29,6 +26,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/abboot/abboot/pkg/bootparam"
+	"github.com/abboot/abboot/pkg/console"
 	"github.com/abboot/abboot/pkg/osrelease"
 	"github.com/abboot/abboot/pkg/runstate"
 )
@@ -55,9 +53,22 @@ func main() {
 		fmt.Printf("abboot-demo: health=fail reason=%q\n", err)
 	} else {
 		fmt.Println("abboot-demo: health=ok")
-		run("abctl", "mark-good")
+		con.Exec("abctl", "mark-good")
 	}
-	console()
+	con.Run()
+	// No console input (closed stdin): wait forever rather than exit,
+	// which would panic the kernel.
+	select {}
+}
+
+// con is the demo's prompt on the console; "poweroff" and "reboot" act
+// directly, since the demo is PID 1.
+var con = &console.Console{
+	Name: "abboot-demo", In: os.Stdin, Out: os.Stdout,
+	Builtins: map[string]func([]string){
+		"poweroff": func([]string) { halt(unix.LINUX_REBOOT_CMD_POWER_OFF) },
+		"reboot":   func([]string) { halt(unix.LINUX_REBOOT_CMD_RESTART) },
+	},
 }
 
 // options returns the abboot-demo.KEY=VALUE kernel parameters.
@@ -82,42 +93,6 @@ func health() error {
 		return err
 	}
 	return nil
-}
-
-// console runs commands typed on the console until the machine goes down.
-// PID 1 must never return.
-func console() {
-	in := bufio.NewScanner(os.Stdin)
-	for {
-		fmt.Println("abboot-demo: ready")
-		if !in.Scan() {
-			// No console input (closed stdin): wait forever rather than
-			// exit, which would panic the kernel.
-			select {}
-		}
-		args := strings.Fields(in.Text())
-		if len(args) == 0 {
-			continue
-		}
-		switch args[0] {
-		case "poweroff":
-			halt(unix.LINUX_REBOOT_CMD_POWER_OFF)
-		case "reboot":
-			halt(unix.LINUX_REBOOT_CMD_RESTART)
-		default:
-			run(args[0], args[1:]...)
-		}
-	}
-}
-
-// run runs a program on the console and reports how it ended.
-func run(name string, args ...string) {
-	cmd := exec.Command(name, args...)
-	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
-	if err := cmd.Run(); err != nil && cmd.ProcessState == nil {
-		fmt.Printf("abboot-demo: %v\n", err)
-	}
-	fmt.Printf("abboot-demo: exit cmd=%s status=%d\n", name, cmd.ProcessState.ExitCode())
 }
 
 func halt(how int) {

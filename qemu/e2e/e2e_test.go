@@ -57,13 +57,29 @@ func setup() error {
 	if out, err := run(repo, "go", "build", "-o", abimage, "./cmds/abimage"); err != nil {
 		return fmt.Errorf("building abimage: %v: %s", err, out)
 	}
-	for _, v := range []string{"1", "2"} {
-		uki[v] = filepath.Join(work, "v"+v+".efi")
-		if out, err := run(repo, "./mkuimage.sh", "-v", v, "-o", uki[v]); err != nil {
-			return fmt.Errorf("mkuimage.sh -v %s: %v: %s", v, err, out)
+	for _, im := range images {
+		uki[im.name] = filepath.Join(work, im.name+".efi")
+		if out, err := run(repo, "./mkuimage.sh", "-v", im.version, "-c", im.cmdline, "-o", uki[im.name]); err != nil {
+			return fmt.Errorf("mkuimage.sh for %s: %v: %s", im.name, err, out)
 		}
 	}
 	return nil
+}
+
+// images are the UKIs the tests boot. Every one arms the watchdog before
+// it hands over; the demo OS closes it when it commits.
+var images = []struct{ name, version, cmdline string }{
+	{"1", "1", "abboot.watchdog=30"},
+	{"2", "2", "abboot.watchdog=30"},
+	// A kernel that dies before any init runs: no root to fall back to
+	// once the initramfs init is not found.
+	{"2-panic", "2", "panic=1 rdinit=/nonexistent"},
+	// An OS that hangs after abboot's init armed the watchdog.
+	{"2-hang", "2", "abboot.watchdog=10 abboot-demo.health=hang"},
+	// An OS that boots but never passes its health check.
+	{"2-unhealthy", "2", "abboot.watchdog=30 abboot-demo.health=fail"},
+	// A selector that must hand over through BootNext.
+	{"1-nokexec", "1", "abboot.watchdog=30 abboot.kexec=0"},
 }
 
 func run(dir, name string, args ...string) ([]byte, error) {

@@ -4,9 +4,12 @@
 //
 //	go run ./qemu/cmd/abdemo [-out DIR]
 //
-// The story so far: a fresh disk and fresh firmware variables boot through
-// the fallback copy, abboot's init creates the slots' boot entries, and the
-// next boot comes through "abboot A" without writing anything.
+// The story: a fresh disk and fresh firmware variables boot v1 in slot A
+// through the fallback copy; abboot's init creates the boot entries and the
+// demo OS commits. Slot B holds v2: set active, it is reached by kexec
+// (abctl counts its try first), comes up and commits; a rollback goes back
+// to A by kexec. The install of a signed bundle into B replaces the
+// build-time copy once abctl install exists.
 package main
 
 import (
@@ -14,12 +17,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/qemu"
 )
@@ -50,59 +53,67 @@ func (d *demo) run() error {
 	for _, v := range []string{"1", "2"} {
 		ukis[v] = filepath.Join(d.out, "abboot-v"+v+".efi")
 		d.say("building UKI version %s", v)
-		if err := sh("./mkuimage.sh", "-v", v, "-o", ukis[v]); err != nil {
+		if err := demodisk.UKI(ukis[v], v, "abboot.watchdog=30"); err != nil {
 			return err
 		}
 	}
 	img := filepath.Join(d.out, "disk.img")
 	d.say("writing %s: ESP with a.efi (v1), b.efi (v2), BOOTX64.EFI (copy of v1)", img)
-	if err := sh("go", "run", "./cmds/abimage", "disk", "-o", img,
-		"--esp-file", "EFI/abboot/a.efi="+ukis["1"],
-		"--esp-file", "EFI/abboot/b.efi="+ukis["2"],
-		"--esp-file", "EFI/BOOT/BOOTX64.EFI="+ukis["1"]); err != nil {
+	if err := demodisk.Disk(img, demodisk.AB(ukis["1"], ukis["2"])); err != nil {
 		return err
 	}
 	vars := filepath.Join(d.out, "vars.fd")
 	if err := qemu.NewVars(vars); err != nil {
 		return err
 	}
-	for i, cmds := range [][]string{{"efibootmgr", "abctl status"}, {"abctl status"}} {
-		d.say("boot %d", i+1)
-		if err := d.boot(img, vars, cmds); err != nil {
-			return err
-		}
-	}
-	fmt.Println("\ntimeline:")
-	for _, l := range d.timeline {
-		fmt.Println("  " + l)
-	}
-	fmt.Printf("\nboot it yourself: go run ./qemu/cmd/abvm --vars %s %s\n", vars, img)
-	return nil
-}
-
-// boot powers the VM on, waits for the demo OS, runs cmds in it, powers
-// it off and notes the abboot events on the timeline.
-func (d *demo) boot(img, vars string, cmds []string) error {
 	vm, err := qemu.Start(context.Background(), qemu.Options{
 		Disks: []string{img}, VarsFile: vars, Watchdog: true,
-		Log: filepath.Join(d.out, "serial.log"), Timeout: 5 * time.Minute, Echo: &lineFilter{d: d},
+		Log: filepath.Join(d.out, "serial.log"), Timeout: 15 * time.Minute, Echo: &lineFilter{d: d},
 	})
 	if err != nil {
 		return err
 	}
 	defer vm.Kill()
-	if _, err := vm.Expect(`abboot-demo: ready`, 3*time.Minute); err != nil {
-		return err
+	steps := []struct {
+		say, cmd, want string
+	}{
+		{"power on: fresh disk, fresh firmware variables; v1 in slot A comes up and commits", "", `abboot-demo: up version=1 slot=a`},
+		{"", "abctl status", ""},
+		{"update: make slot B (v2) the active one", "abctl set-active b", ""},
+		{"fast reboot: abctl counts B's try and kexecs it, skipping the firmware", "abctl reboot --kexec", `abboot-demo: up version=2 slot=b`},
+		{"", "abctl status", ""},
+		{"rollback: back to A by kexec", "abctl rollback --reboot=kexec", `abboot-demo: up version=1 slot=a`},
+		{"", "abctl status", ""},
 	}
-	for _, c := range cmds {
-		fmt.Printf("\n# %s\n", c)
-		vm.Send(c + "\r")
-		if _, err := vm.Expect(`abboot-demo: ready`, time.Minute); err != nil {
+	for _, st := range steps {
+		if st.say != "" {
+			d.say("%s", st.say)
+		}
+		if st.cmd != "" {
+			fmt.Printf("\n# %s\n", st.cmd)
+			vm.Send(st.cmd + "\r")
+		}
+		if st.want != "" {
+			if _, err := vm.Expect(st.want, 5*time.Minute); err != nil {
+				return err
+			}
+		}
+		if _, err := vm.Expect(`abboot-demo: ready`, 5*time.Minute); err != nil {
 			return err
 		}
 	}
 	vm.Send("poweroff\r")
-	return vm.Wait()
+	if err := vm.Wait(); err != nil {
+		return err
+	}
+	fmt.Println("\ntimeline:")
+	d.mu.Lock()
+	for _, l := range d.timeline {
+		fmt.Println("  " + l)
+	}
+	d.mu.Unlock()
+	fmt.Printf("\nboot it yourself: go run ./qemu/cmd/abvm --vars %s %s\n", vars, img)
+	return nil
 }
 
 func (d *demo) say(format string, args ...any) {
@@ -142,13 +153,4 @@ func (f *lineFilter) Write(p []byte) (int, error) {
 			f.d.note("    " + strings.TrimPrefix(line, "abboot: "))
 		}
 	}
-}
-
-func sh(name string, args ...string) error {
-	cmd := exec.Command(name, args...)
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Run(); err != nil {
-		return fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
-	}
-	return nil
 }

@@ -1,0 +1,83 @@
+// Command reboot is the fast-reboot bench (bench/reboot.sh). It boots the
+// demo, lets slot A commit, then reboots n times with `abctl reboot
+// --kexec` and n times with `abctl reboot --firmware`, timing on the host
+// the serial console from the reboot event to the next init's start event,
+// and reports the medians and their ratio. Target: kexec at least 3 times
+// faster.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+
+	"github.com/abboot/abboot/internal/demodisk"
+	"github.com/abboot/abboot/qemu"
+)
+
+func main() {
+	n := flag.Int("n", 3, "reboots of each kind")
+	flag.Parse()
+	if err := run(*n); err != nil {
+		fmt.Fprintln(os.Stderr, "bench/reboot:", err)
+		os.Exit(1)
+	}
+}
+
+func run(n int) error {
+	dir, err := os.MkdirTemp("", "abboot-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	ukiPath, img, vars := filepath.Join(dir, "abboot.efi"), filepath.Join(dir, "disk.img"), filepath.Join(dir, "vars.fd")
+	if err := demodisk.UKI(ukiPath, "1", ""); err != nil {
+		return err
+	}
+	if err := demodisk.Disk(img, demodisk.AB(ukiPath, ukiPath)); err != nil {
+		return err
+	}
+	if err := qemu.NewVars(vars); err != nil {
+		return err
+	}
+	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, Timeout: 30 * time.Minute})
+	if err != nil {
+		return err
+	}
+	defer vm.Kill()
+	if _, err := vm.Expect(`abboot-demo: ready`, 3*time.Minute); err != nil {
+		return err
+	}
+	took := map[string][]time.Duration{}
+	for i := 0; i < n; i++ {
+		for _, how := range []string{"kexec", "firmware"} {
+			vm.Send("abctl reboot --" + how + "\r")
+			if _, err := vm.Expect(`abboot: event=reboot slot=a action=`+how, time.Minute); err != nil {
+				return err
+			}
+			t0 := time.Now()
+			if _, err := vm.Expect(`abboot: event=start running=a`, 3*time.Minute); err != nil {
+				return err
+			}
+			took[how] = append(took[how], time.Since(t0))
+			if _, err := vm.Expect(`abboot-demo: ready`, 3*time.Minute); err != nil {
+				return err
+			}
+		}
+	}
+	k, f := median(took["kexec"]), median(took["firmware"])
+	fmt.Printf("reboot bench: %d reboots each, TCG, median time from the reboot decision to the next init's start\n", n)
+	fmt.Printf("  kexec     %6.2f s\n", k.Seconds())
+	fmt.Printf("  firmware  %6.2f s\n", f.Seconds())
+	fmt.Printf("  firmware / kexec  %5.1f (want >= 3)\n", f.Seconds()/k.Seconds())
+	return nil
+}
+
+func median(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
+}
