@@ -2,7 +2,13 @@
 # mkuimage.sh builds abboot's initramfs and a unified kernel image (UKI)
 # around it: systemd's UEFI stub with .linux, .initrd, .cmdline and .osrel.
 #
-#   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi]
+#   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi] [-r]
+#
+# With -r the OS goes on a read-only root instead of living in the
+# initramfs: OUT.root.img (squashfs) and OUT.verity.img (its dm-verity tree,
+# veritysetup format) are written next to the UKI, and the UKI's command
+# line carries abboot.roothash=HASH, which the init uses to find, verify
+# and mount the root (DESIGN.md, Disk layout).
 #
 # The initramfs holds abboot's init as PID 1, abctl, a rescue shell (gosh),
 # the demo OS (images/demo), efibootmgr (so operators can inspect entries
@@ -28,6 +34,7 @@ CACHE=${ABBOOT_CACHE:-$ROOT/.cache}
 VERSION=1
 EXTRA=""
 OUT=""
+ROOTFS=""
 MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs nls_cp437 nls_ascii vfat"}
 LATE_MODS=${ABBOOT_LATE_MODULES:-"i6300esb"}
 BASE_CMDLINE="console=ttyS0,115200 panic=10 loglevel=4"
@@ -38,8 +45,9 @@ need() { # need PROGRAM DEBIAN-PACKAGE
 		die "$1 not found: apt-get install $2"
 }
 
-while getopts "v:c:o:h" opt; do
+while getopts "v:c:o:rh" opt; do
 	case $opt in
+	r) ROOTFS=1 ;;
 	v) VERSION=$OPTARG ;;
 	c) EXTRA=$OPTARG ;;
 	o) OUT=$OPTARG ;;
@@ -49,6 +57,8 @@ done
 [[ $VERSION =~ ^[A-Za-z0-9._~-]+$ ]] || die "version $VERSION: use letters, digits and . _ ~ -"
 OUT=${OUT:-$ROOT/out/abboot-v$VERSION.efi}
 export PATH=$PATH:/usr/sbin:/sbin
+# A verity root needs device-mapper's verity target and the file system.
+[[ -n $ROOTFS ]] && MODS="$MODS dm_verity squashfs"
 
 need go golang
 need objcopy binutils
@@ -58,6 +68,7 @@ need modprobe kmod
 need zstd zstd
 need dpkg-deb dpkg
 need efibootmgr efibootmgr
+[[ -z $ROOTFS ]] || need mksquashfs squashfs-tools
 [[ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]] || die "UEFI stub missing: apt-get install systemd-boot-efi"
 mkdir -p "$CACHE" "$(dirname "$OUT")"
 
@@ -153,9 +164,25 @@ ln -s /bbin/demo "$tmp/root/sbin/init"
 cat "$tmp/layer.cpio" "$BASE" >"$tmp/initrd"
 cp "$tmp/root/etc/os-release" "$tmp/osrel"
 
-# 5. The UKI.
 mkdir -p "$CACHE/bin"
 go build -o "$CACHE/bin/abimage" ./cmds/abimage
+
+# 5. With -r, the OS's root file system: the same programs and the image's
+# layer, as squashfs, and its verity tree. Device nodes are left out: the
+# init moves its /dev there.
+if [[ -n $ROOTFS ]]; then
+	mkdir -p "$tmp/rootfs"
+	zstd -dc "$BASE" | (cd "$tmp/rootfs" && cpio -idm --quiet --no-absolute-filenames --nonmatching 'dev/*' 2>/dev/null) || true
+	(cd "$tmp/root" && cp -a . "$tmp/rootfs/")
+	mkdir -p "$tmp/rootfs"/{dev,proc,sys,run,tmp,efi}
+	rm -f "${OUT%.efi}.root.img"
+	mksquashfs "$tmp/rootfs" "${OUT%.efi}.root.img" -noappend -all-root -quiet -comp zstd >/dev/null
+	HASH=$("$CACHE/bin/abimage" verity format "${OUT%.efi}.root.img" "${OUT%.efi}.verity.img")
+	EXTRA="abboot.roothash=$HASH${EXTRA:+ $EXTRA}"
+	echo "mkuimage.sh: root ${OUT%.efi}.root.img verity ${OUT%.efi}.verity.img roothash $HASH" >&2
+fi
+
+# 6. The UKI.
 "$CACHE/bin/abimage" uki --kernel "$KERNEL" --initrd "$tmp/initrd" \
 	--cmdline "$BASE_CMDLINE${EXTRA:+ $EXTRA}" --osrel "$tmp/osrel" -o "$OUT"
 

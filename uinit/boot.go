@@ -41,6 +41,8 @@ type boot struct {
 	// kexecLoad stages a UKI for a kexec handover (kexec.Load); nil
 	// turns kexec off.
 	kexecLoad func(path string, editCmdline func(string) string) error
+	// newRoot is where the slot's verity root is mounted, once it is.
+	newRoot string
 	// replaceFallback makes the fallback copy slot s's UKI on the ESP
 	// mounted at dir (fallback.ReplaceMounted).
 	replaceFallback func(dir string, s slot.Slot) (bool, error)
@@ -80,6 +82,16 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 			espFS, st.ESPDir = os.DirFS(dir), dir
 		}
 	}
+	var r *root
+	rootFailed := false
+	if h := b.params.RootHash; h != "" {
+		var err error
+		if r, err = b.findRoot(h); err != nil {
+			// Rule 4: this slot's root is not there.
+			b.log.Log("verity", "roothash", h, "result", "error", "err", err)
+			rootFailed = true
+		}
+	}
 	<-done
 	if fw.entriesErr != nil {
 		// Entries that did not decode are named in the error; the
@@ -90,13 +102,32 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		fw.entries = map[uint16]*efivar.LoadOption{}
 	}
 	s, how, detail := b.detect(espFS, &fw)
+	if r != nil {
+		// The signed command line's root hash names the slot for sure.
+		s, how, detail = r.slot, "roothash", nil
+	}
 	st.Slot, st.How = string(s), how
 	b.log.Log("start", append([]any{"running", s, "how", how}, append(detail,
 		"version", b.version, "kernel_ms", kernelMS)...)...)
 	if e != nil {
 		b.repair(e, espFS, fw.entries, s)
 	}
-	sel := b.choose(e, st.ESPDir, espFS, s, &fw)
+	disk := ""
+	switch {
+	case r != nil:
+		disk = r.disk
+	case e != nil:
+		disk = e.Disk
+	}
+	sel := b.choose(disk, st.ESPDir, espFS, s, &fw, rootFailed)
+	if r != nil && sel.D.Action == bootcheck.Continue {
+		if err := b.mountRoot(r, "/newroot"); err != nil {
+			// Rule 4: mark the slot bad and select again.
+			sel = b.rootFailed(sel)
+		} else {
+			b.newRoot = "/newroot"
+		}
+	}
 	if d := sel.D; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
 		// Rule 8: the committed slot is running and the fallback copy
 		// is missing or broken.

@@ -6,7 +6,6 @@ import (
 	"io/fs"
 
 	"github.com/abboot/abboot/bootcheck"
-	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstore"
@@ -24,14 +23,10 @@ type selection struct {
 // decides, stages a kexec before writing anything (so that a refused kexec
 // turns into a BootNext handover whose try is counted once), writes the
 // decision's state and logs the select event. The caller acts.
-func (b *boot) choose(e *esp.ESP, espDir string, espFS fs.FS, running slot.Slot, fw *firmware) *selection {
+func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *firmware, rootFailed bool) *selection {
 	sel := &selection{
 		Plan: &handover.Plan{In: bootcheck.Input{Running: running}},
 		env:  &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Log: b.log},
-	}
-	disk := ""
-	if e != nil {
-		disk = e.Disk
 	}
 	store, err := slotstore.Open(disk, b.vars)
 	if err != nil {
@@ -70,6 +65,7 @@ func (b *boot) choose(e *esp.ESP, espDir string, espFS fs.FS, running slot.Slot,
 		State:           state,
 		Running:         running,
 		Handover:        b.params.Handover == string(running),
+		RootFailed:      rootFailed,
 		KexecAllowed:    !b.params.NoKexec,
 		FirmwareAllowed: len(fw.entries) > 0,
 	}
@@ -102,6 +98,15 @@ func (b *boot) write(sel *selection) *selection {
 	}
 	b.log.Log("select", append(kv, "action", d.Action, "write", d.Write)...)
 	return sel
+}
+
+// rootFailed is rule 4 after a Continue: the running slot's root did not
+// come up; decide again from the state just written, with the slot marked
+// bad, and write.
+func (b *boot) rootFailed(sel *selection) *selection {
+	sel.In.State, sel.In.RootFailed, sel.dirty = sel.D.State, true, false
+	sel.Plan = sel.env.Settle(sel.In)
+	return b.write(sel)
 }
 
 // failed is called when a handover did not happen: decide again without

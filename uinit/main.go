@@ -11,11 +11,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
+	"log"
 	"os"
 	"syscall"
 	"time"
 
 	"github.com/u-root/u-root/pkg/libinit"
+	"github.com/u-root/u-root/pkg/mount"
 	"golang.org/x/sys/unix"
 
 	"github.com/abboot/abboot/bootcheck"
@@ -92,7 +95,19 @@ func main() {
 			armWatchdog(params.Watchdog)
 			event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
 				"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modulesTook.Milliseconds(), "kernel_ms", kernelMS)
-			err := syscall.Exec(params.Init, []string{params.Init}, os.Environ())
+			var err error
+			if b.newRoot != "" {
+				// The OS is on the verity root: take /dev, /proc, /sys,
+				// /run and the ESP there, make it / and exec its init.
+				if err = moveInto(b.newRoot, st.ESPDir); err == nil {
+					// SwitchRoot narrates each step with the log
+					// package; its errors are returned and logged.
+					log.SetOutput(io.Discard)
+					err = mount.SwitchRoot(b.newRoot, params.Init)
+				}
+			} else {
+				err = syscall.Exec(params.Init, []string{params.Init}, os.Environ())
+			}
 			rescue(fmt.Sprintf("exec %s: %v", params.Init, err))
 		case bootcheck.Kexec, bootcheck.Firmware:
 			armWatchdog(params.Watchdog)

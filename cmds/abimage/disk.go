@@ -8,6 +8,8 @@ import (
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/verity"
 )
 
 // partTypes are the names --part accepts for the DPS types abboot uses.
@@ -21,7 +23,8 @@ var partTypes = map[string]guid.GUID{
 // diskCmd builds a GPT disk image:
 //
 //	abimage disk --esp-file EFI/abboot/a.efi=PATH ... [--esp-size MiB]
-//	    [--part LABEL:TYPE:IMAGE[:UUID] ...] [--size MiB] -o disk.img
+//	    [--part LABEL:TYPE:IMAGE[:UUID] ...]
+//	    [--verity-slot SLOT:ROOT:VERITY:ROOTHASH ...] [--size MiB] -o disk.img
 func diskCmd(args []string) error {
 	fs := flag.NewFlagSet("disk", flag.ContinueOnError)
 	s := diskimage.Spec{ESPFiles: map[string]string{}}
@@ -44,6 +47,11 @@ func diskCmd(args []string) error {
 		}
 		s.Partitions = append(s.Partitions, p)
 		return nil
+	})
+	fs.Func("verity-slot", "add a slot's root and verity partitions as `SLOT:ROOT:VERITY:ROOTHASH`, with DPS types, labels abboot-root-SLOT and abboot-verity-SLOT and UUIDs from the root hash; the first slot given starts committed, the others with priority 0 (repeatable)", func(v string) error {
+		ps, err := veritySlot(v, len(s.Partitions) == 0)
+		s.Partitions = append(s.Partitions, ps...)
+		return err
 	})
 	fs.IntVar(&s.ESPSizeMiB, "esp-size", diskimage.DefaultESPSizeMiB, "ESP size in `MiB`")
 	fs.IntVar(&s.SizeMiB, "size", 0, "disk size in `MiB`; 0 is just big enough")
@@ -85,19 +93,43 @@ func parsePart(v string) (diskimage.PartSpec, error) {
 	return p, nil
 }
 
+// veritySlot parses SLOT:ROOT:VERITY:ROOTHASH into the slot's root and
+// verity partitions. By the Discoverable Partitions Specification the root
+// partition's UUID is the first 128 bits of the root hash and the verity
+// partition's the last 128 bits, so the init finds them from the hash in
+// its signed command line. A committed slot starts with the cgpt bits
+// priority 1, successful; the others with priority 0 until installed.
+func veritySlot(v string, committed bool) ([]diskimage.PartSpec, error) {
+	f := strings.Split(v, ":")
+	if len(f) != 4 {
+		return nil, fmt.Errorf("want SLOT:ROOT:VERITY:ROOTHASH, got %q", v)
+	}
+	sl, err := slot.Parse(f[0])
+	if err != nil {
+		return nil, err
+	}
+	hash, err := verity.ParseRootHash(f[3])
+	if err != nil {
+		return nil, err
+	}
+	var attrs uint64
+	if committed {
+		attrs = gpt.WithSlotBits(0, 1, 0, true)
+	}
+	return []diskimage.PartSpec{
+		{Label: sl.RootLabel(), Type: gpt.TypeRootX86_64, UUID: guid.FromBigEndian(hash[:16]), Image: f[1], Attributes: attrs},
+		{Label: sl.VerityLabel(), Type: gpt.TypeRootVerityX86_64, UUID: guid.FromBigEndian(hash[16:32]), Image: f[2]},
+	}, nil
+}
+
 // printTable prints the partitions of the built image, since their UUIDs
 // may be random.
 func printTable(path string) error {
-	d, err := gpt.Open(path, false)
+	t, err := gpt.ReadFile(path)
 	if err != nil {
 		return err
 	}
-	defer d.Close()
-	t, err := d.Read()
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s: %d MiB, disk GUID %s\n", path, d.Size()>>20, t.DiskGUID)
+	fmt.Printf("%s: disk GUID %s\n", path, t.DiskGUID)
 	for _, p := range t.Partitions {
 		fmt.Printf("%d %-16s type=%s uuid=%s offset=%d size=%d\n",
 			p.Number, p.Name, p.Type, p.UUID, p.Start(t.SectorSize), p.Size(t.SectorSize))

@@ -4,6 +4,8 @@
 //
 //	abimage uki --kernel K --initrd I --cmdline C [--osrel F] [--stub S] -o OUT.efi
 //	abimage disk --esp-file EFI/abboot/a.efi=PATH ... -o disk.img
+//	abimage keygen -o NAME
+//	abimage bundle --key K.key --compatible C --uki F [--root F --verity F] -o OUT.abb
 package main
 
 import (
@@ -18,6 +20,8 @@ var commands = map[string]func(args []string) error{
 	"uki":    ukiCmd,
 	"disk":   diskCmd,
 	"verity": verityCmd,
+	"keygen": keygenCmd,
+	"bundle": bundleCmd,
 }
 
 func usage() string {

@@ -32,6 +32,11 @@ import (
 )
 
 func main() {
+	// On a verity root the init starts us with an empty environment, as
+	// an OS's init expects.
+	if os.Getenv("PATH") == "" {
+		os.Setenv("PATH", "/bbin:/bin:/usr/sbin:/usr/bin:/sbin")
+	}
 	version := osrelease.Read("/etc/os-release")["VERSION_ID"]
 	st, err := runstate.Read()
 	if err != nil {

@@ -16,7 +16,12 @@ type Params struct {
 	NoKexec  bool   // abboot.kexec=0: hand over with BootNext and a reboot only
 	Watchdog int    // abboot.watchdog: seconds to arm the hardware watchdog for; 0 = off
 	Init     string // abboot.init: the OS init to exec; default /sbin/init
-	Panic    int    // panic: seconds the kernel waits before rebooting on a panic
+	// VerityMode is what dm-verity does on a block that does not match
+	// (abboot.verity=restart|panic|eio|ignore), as the target's option:
+	// restart_on_corruption (the default), panic_on_corruption, "" (I/O
+	// error) or ignore_corruption.
+	VerityMode string
+	Panic      int // panic: seconds the kernel waits before rebooting on a panic
 }
 
 // DefaultInit is the OS init executed when abboot.init is absent.
@@ -26,7 +31,7 @@ const DefaultInit = "/sbin/init"
 // are ignored; a malformed abboot parameter is an error, so that a typo in a
 // signed command line is seen at once rather than silently defaulted.
 func Parse(cmdline string) (Params, error) {
-	p := Params{Init: DefaultInit}
+	p := Params{Init: DefaultInit, VerityMode: verityModes["restart"]}
 	for _, f := range Fields(cmdline) {
 		k, v, _ := strings.Cut(f, "=")
 		var err error
@@ -49,6 +54,11 @@ func Parse(cmdline string) (Params, error) {
 			if !strings.HasPrefix(v, "/") {
 				err = fmt.Errorf("want an absolute path")
 			}
+		case "abboot.verity":
+			var ok bool
+			if p.VerityMode, ok = verityModes[v]; !ok {
+				err = fmt.Errorf("want restart, panic, eio or ignore")
+			}
 		case "panic":
 			// The kernel accepts negative values (reboot at once); abboot only
 			// reads it, so take any integer.
@@ -59,6 +69,15 @@ func Parse(cmdline string) (Params, error) {
 		}
 	}
 	return p, nil
+}
+
+// verityModes maps abboot.verity values to dm-verity's options
+// (Documentation/admin-guide/device-mapper/verity.rst).
+var verityModes = map[string]string{
+	"restart": "restart_on_corruption",
+	"panic":   "panic_on_corruption",
+	"eio":     "",
+	"ignore":  "ignore_corruption",
 }
 
 func hexParam(v string) (string, error) {

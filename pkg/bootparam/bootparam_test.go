@@ -13,11 +13,12 @@ func TestParse(t *testing.T) {
 		want    Params
 		wantErr bool
 	}{
-		{"console=ttyS0 panic=10", Params{Init: DefaultInit, Panic: 10}, false},
-		{"abboot.roothash=" + strings.ToUpper(hash) + " abboot.handover=b abboot.kexec=0 abboot.watchdog=30 abboot.init=/bbin/demo",
+		{"console=ttyS0 panic=10", Params{Init: DefaultInit, Panic: 10, VerityMode: "restart_on_corruption"}, false},
+		{"abboot.roothash=" + strings.ToUpper(hash) + " abboot.handover=b abboot.kexec=0 abboot.watchdog=30 abboot.init=/bbin/demo abboot.verity=eio",
 			Params{RootHash: hash, Handover: "b", NoKexec: true, Watchdog: 30, Init: "/bbin/demo"}, false},
-		{"abboot.kexec=1", Params{Init: DefaultInit}, false},
-		{`quiet "abboot.init=/a b"`, Params{Init: "/a b"}, false},
+		{"abboot.kexec=1", Params{Init: DefaultInit, VerityMode: "restart_on_corruption"}, false},
+		{`quiet "abboot.init=/a b"`, Params{Init: "/a b", VerityMode: "restart_on_corruption"}, false},
+		{"abboot.verity=sometimes", Params{}, true},
 		{"abboot.handover=c", Params{}, true},
 		{"abboot.roothash=xyz", Params{}, true},
 		{"abboot.roothash=" + hash[:62], Params{}, true},

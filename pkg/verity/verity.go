@@ -246,38 +246,9 @@ func Format(data io.ReaderAt, dataSize int64, hash ReadWriterAt, p Params) ([]by
 // actually changed: the highest one in the tree, and the first one in its
 // level.
 func Verify(data io.ReaderAt, dataSize int64, hash io.ReaderAt, rootHash []byte, p Params) error {
-	if !p.NoSuperblock {
-		sb, err := ReadSuperblock(hash)
-		if err != nil {
-			return err
-		}
-		if sb.HashType != 1 || sb.Algorithm != algorithm {
-			return fmt.Errorf("verity superblock: hash type %d with %s is not supported (want 1 with %s)", sb.HashType, sb.Algorithm, algorithm)
-		}
-		covered := int64(sb.DataBlocks) * int64(sb.DataBlockSize)
-		if dataSize < covered {
-			return fmt.Errorf("verity data is %d bytes, the superblock covers %d", dataSize, covered)
-		}
-		dataSize = covered
-		p = Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt}
-	}
-	g, err := newGeometry(dataSize, p)
+	g, err := checkRoot(data, dataSize, hash, rootHash, p)
 	if err != nil {
 		return err
-	}
-	if len(rootHash) != sha256.Size {
-		return fmt.Errorf("verity root hash is %d bytes, want %d", len(rootHash), sha256.Size)
-	}
-	root, err := g.root(data, hash)
-	if err != nil {
-		return err
-	}
-	if !bytes.Equal(root, rootHash) {
-		top := len(g.levels) - 1
-		if top < 0 {
-			return &MismatchError{Device: "data", Block: 0, Offset: 0, Root: true}
-		}
-		return &MismatchError{Device: "hash", Level: top, Block: g.levels[top].offset / g.hbs, Offset: g.levels[top].offset, Root: true}
 	}
 	ws := g.newWorkers()
 	for i := len(g.levels) - 1; i >= 0; i-- {
@@ -299,6 +270,55 @@ func Verify(data io.ReaderAt, dataSize int64, hash io.ReaderAt, rootHash []byte,
 		}
 	}
 	return nil
+}
+
+// CheckRoot checks only the top of the tree: that the root hash is the
+// hash of the top hash block described by hash's superblock. It reads one
+// block, so abboot's init can tell a root hash that belongs to another
+// image from a corrupted block (which dm-verity finds when it is read)
+// before it sets up the device.
+func CheckRoot(data io.ReaderAt, dataSize int64, hash io.ReaderAt, rootHash []byte) error {
+	_, err := checkRoot(data, dataSize, hash, rootHash, Params{})
+	return err
+}
+
+// checkRoot reads the geometry (from the superblock unless p.NoSuperblock)
+// and compares the root hash.
+func checkRoot(data io.ReaderAt, dataSize int64, hash io.ReaderAt, rootHash []byte, p Params) (*geometry, error) {
+	if !p.NoSuperblock {
+		sb, err := ReadSuperblock(hash)
+		if err != nil {
+			return nil, err
+		}
+		if sb.HashType != 1 || sb.Algorithm != algorithm {
+			return nil, fmt.Errorf("verity superblock: hash type %d with %s is not supported (want 1 with %s)", sb.HashType, sb.Algorithm, algorithm)
+		}
+		covered := int64(sb.DataBlocks) * int64(sb.DataBlockSize)
+		if dataSize < covered {
+			return nil, fmt.Errorf("verity data is %d bytes, the superblock covers %d", dataSize, covered)
+		}
+		dataSize = covered
+		p = Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt}
+	}
+	g, err := newGeometry(dataSize, p)
+	if err != nil {
+		return nil, err
+	}
+	if len(rootHash) != sha256.Size {
+		return nil, fmt.Errorf("verity root hash is %d bytes, want %d", len(rootHash), sha256.Size)
+	}
+	root, err := g.root(data, hash)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(root, rootHash) {
+		top := len(g.levels) - 1
+		if top < 0 {
+			return nil, &MismatchError{Device: "data", Block: 0, Offset: 0, Root: true}
+		}
+		return nil, &MismatchError{Device: "hash", Level: top, Block: g.levels[top].offset / g.hbs, Offset: g.levels[top].offset, Root: true}
+	}
+	return g, nil
 }
 
 // children returns what level i hashes: the data blocks for level 0, else

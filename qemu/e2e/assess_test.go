@@ -41,7 +41,12 @@ func status(t *testing.T, vm *qemu.VM) slotStatus {
 // committedA boots a fresh machine: slot A comes up and commits.
 func committedA(t *testing.T, a, b string) (*machine, *qemu.VM) {
 	t.Helper()
-	m := newMachine(t, slotDisk(t, a, b))
+	return committedOn(t, slotDisk(t, a, b))
+}
+
+func committedOn(t *testing.T, disk string) (*machine, *qemu.VM) {
+	t.Helper()
+	m := newMachine(t, disk)
 	vm := m.start()
 	if v, s := up(t, vm); v != "1" || s != "a" {
 		t.Fatalf("first boot: version %s slot %s, want 1 a", v, s)
@@ -83,7 +88,12 @@ func TestTrialCommit(t *testing.T) {
 // and reboots; the system must come back on A for good, with B failed and
 // no further try.
 func failedTrial(t *testing.T, b string, failure string) {
-	m, vm := committedA(t, "1", b)
+	failedTrialOn(t, slotDisk(t, "1", b), failure)
+}
+
+// failedTrialOn is failedTrial on a given disk whose A is good.
+func failedTrialOn(t *testing.T, disk, failure string) {
+	m, vm := committedOn(t, disk)
 	command(t, vm, "abctl set-active b --tries 2")
 	vm.Send("reboot\r")
 	for _, tries := range []string{"2->1", "1->0"} {

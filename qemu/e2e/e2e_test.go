@@ -59,7 +59,11 @@ func setup() error {
 	}
 	for _, im := range images {
 		uki[im.name] = filepath.Join(work, im.name+".efi")
-		if out, err := run(repo, "./mkuimage.sh", "-v", im.version, "-c", im.cmdline, "-o", uki[im.name]); err != nil {
+		args := []string{"-v", im.version, "-c", im.cmdline, "-o", uki[im.name]}
+		if im.root {
+			args = append(args, "-r")
+		}
+		if out, err := run(repo, "./mkuimage.sh", args...); err != nil {
 			return fmt.Errorf("mkuimage.sh for %s: %v: %s", im.name, err, out)
 		}
 	}
@@ -68,18 +72,24 @@ func setup() error {
 
 // images are the UKIs the tests boot. Every one arms the watchdog before
 // it hands over; the demo OS closes it when it commits.
-var images = []struct{ name, version, cmdline string }{
-	{"1", "1", "abboot.watchdog=30"},
-	{"2", "2", "abboot.watchdog=30"},
+var images = []struct {
+	name, version, cmdline string
+	root                   bool // the OS on a verity root (mkuimage.sh -r)
+}{
+	{"1", "1", "abboot.watchdog=30", false},
+	{"2", "2", "abboot.watchdog=30", false},
 	// A kernel that dies before any init runs: no root to fall back to
 	// once the initramfs init is not found.
-	{"2-panic", "2", "panic=1 rdinit=/nonexistent"},
+	{"2-panic", "2", "panic=1 rdinit=/nonexistent", false},
 	// An OS that hangs after abboot's init armed the watchdog.
-	{"2-hang", "2", "abboot.watchdog=10 abboot-demo.health=hang"},
+	{"2-hang", "2", "abboot.watchdog=10 abboot-demo.health=hang", false},
 	// An OS that boots but never passes its health check.
-	{"2-unhealthy", "2", "abboot.watchdog=30 abboot-demo.health=fail"},
+	{"2-unhealthy", "2", "abboot.watchdog=30 abboot-demo.health=fail", false},
 	// A selector that must hand over through BootNext.
-	{"1-nokexec", "1", "abboot.watchdog=30 abboot.kexec=0"},
+	{"1-nokexec", "1", "abboot.watchdog=30 abboot.kexec=0", false},
+	// The OS on dm-verity roots.
+	{"r1", "1", "abboot.watchdog=30", true},
+	{"r2", "2", "abboot.watchdog=30", true},
 }
 
 func run(dir, name string, args ...string) ([]byte, error) {
