@@ -10,6 +10,7 @@ require (
 )
 
 require (
+	github.com/anatol/smart.go v0.0.0-20241007162712-be6d7524480a // indirect
 	github.com/atotto/clipboard v0.1.4 // indirect
 	github.com/aymanbagabas/go-osc52/v2 v2.0.1 // indirect
 	github.com/charmbracelet/bubbles v0.15.1-0.20230123181021-a6a12c4a31eb // indirect

@@ -18,6 +18,11 @@
 #   KERNEL=path/bzImage MODULES=path/lib/modules/VER   bring your own kernel
 #                         (MODULES must hold modules.dep: run depmod first)
 #   ABBOOT_CACHE=dir      cache (default .cache, git-ignored)
+#   ABBOOT_KEYS=file.pub  public keys the image trusts for update bundles
+#                         (default: a demo key pair made in the cache;
+#                         its private half signs the demo's bundles)
+#   ABBOOT_COMPATIBLE=s   the compatible string bundles must carry
+#                         (default abboot-demo-x86_64)
 #   ABBOOT_MODULES="..."  modules the init needs to find its slot (default below)
 #   ABBOOT_LATE_MODULES="..."  modules needed only before the handover (the
 #                         watchdog driver); the init does not wait for them
@@ -151,21 +156,31 @@ if [[ ! -e $BASE ]]; then
 	rm -rf "$build"
 fi
 
-# 4. The image's own layer: its os-release and the OS init the demo uses.
+mkdir -p "$CACHE/bin"
+go build -o "$CACHE/bin/abimage" ./cmds/abimage
+KEYS=${ABBOOT_KEYS:-$CACHE/keys/demo.pub}
+if [[ -z ${ABBOOT_KEYS:-} && ! -e $KEYS ]]; then
+	mkdir -p "$CACHE/keys"
+	"$CACHE/bin/abimage" keygen -o "$CACHE/keys/demo" >/dev/null
+fi
+[[ -f $KEYS ]] || die "ABBOOT_KEYS=$KEYS: no such file"
+
+# 4. The image's own layer: its os-release, the update trust (keys and
+# compatible string) and the OS init the demo uses.
 # The kernel unpacks concatenated cpio archives in order; the small
 # uncompressed one goes first, as early microcode does, because the kernel
 # does not reliably find an archive that follows a compressed stream.
 tmp=$(mktemp -d "$CACHE/img.XXXXXX")
 trap 'rm -rf "$tmp" ${build:+"$build"}' EXIT
-mkdir -p "$tmp/root/etc" "$tmp/root/sbin"
+mkdir -p "$tmp/root/etc/abboot" "$tmp/root/sbin"
 printf 'ID=abboot-demo\nNAME="abboot demo"\nVERSION_ID=%s\n' "$VERSION" >"$tmp/root/etc/os-release"
+cp "$KEYS" "$tmp/root/etc/abboot/keys.pub"
+echo "${ABBOOT_COMPATIBLE:-abboot-demo-x86_64}" >"$tmp/root/etc/abboot/compatible"
 ln -s /bbin/demo "$tmp/root/sbin/init"
 (cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$tmp/layer.cpio"
 cat "$tmp/layer.cpio" "$BASE" >"$tmp/initrd"
 cp "$tmp/root/etc/os-release" "$tmp/osrel"
 
-mkdir -p "$CACHE/bin"
-go build -o "$CACHE/bin/abimage" ./cmds/abimage
 
 # 5. With -r, the OS's root file system: the same programs and the image's
 # layer, as squashfs, and its verity tree. Device nodes are left out: the

@@ -12,6 +12,12 @@ if [[ -n $unformatted ]]; then
 	exit 1
 fi
 go vet ./...
+# Fetch the kernel (and build the initramfs) once up front: the e2e tests
+# boot it, and the device-mapper tests run in a VM on it, since the machine
+# running the tests may have no dm-verity of its own.
+./mkuimage.sh -o .cache/test.efi >/dev/null
+ABBOOT_TEST_KERNEL=$(realpath "$(ls .cache/kernel/*/root/boot/vmlinuz-* | head -1)")
+export ABBOOT_TEST_KERNEL
 go test -count=1 -timeout 60m ./...
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")

@@ -1,0 +1,112 @@
+package fetch
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// flaky serves content with range support, but cuts every connection
+// after cut bytes.
+func flaky(t *testing.T, content []byte, cut int, ranges bool) *httptest.Server {
+	t.Helper()
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		start := 0
+		w.Header().Set("ETag", `"v1"`)
+		if rg := r.Header.Get("Range"); rg != "" && ranges {
+			n, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rg, "bytes="), "-"))
+			if err != nil {
+				http.Error(w, "bad range", http.StatusBadRequest)
+				return
+			}
+			start = n
+			w.Header().Set("Content-Range", "bytes "+itoa(start)+"-"+itoa(len(content)-1)+"/"+itoa(len(content)))
+			w.Header().Set("Content-Length", itoa(len(content)-start))
+			w.WriteHeader(http.StatusPartialContent)
+		} else {
+			w.Header().Set("Content-Length", itoa(len(content)))
+		}
+		end := min(len(content), start+cut)
+		w.Write(content[start:end])
+		if end < len(content) {
+			// Break the connection mid-body.
+			if hj, ok := w.(http.Hijacker); ok {
+				w.(http.Flusher).Flush()
+				c, _, _ := hj.Hijack()
+				c.(*net.TCPConn).SetLinger(0)
+				c.Close()
+			}
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s
+}
+
+func TestResume(t *testing.T) {
+	content := make([]byte, 1<<20+123)
+	rand.Read(content)
+	s := flaky(t, content, 300<<10, true)
+	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Close()
+	got, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, content) {
+		t.Fatalf("downloaded %d bytes that differ from the %d served", len(got), len(content))
+	}
+	// Each connection carries at most 300 KiB: at least three resumes.
+	if n := Reconnects(r); n < 3 {
+		t.Errorf("%d reconnects, want at least 3", n)
+	}
+}
+
+func TestNoRangeSupport(t *testing.T) {
+	content := make([]byte, 100<<10)
+	s := flaky(t, content, 40<<10, false)
+	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "cannot resume") {
+		t.Errorf("ReadAll = %v, want a resume error", err)
+	}
+}
+
+func TestGiveUp(t *testing.T) {
+	content := make([]byte, 100<<10)
+	s := flaky(t, content, 1<<10, true)
+	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond, Retries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "after 2 reconnects") {
+		t.Errorf("ReadAll = %v, want to give up after 2 reconnects", err)
+	}
+}
+
+func TestErrors(t *testing.T) {
+	s := httptest.NewServer(http.NotFoundHandler())
+	defer s.Close()
+	if _, err := Open(context.Background(), s.URL, Options{}); err == nil || !strings.Contains(err.Error(), "404") {
+		t.Errorf("Open of a missing URL = %v", err)
+	}
+	if _, err := Open(context.Background(), filepath.Join(t.TempDir(), "missing"), Options{}); !os.IsNotExist(err) {
+		t.Errorf("Open of a missing file = %v", err)
+	}
+}
+
+func itoa(n int) string { return strconv.Itoa(n) }
