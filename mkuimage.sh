@@ -148,6 +148,7 @@ if [[ ! -e $BASE ]]; then
 		./uinit ./cmds/abctl ./images/demo \
 		github.com/u-root/u-root/cmds/core/gosh \
 		github.com/u-root/u-root/cmds/core/ls \
+		github.com/u-root/u-root/cmds/core/mkdir \
 		github.com/u-root/u-root/cmds/core/cat \
 		github.com/u-root/u-root/cmds/core/dmesg \
 		github.com/u-root/u-root/cmds/core/mount >"$build/log" 2>&1 || { cat "$build/log" >&2; die "mkuimage failed"; }

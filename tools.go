@@ -10,5 +10,6 @@ import (
 	_ "github.com/u-root/u-root/cmds/core/dmesg"
 	_ "github.com/u-root/u-root/cmds/core/gosh"
 	_ "github.com/u-root/u-root/cmds/core/ls"
+	_ "github.com/u-root/u-root/cmds/core/mkdir"
 	_ "github.com/u-root/u-root/cmds/core/mount"
 )

@@ -25,6 +25,7 @@ import (
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/console"
 	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/handover"
@@ -179,7 +180,7 @@ func mountESP(dev string) (string, error) {
 	if err := os.MkdirAll(espMount, 0o755); err != nil {
 		return "", err
 	}
-	if err := unix.Mount(dev, espMount, "vfat", unix.MS_RDONLY|fallback.ESPFlags, ""); err != nil {
+	if err := unix.Mount(dev, espMount, "vfat", unix.MS_RDONLY|esp.MountFlags, ""); err != nil {
 		return "", fmt.Errorf("mounting ESP %s on %s: %w", dev, espMount, err)
 	}
 	return espMount, nil

@@ -37,6 +37,7 @@ var commands = map[string]func(g *globals, args []string) error{
 	"mark-good":  markGoodCmd,
 	"reboot":     rebootCmd,
 	"rollback":   rollbackCmd,
+	"install":    installCmd,
 }
 
 func usage() string {

@@ -1,8 +1,8 @@
 // Package esp finds the EFI system partition: the GPT partition of type
 // c12a7328-f81f-11d2-ba4b-00a0c93ec93b (UEFI 2.10 §13.3.3) on one of the
 // machine's whole disks, preferring the one the boot loader reported in
-// LoaderDevicePartUUID. It reads partition tables only; mounting is the
-// caller's business.
+// LoaderDevicePartUUID. It reads partition tables; mounting is the
+// caller's business, but for remounting a mounted ESP writable for a write.
 package esp
 
 import (
@@ -13,6 +13,8 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
@@ -119,4 +121,22 @@ func onDisk(disk string) (*ESP, error) {
 		return nil, nil
 	}
 	return &ESP{Disk: disk, Part: p, SectorSize: t.SectorSize}, nil
+}
+
+// MountFlags are the flags abboot's init mounts the ESP with, besides
+// MS_RDONLY; a remount must repeat them or it drops them.
+const MountFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
+
+// WithWritable runs f with the ESP mounted at dir remounted read-write, and
+// mounts it read-only again afterwards: abboot's init mounts it read-only
+// so that nothing writes to it by accident.
+func WithWritable(dir string, f func() error) error {
+	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|MountFlags, ""); err != nil {
+		return fmt.Errorf("remounting the ESP at %s read-write: %w", dir, err)
+	}
+	err := f()
+	if rerr := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|MountFlags, ""); rerr != nil && err == nil {
+		err = fmt.Errorf("remounting the ESP at %s read-only: %w", dir, rerr)
+	}
+	return err
 }

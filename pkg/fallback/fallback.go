@@ -15,8 +15,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"golang.org/x/sys/unix"
-
+	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -121,22 +120,15 @@ func Replace(dir string, s slot.Slot) (bool, error) {
 }
 
 // ReplaceMounted is Replace on an ESP that abboot's init mounted
-// read-only at dir: it remounts it read-write for the copy and read-only
-// again afterwards, so that nothing else writes to it by accident.
+// read-only at dir: it is remounted read-write for the copy only.
 func ReplaceMounted(dir string, s slot.Slot) (bool, error) {
-	if err := unix.Mount("", dir, "", unix.MS_REMOUNT|ESPFlags, ""); err != nil {
-		return false, fmt.Errorf("remounting the ESP at %s read-write: %w", dir, err)
-	}
-	wrote, err := Replace(dir, s)
-	if rerr := unix.Mount("", dir, "", unix.MS_REMOUNT|unix.MS_RDONLY|ESPFlags, ""); rerr != nil && err == nil {
-		err = fmt.Errorf("remounting the ESP at %s read-only: %w", dir, rerr)
-	}
+	var wrote bool
+	err := esp.WithWritable(dir, func() (err error) {
+		wrote, err = Replace(dir, s)
+		return err
+	})
 	return wrote, err
 }
-
-// ESPFlags are the flags abboot's init mounts the ESP with, besides
-// MS_RDONLY; a remount must repeat them or it drops them.
-const ESPFlags = unix.MS_NOSUID | unix.MS_NODEV | unix.MS_NOEXEC
 
 // Intact is the check the init makes on every boot: the fallback copy
 // exists and has the size of slot s's UKI. It reads no file contents,

@@ -8,7 +8,7 @@ import (
 	"github.com/abboot/abboot/pkg/slot"
 )
 
-func esp(t *testing.T, files map[string]string) string {
+func espDir(t *testing.T, files map[string]string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for p, c := range files {
@@ -35,7 +35,7 @@ func TestWhich(t *testing.T) {
 		{"missing", map[string]string{"EFI/abboot/a.efi": "v1"}, "", false},
 		{"same image in both", map[string]string{"EFI/abboot/a.efi": "v1", "EFI/abboot/b.efi": "v1", slot.FallbackPath: "v1"}, slot.A, true},
 	} {
-		got, ok, _ := Which(os.DirFS(esp(t, tc.files)))
+		got, ok, _ := Which(os.DirFS(espDir(t, tc.files)))
 		if got != tc.want || ok != tc.ok {
 			t.Errorf("%s: Which = %s, %v; want %s, %v", tc.name, got, ok, tc.want, tc.ok)
 		}
@@ -43,7 +43,7 @@ func TestWhich(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
-	dir := esp(t, map[string]string{"EFI/abboot/a.efi": "v1", "EFI/abboot/b.efi": "v2"})
+	dir := espDir(t, map[string]string{"EFI/abboot/a.efi": "v1", "EFI/abboot/b.efi": "v2"})
 	for i, want := range []bool{true, false} { // the second call has nothing to do
 		wrote, err := Replace(dir, slot.B)
 		if err != nil || wrote != want {
@@ -56,7 +56,7 @@ func TestReplace(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, slot.FallbackPath+".new")); err == nil {
 		t.Error("temporary file left behind")
 	}
-	if _, err := Replace(esp(t, map[string]string{"EFI/abboot/a.efi": "v1"}), slot.B); err == nil {
+	if _, err := Replace(espDir(t, map[string]string{"EFI/abboot/a.efi": "v1"}), slot.B); err == nil {
 		t.Error("Replace from a missing UKI succeeded")
 	}
 }

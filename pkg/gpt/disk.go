@@ -13,6 +13,8 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/abboot/abboot/pkg/guid"
 )
 
 // File is the storage under a Disk: an *os.File, or a wrapper a test
@@ -333,23 +335,55 @@ func (d *Disk) SetAttributes(number int, attrs uint64) error {
 
 // SetAttributesOf sets the attribute bits of several partitions in one
 // edit: attrs maps a partition number (1-based entry index) to its new
-// bits. It writes the backup copy first (the entry sectors spanning every
-// changed entry in one write, header, fsync) and then the primary (the
-// same), so at any moment at most one copy is being changed: after a cut
-// the disk reads as the old state of every partition (primary intact) or
-// the new state of every partition (backup complete, primary broken or
-// stale), never a mix, and Repair makes the copies agree again. This is
-// what lets both slots' state change atomically.
+// bits. It is Edit with only attributes; see there for the write order and
+// what a power cut leaves. This is what lets both slots' state change
+// atomically.
+func (d *Disk) SetAttributesOf(attrs map[int]uint64) error {
+	changes := make(map[int]PartitionEdit, len(attrs))
+	for n, a := range attrs {
+		changes[n] = PartitionEdit{Attributes: &a}
+	}
+	return d.edit(changes, "setting attributes of")
+}
+
+// PartitionEdit is the change Edit makes to one partition; a nil field
+// keeps its value.
+type PartitionEdit struct {
+	// Attributes are the new 64 attribute bits.
+	Attributes *uint64
+	// UUID is the new unique partition GUID. It must not be zero and
+	// must differ from every other partition's after the edit (UEFI
+	// 2.10 §5.3.3, Table 5.6: UniquePartitionGUID is unique for every
+	// partition entry); the DPS root hash UUIDs of a new root are set
+	// this way.
+	UUID *guid.GUID
+}
+
+// Edit changes the attribute bits and unique GUIDs of several partitions
+// in one edit: changes maps a partition number (1-based entry index) to
+// its change. It writes the backup copy first (the entry sectors spanning
+// every changed field in one write, header, fsync) and then the primary
+// (the same), so at any moment at most one copy is being changed: after a
+// cut the disk reads as the old state of every partition (primary intact)
+// or the new state of every partition (backup complete, primary broken or
+// stale), never a mix, and Repair makes the copies agree again. So a new
+// root's UUIDs and its slot's state bits land together.
 //
-// It writes nothing when every partition already has its bits (a
+// It writes nothing when every partition already is as asked (a
 // steady-state boot must not write) and fails with ErrNeedsRepair when
 // either copy is broken or stale, since writing over the only good copy
-// would break the guarantee above. A number that names no partition is an
-// error and nothing is written.
-func (d *Disk) SetAttributesOf(attrs map[int]uint64) error {
-	numbers := slices.Sorted(maps.Keys(attrs))
+// would break the guarantee above. A number that names no partition, a
+// zero UUID or one that another partition would share is an error and
+// nothing is written.
+func (d *Disk) Edit(changes map[int]PartitionEdit) error {
+	return d.edit(changes, "editing")
+}
+
+// edit is Edit; what says what it does, for errors.
+func (d *Disk) edit(changes map[int]PartitionEdit, what string) error {
+	numbers := slices.Sorted(maps.Keys(changes))
 	wrap := func(err error) error {
-		return fmt.Errorf("setting attributes of partitions %v on %s: %w", numbers, d.name, err)
+		return fmt.Errorf("%s partitions %v on %s: %w", what, numbers, d.name, err)
 	}
 	if err := d.checkWritable(); err != nil {
 		return wrap(err)
@@ -363,22 +397,47 @@ func (d *Disk) SetAttributesOf(attrs map[int]uint64) error {
 	}
 	p := s.primary
 	entries := append([]byte(nil), p.entries...)
-	// [from, to) spans the changed attribute fields.
+	// [from, to) spans the changed fields.
 	from, to := len(entries), 0
+	put := func(off int, b []byte) {
+		if !bytes.Equal(entries[off:off+len(b)], b) {
+			copy(entries[off:], b)
+			from, to = min(from, off), max(to, off+len(b))
+		}
+	}
 	for _, number := range numbers {
-		i := slices.IndexFunc(p.parts, func(q Partition) bool { return q.Number == number })
-		if i < 0 {
+		if !slices.ContainsFunc(p.parts, func(q Partition) bool { return q.Number == number }) {
 			return wrap(fmt.Errorf("no partition %d", number))
 		}
-		if p.parts[i].Attributes == attrs[number] {
-			continue
+		c := changes[number]
+		off := (number - 1) * int(p.h.entrySize)
+		if c.Attributes != nil {
+			put(off+attributesOffset, binary.LittleEndian.AppendUint64(nil, *c.Attributes))
 		}
-		off := (number-1)*int(p.h.entrySize) + attributesOffset
-		binary.LittleEndian.PutUint64(entries[off:], attrs[number])
-		from, to = min(from, off), max(to, off+8)
+		if c.UUID != nil {
+			if c.UUID.IsZero() {
+				return wrap(fmt.Errorf("partition %d: zero unique GUID", number))
+			}
+			put(off+uuidOffset, c.UUID[:])
+		}
 	}
 	if from >= to {
 		return nil
+	}
+	after, err := parseEntries(p.h, entries)
+	if err != nil {
+		return wrap(err)
+	}
+	for _, number := range numbers {
+		u := changes[number].UUID
+		if u == nil {
+			continue
+		}
+		for _, q := range after {
+			if q.Number != number && q.UUID == *u {
+				return wrap(fmt.Errorf("partition %d would share unique GUID %s with partition %d", number, *u, q.Number))
+			}
+		}
 	}
 	crc := crc32.ChecksumIEEE(entries)
 	for _, h := range []header{s.backup.h, p.h} {

@@ -234,5 +234,9 @@ func decodeName(b []byte) string {
 	return string(utf16.Decode(units))
 }
 
-// attributesOffset is where an entry keeps its attribute bits.
-const attributesOffset = 48
+// attributesOffset and uuidOffset are where an entry keeps its attribute
+// bits and its unique partition GUID (UEFI 2.10 §5.3.3, Table 5.6).
+const (
+	attributesOffset = 48
+	uuidOffset       = 16
+)

@@ -2,15 +2,18 @@
 // (UEFI 2.10 §5.3) on block devices and image files.
 //
 // It is what abboot needs and no more: find partitions, change the
-// attribute bits of one or more partitions in one crash-safe edit (the
-// slot state lives in the ChromeOS cgpt bits, see Priority), restore a
-// broken copy of the table from the good one, and write a fresh table for
-// a new image. It does not add, delete, move or resize partitions on an
-// existing disk, does not convert MBR disks, and does not ask the kernel
-// to re-read a partition table (attribute changes do not need it).
+// attribute bits and unique GUIDs of one or more partitions in one
+// crash-safe edit (the slot state lives in the ChromeOS cgpt bits, see
+// Priority; a slot's new root is found by the UUIDs its root hash gives),
+// restore a broken copy of the table from the good one, and write a fresh
+// table for a new image. It does not add, delete, move or resize
+// partitions on an existing disk, does not convert MBR disks, and does not
+// ask the kernel to re-read a partition table: attribute changes do not
+// need it, and abboot's init finds partitions by UUID by reading the GPT
+// itself, so a changed UUID is seen on the next boot without it.
 //
-// Reading never writes. Every change to an existing table
-// (SetAttributesOf, and SetAttributes built on it, and Repair) keeps at
+// Reading never writes. Every change to an existing table (Edit,
+// SetAttributesOf and SetAttributes built on it, and Repair) keeps at
 // least one valid copy of the table on disk at every moment, so a power
 // cut at any point leaves a disk that Read accepts and that shows either
 // the old or the new state.

@@ -348,6 +348,61 @@ func TestSetAttributes(t *testing.T) {
 	}
 }
 
+func TestEdit(t *testing.T) {
+	u := func(s string) *guid.GUID { g := guid.MustParse(s); return &g }
+	a := func(v uint64) *uint64 { return &v }
+	newA, newB := u("5f1c0000-0000-4000-8000-00000000000a"), u("5f1c0000-0000-4000-8000-00000000000b")
+	parts := testParts()
+	for _, tc := range []struct {
+		name    string
+		edit    map[int]PartitionEdit
+		writes  int  // 0: nothing written
+		wantErr bool // refused, nothing written
+	}{
+		{"one UUID", map[int]PartitionEdit{3: {UUID: newB}}, 4, false},
+		{"UUIDs and attributes", map[int]PartitionEdit{2: {UUID: newA, Attributes: a(1 << 60)}, 3: {UUID: newB}}, 4, false},
+		{"UUID of a partition far away", map[int]PartitionEdit{5: {UUID: newA}, 2: {Attributes: a(7)}}, 4, false},
+		{"swap two UUIDs", map[int]PartitionEdit{2: {UUID: &parts[2].UUID}, 3: {UUID: &parts[1].UUID}}, 4, false},
+		{"what is already there", map[int]PartitionEdit{2: {UUID: &parts[1].UUID, Attributes: &parts[1].Attributes}}, 0, false},
+		{"nothing", map[int]PartitionEdit{2: {}}, 0, false},
+		{"zero UUID", map[int]PartitionEdit{3: {UUID: &guid.Zero}}, 0, true},
+		{"UUID another partition has", map[int]PartitionEdit{3: {UUID: &parts[0].UUID}}, 0, true},
+		{"same new UUID twice", map[int]PartitionEdit{2: {UUID: newA}, 3: {UUID: newA}}, 0, true},
+		{"unused entry", map[int]PartitionEdit{3: {UUID: newB}, 4: {UUID: newA}}, 0, true},
+	} {
+		for _, ss := range []int{512, 4096} {
+			t.Run(fmt.Sprintf("%s/%d", tc.name, ss), func(t *testing.T) {
+				m, parts := newImage(t, ss)
+				before := m.clone()
+				c := &countingFile{File: m}
+				d, err := OpenFile(c, "mem", int64(len(m.b)), 0, true)
+				if err != nil {
+					t.Fatal(err)
+				}
+				err = d.Edit(tc.edit)
+				if (err != nil) != tc.wantErr {
+					t.Fatalf("Edit: %v, want error %v", err, tc.wantErr)
+				}
+				if c.writes != tc.writes || c.syncs != tc.writes/2 {
+					t.Errorf("Edit made %d writes and %d syncs, want %d and %d", c.writes, c.syncs, tc.writes, tc.writes/2)
+				}
+				if tc.writes == 0 {
+					if !bytes.Equal(before.b, m.b) {
+						t.Errorf("Edit changed the disk")
+					}
+					return
+				}
+				for i, p := range parts {
+					parts[i] = tc.edit[p.Number].apply(p)
+				}
+				if tab := readMem(t, m); tab.NeedsRepair() || !reflect.DeepEqual(tab.Partitions, parts) {
+					t.Errorf("after Edit: %v, %v, partitions:\n got %v\nwant %v", tab.PrimaryErr, tab.BackupErr, tab.Partitions, parts)
+				}
+			})
+		}
+	}
+}
+
 // cutFile stops writing after a number of writes, as a power cut
 // would; with torn set, the write that is cut lands half.
 type cutFile struct {
@@ -370,107 +425,146 @@ func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
 	return c.memFile.WriteAt(p, off)
 }
 
-// TestCrashSafety cuts SetAttributesOf before and after each of its
-// writes, whole or torn, and then cuts the Repair that follows at each of
-// its writes: every state in between must read as the old attributes of
-// every edited partition or the new attributes of every one, never a mix,
-// and once repaired, show the same attributes with both copies agreeing.
-// The edits change one partition, two whose entries share a sector, and
-// two whose entries lie in different sectors (2 and 5 with 512-byte
-// sectors).
+// TestCrashSafety cuts SetAttributesOf, and Edit changing UUIDs and
+// attributes together, before and after each of its writes, whole or
+// torn, and then cuts the Repair that follows at each of its writes: every
+// state in between must read as the old state of every edited partition
+// or the new state of every one, never a mix, and once repaired, show the
+// same state with both copies agreeing. The edits change one partition,
+// two whose entries share a sector, and two whose entries lie in
+// different sectors (2 and 5 with 512-byte sectors).
 func TestCrashSafety(t *testing.T) {
+	newUUID := func(n int) *guid.GUID {
+		u := guid.MustParse(fmt.Sprintf("5f1c0000-0000-4000-8000-%012d", n))
+		return &u
+	}
 	for _, ss := range []int{512, 4096} {
 		for _, torn := range []bool{false, true} {
-			for _, numbers := range [][]int{{2}, {2, 3}, {2, 5}} {
-				orig, parts := newImage(t, ss)
-				edit := map[int]uint64{}
-				for _, p := range parts {
-					if slices.Contains(numbers, p.Number) {
-						edit[p.Number] = WithSlotBits(p.Attributes, 0, 0, false) | 1<<61
-					}
-				}
-				// isNew reads m and reports whether it shows the new
-				// attributes; it fails on a mix or any other change.
-				isNew := func(t *testing.T, m *memFile) bool {
-					t.Helper()
-					tab := readMem(t, m)
-					var old, new int
-					for i, q := range tab.Partitions {
-						switch a, ok := edit[q.Number]; {
-						case ok && q.Attributes == a:
-							new++
-							q.Attributes = parts[i].Attributes
-						case ok:
-							old++
+			for _, withUUID := range []bool{false, true} {
+				for _, numbers := range [][]int{{2}, {2, 3}, {2, 5}} {
+					crashOne(t, ss, torn, numbers, func(p Partition) PartitionEdit {
+						a := WithSlotBits(p.Attributes, 0, 0, false) | 1<<61
+						e := PartitionEdit{Attributes: &a}
+						if withUUID {
+							e.UUID = newUUID(p.Number)
 						}
-						if !reflect.DeepEqual(q, parts[i]) {
-							t.Fatalf("partition %v, want %v or attributes %#x", q, parts[i], edit[q.Number])
-						}
-					}
-					if old > 0 && new > 0 {
-						t.Fatalf("%d partitions show the old attributes and %d the new", old, new)
-					}
-					return new > 0
-				}
-				sawOld, sawNew := false, false
-				for cut := 0; cut <= 4; cut++ {
-					t.Run(fmt.Sprintf("%d/torn=%v/%v/cut=%d", ss, torn, numbers, cut), func(t *testing.T) {
-						m := orig.clone()
-						cf := &cutFile{memFile: m, left: cut, torn: torn}
-						d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
-						if err != nil {
-							t.Fatal(err)
-						}
-						err = d.SetAttributesOf(edit)
-						if (err == nil) != (cut == 4) {
-							t.Fatalf("SetAttributesOf cut after %d writes: %v", cut, err)
-						}
-						got := isNew(t, m)
-						// Backup first: once the new state is visible,
-						// the backup holds it too, so losing the
-						// primary later cannot roll a completed change
-						// back.
-						if got {
-							st, _ := openMem(t, m, 0, false).load()
-							if st.backup == nil {
-								t.Fatalf("new attributes visible but the backup is broken: %v", st.backupErr)
-							}
-							for _, q := range st.backup.parts {
-								if a, ok := edit[q.Number]; ok && q.Attributes != a {
-									t.Fatalf("new attributes visible but the backup has %v", q)
-								}
-							}
-						}
-						sawOld = sawOld || !got
-						sawNew = sawNew || got
-						if cut == 4 && !got {
-							t.Fatal("complete SetAttributesOf left the old attributes")
-						}
-						cutState := m.clone()
-						for rcut := 0; ; rcut++ {
-							m := cutState.clone()
-							d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
-							err := d.Repair()
-							if isNew(t, m) != got {
-								t.Fatalf("Repair cut after %d writes changed new=%v", rcut, got)
-							}
-							if err == nil {
-								if tab := readMem(t, m); tab.NeedsRepair() {
-									t.Fatalf("after Repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
-								}
-								break
-							}
-							if rcut > 4 {
-								t.Fatalf("Repair still failing after %d writes: %v", rcut, err)
-							}
-						}
+						return e
 					})
-				}
-				if !sawOld || !sawNew {
-					t.Errorf("%d/torn=%v/%v: cuts produced old: %v, new: %v; want both", ss, torn, numbers, sawOld, sawNew)
 				}
 			}
 		}
+	}
+}
+
+// apply returns p with e applied.
+func (e PartitionEdit) apply(p Partition) Partition {
+	if e.Attributes != nil {
+		p.Attributes = *e.Attributes
+	}
+	if e.UUID != nil {
+		p.UUID = *e.UUID
+	}
+	return p
+}
+
+// crashOne is TestCrashSafety for one edit, made by change for each
+// partition in numbers; with attributes only, it goes through
+// SetAttributesOf.
+func crashOne(t *testing.T, ss int, torn bool, numbers []int, change func(Partition) PartitionEdit) {
+	orig, parts := newImage(t, ss)
+	edit := map[int]PartitionEdit{}
+	attrsOnly := map[int]uint64{}
+	for _, p := range parts {
+		if slices.Contains(numbers, p.Number) {
+			edit[p.Number] = change(p)
+			if e := edit[p.Number]; e.UUID == nil {
+				attrsOnly[p.Number] = *e.Attributes
+			}
+		}
+	}
+	if len(attrsOnly) < len(edit) {
+		attrsOnly = nil
+	}
+	// isNew reports whether the partitions read back show the new state;
+	// it fails on a mix or any other change.
+	isNew := func(t *testing.T, got []Partition) bool {
+		t.Helper()
+		var old, new int
+		for i, q := range got {
+			e, ok := edit[q.Number]
+			switch want := parts[i]; {
+			case !ok && !reflect.DeepEqual(q, want):
+				t.Fatalf("unedited partition %v, want %v", q, want)
+			case ok && reflect.DeepEqual(q, e.apply(want)):
+				new++
+			case ok && reflect.DeepEqual(q, want):
+				old++
+			case ok:
+				t.Fatalf("partition %v, want %v or %v", q, want, e.apply(want))
+			}
+		}
+		if old > 0 && new > 0 {
+			t.Fatalf("%d partitions show the old state and %d the new", old, new)
+		}
+		return new > 0
+	}
+	sawOld, sawNew := false, false
+	for cut := 0; cut <= 4; cut++ {
+		t.Run(fmt.Sprintf("%d/torn=%v/%v/uuid=%v/cut=%d", ss, torn, numbers, attrsOnly == nil, cut), func(t *testing.T) {
+			m := orig.clone()
+			cf := &cutFile{memFile: m, left: cut, torn: torn}
+			d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if attrsOnly != nil {
+				err = d.SetAttributesOf(attrsOnly)
+			} else {
+				err = d.Edit(edit)
+			}
+			if (err == nil) != (cut == 4) {
+				t.Fatalf("edit cut after %d writes: %v", cut, err)
+			}
+			got := isNew(t, readMem(t, m).Partitions)
+			// Backup first: once the new state is visible, the
+			// backup holds it too, so losing the primary later
+			// cannot roll a completed change back.
+			if got {
+				st, _ := openMem(t, m, 0, false).load()
+				if st.backup == nil {
+					t.Fatalf("new state visible but the backup is broken: %v", st.backupErr)
+				}
+				if !isNew(t, st.backup.parts) {
+					t.Fatalf("new state visible but the backup has the old one")
+				}
+			}
+			sawOld = sawOld || !got
+			sawNew = sawNew || got
+			if cut == 4 && !got {
+				t.Fatal("complete edit left the old state")
+			}
+			cutState := m.clone()
+			for rcut := 0; ; rcut++ {
+				m := cutState.clone()
+				d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
+				err := d.Repair()
+				if isNew(t, readMem(t, m).Partitions) != got {
+					t.Fatalf("Repair cut after %d writes changed new=%v", rcut, got)
+				}
+				if err == nil {
+					if tab := readMem(t, m); tab.NeedsRepair() {
+						t.Fatalf("after Repair: %v, %v", tab.PrimaryErr, tab.BackupErr)
+					}
+					break
+				}
+				if rcut > 4 {
+					t.Fatalf("Repair still failing after %d writes: %v", rcut, err)
+				}
+			}
+		})
+	}
+	if !sawOld || !sawNew {
+		t.Errorf("%d/torn=%v/%v: cuts produced old: %v, new: %v; want both", ss, torn, numbers, sawOld, sawNew)
 	}
 }
 

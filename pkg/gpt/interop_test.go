@@ -1,6 +1,7 @@
 package gpt
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
@@ -205,6 +206,32 @@ func TestInteropCgpt(t *testing.T) {
 	}
 	if out, ok := sgdiskVerify(t, path); !ok {
 		t.Errorf("sgdisk -v after edits:\n%s", out)
+	}
+}
+
+// TestInteropEditUUID changes two partitions' unique GUIDs and one's
+// attributes in one Edit, as an install does, and checks that sgdisk sees
+// them and finds both copies healthy.
+func TestInteropEditUUID(t *testing.T) {
+	path, parts := writeImage(t)
+	d, err := Open(path, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	root, verity := guid.FromBigEndian(bytes.Repeat([]byte{0x5f}, 16)), guid.FromBigEndian(bytes.Repeat([]byte{0x1c}, 16))
+	attrs := WithSlotBits(parts[2].Attributes, 2, 3, false)
+	if err := d.Edit(map[int]PartitionEdit{3: {UUID: &root, Attributes: &attrs}, 5: {UUID: &verity}}); err != nil {
+		t.Fatal(err)
+	}
+	parts[2].UUID, parts[2].Attributes, parts[3].UUID = root, attrs, verity
+	for _, want := range parts {
+		if got := sgdiskInfo(t, path, want.Number); !reflect.DeepEqual(got, want) {
+			t.Errorf("sgdisk -i %d:\n got %v\nwant %v", want.Number, got, want)
+		}
+	}
+	if out, ok := sgdiskVerify(t, path); !ok {
+		t.Errorf("sgdisk -v after Edit:\n%s", out)
 	}
 }
 

@@ -53,7 +53,10 @@
 //     3 hours. If only part of the repeated hour is inside the window, the
 //     window opens twice: "Sun 01:15-01:45" in America/New_York on 2026-11-01
 //     is open 01:15-01:45 EDT and again 01:15-01:45 EST, and Next reports the
-//     two intervals separately.
+//     two intervals separately. Likewise "Sun 01:30-03:30" there is open
+//     01:30-02:00 EDT, closes when the clock goes back to 01:00 EST, and
+//     opens again 01:30-03:30 EST; in Europe/Berlin, where the whole
+//     repeated hour 02:00-03:00 is inside it, it lasts 3 hours in one piece.
 //
 // Instants are compared at second resolution against wall times at minute
 // resolution; sub-second parts of an instant are truncated.
@@ -321,7 +324,7 @@ func (w Window) Next(t time.Time) (start, end time.Time) {
 	}
 	now := t.Unix()
 	for _, iv := range merge(w.intervals(now-lookBehind, now+lookAhead)) {
-		if iv.end >= now {
+		if iv.end > now {
 			return time.Unix(iv.start, 0).In(w.loc), time.Unix(iv.end, 0).In(w.loc)
 		}
 	}

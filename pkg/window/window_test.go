@@ -392,6 +392,9 @@ func TestYearTotals(t *testing.T) {
 			if !start.Before(to) {
 				break
 			}
+			if !end.After(at) {
+				t.Fatalf("%q in %s: Next(%s) = %s, %s ends before it", tt.spec, tt.zone, at, start, end)
+			}
 			count, total, at = count+1, total+end.Sub(start), end
 		}
 		if count != tt.count || total != tt.total {

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"golang.org/x/term"
+
+	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/esp"
+	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/pkg/fetch"
+	"github.com/abboot/abboot/pkg/health"
+	"github.com/abboot/abboot/pkg/install"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/pkg/slotstore"
+)
+
+// installCmd installs a signed bundle into the inactive slot (rule 6):
+// the signature, the compatible string, the version and the sizes are
+// checked before a byte is written; the slot is taken out of the running
+// (priority 0) first; root, verity and then the UKI are written while
+// the bundle streams in, hashed in the same pass; what landed is checked;
+// only then does the slot get a priority above the running one and its
+// tries.
+func installCmd(g *globals, args []string) error {
+	fs := flag.NewFlagSet("install", flag.ContinueOnError)
+	how := fs.String("reboot", "none", "after installing: none, kexec, firmware or any")
+	tries := fs.Int("tries", slotstate.DefaultTries, "tries the new slot gets")
+	allowDowngrade := fs.Bool("allow-downgrade", false, "install an older version than the running one")
+	force := fs.Bool("force", false, "install even to a disk whose SMART health is critical")
+	keys := fs.String("keys", "/etc/abboot/keys.pub", "public keys to trust")
+	compatFile := fs.String("compatible", "/etc/abboot/compatible", "file holding the compatible string bundles must carry")
+	rate := fs.Int64("rate", 0, "read the bundle at most this many `bytes/s` (0: no limit), to leave the disk and network to the running system")
+	args, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(args) != 1 || !validReboot(*how) {
+		return errors.New("usage: abctl install [--reboot=none|kexec|firmware|any] [--tries N] [--allow-downgrade] [--force] BUNDLE|URL|-")
+	}
+	if *tries < 1 || *tries > slotstate.Max {
+		return fmt.Errorf("--tries %d: want 1 to %d", *tries, slotstate.Max)
+	}
+	s, err := g.open()
+	if err != nil {
+		return err
+	}
+	if s.running == "" || s.run.ESPDir == "" {
+		return errors.New("install works on a system abboot booted, with its ESP mounted")
+	}
+	keyring, err := bundle.LoadKeys(*keys)
+	if err != nil {
+		return err
+	}
+	compat, err := os.ReadFile(*compatFile)
+	if err != nil {
+		return fmt.Errorf("reading the compatible string: %w", err)
+	}
+	if s.disk != "" {
+		if r := health.Check(s.disk); r.Critical && !*force {
+			return fmt.Errorf("disk %s is failing (%s): not installing; --force to install anyway", s.disk, r.Reason)
+		} else if r.Critical || !r.Supported {
+			event.Log("health", "disk", s.disk, "critical", r.Critical, "reason", r.Reason)
+		}
+	}
+	t := install.Target{Slot: s.running.Other(), Running: s.running, Store: s.store, ESPDir: s.run.ESPDir}
+	if _, ok := s.store.(*slotstore.GPT); ok {
+		t.Disk = s.disk
+	}
+	sizes, err := install.SlotSizes(t)
+	if err != nil {
+		return err
+	}
+	src, err := fetch.Open(context.Background(), args[0], fetch.Options{})
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	var in io.Reader = src
+	if *rate > 0 {
+		in = &limited{r: src, rate: *rate, start: time.Now()}
+	}
+	r, err := bundle.NewReader(in, keyring, bundle.Policy(strings.TrimSpace(string(compat)), s.run.Version,
+		bundle.AllowDowngrade(*allowDowngrade), bundle.SlotSizes(sizes)))
+	if err != nil {
+		return err
+	}
+	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "started")
+	start := time.Now()
+	p := newProgress()
+	var res install.Result
+	err = esp.WithWritable(t.ESPDir, func() (err error) {
+		res, err = install.Install(r, t, install.Options{Tries: *tries, Progress: p.update, Log: event.Log})
+		return err
+	})
+	p.done()
+	if err != nil {
+		event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "error", "err", err)
+		return err
+	}
+	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "bytes", res.Bytes,
+		"elapsed_ms", time.Since(start).Milliseconds(), "reconnects", fetch.Reconnects(src), "result", "ok")
+	if *how == "none" {
+		return nil
+	}
+	return s.reboot(*how, "")
+}
+
+// limited reads at most rate bytes per second on average.
+type limited struct {
+	r     io.Reader
+	rate  int64
+	start time.Time
+	n     int64
+}
+
+func (l *limited) Read(p []byte) (int, error) {
+	p = p[:min(len(p), int(max(l.rate/10, 1)))]
+	n, err := l.r.Read(p)
+	l.n += int64(n)
+	if ahead := time.Duration(l.n*int64(time.Second)/l.rate) - time.Since(l.start); ahead > 0 {
+		time.Sleep(ahead)
+	}
+	return n, err
+}
+
+// progress shows an install's progress: a bar redrawn in place on a
+// terminal, a plain line every tenth otherwise (logs, serial consoles).
+type progress struct {
+	tty   bool
+	start time.Time
+	last  int64 // tenths printed, for plain lines
+}
+
+func newProgress() *progress {
+	return &progress{tty: term.IsTerminal(int(os.Stderr.Fd())), start: time.Now(), last: -1}
+}
+
+func (p *progress) update(done, total int64) {
+	if total <= 0 {
+		return
+	}
+	rate := float64(done) / (1 << 20) / max(time.Since(p.start).Seconds(), 0.001)
+	if p.tty {
+		n := int(40 * done / total)
+		fmt.Fprintf(os.Stderr, "\r[%s%s] %3d%% %6.1f MiB/s", strings.Repeat("#", n), strings.Repeat(" ", 40-n), 100*done/total, rate)
+		return
+	}
+	if tenth := 10 * done / total; tenth > p.last {
+		p.last = tenth
+		fmt.Fprintf(os.Stderr, "abctl: install %d%% (%d of %d bytes, %.1f MiB/s)\n", 10*tenth, done, total, rate)
+	}
+}
+
+func (p *progress) done() {
+	if p.tty {
+		fmt.Fprintln(os.Stderr)
+	}
+}

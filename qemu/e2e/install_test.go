@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"fmt"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/abboot/abboot/qemu"
+)
+
+// bundles are signed with the demo key mkuimage.sh made, which every demo
+// image trusts.
+var demoKey = filepath.Join("..", "..", ".cache", "keys", "demo.key")
+
+// bundleDisk signs a bundle of each named UKI and puts them on a FAT disk,
+// as NAME.abb, for the guest to mount.
+func bundleDisk(t *testing.T, names ...string) string {
+	t.Helper()
+	dir := t.TempDir()
+	img := filepath.Join(dir, "bundles.img")
+	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
+		t.Fatalf("mkfs.vfat: %v: %s", err, out)
+	}
+	key, _ := filepath.Abs(demoKey)
+	for _, n := range names {
+		abb := filepath.Join(dir, n+".abb")
+		args := []string{"bundle", "--key", key, "--compatible", "abboot-demo-x86_64", "--uki", uki[n], "-o", abb}
+		if out, err := run(repo, abimage, args...); err != nil {
+			t.Fatalf("abimage %v: %v: %s", args, err, out)
+		}
+		if out, err := run(repo, "mcopy", "-i", img, abb, "::"+n+".abb"); err != nil {
+			t.Fatalf("mcopy: %v: %s", err, out)
+		}
+	}
+	return img
+}
+
+// mountBundles mounts the bundle disk in the demo OS at /run/b.
+func mountBundles(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	command(t, vm, "mkdir -p /run/b")
+	command(t, vm, "mount -t vfat /dev/vdb /run/b")
+}
+
+// TestInstallUpdateRollback is the README demo's story: v1 on A; install
+// v2 into B and kexec into it; B commits; install a broken v3 into A,
+// which fails its health check until its tries run out, and the system
+// rolls back to v2 by itself.
+func TestInstallUpdateRollback(t *testing.T) {
+	m := newMachine(t, slotDisk(t, "1", "1"), bundleDisk(t, "2", "2-unhealthy"))
+	vm := m.start()
+	if v, s := up(t, vm); v != "1" || s != "a" {
+		t.Fatalf("first boot: version %s slot %s, want 1 a", v, s)
+	}
+	mountBundles(t, vm)
+	vm.Send("abctl install --reboot=kexec /run/b/2.abb\r")
+	expect(t, vm, `abboot: event=install slot=b version=2 bytes=\d+ .*result=ok`)
+	expect(t, vm, `abboot: event=reboot slot=b action=kexec reason=trial`)
+	expect(t, vm, `abboot: event=start running=b how=handover`)
+	if v, s := up(t, vm); v != "2" || s != "b" {
+		t.Fatalf("after installing v2: version %s slot %s, want 2 b", v, s)
+	}
+	if !strings.Contains(vm.Output(), "abboot: event=commit slot=b version=2") {
+		t.Fatalf("v2 did not commit")
+	}
+
+	mountBundles(t, vm)
+	vm.Send("abctl install --tries 2 --reboot=kexec /run/b/2-unhealthy.abb\r")
+	expect(t, vm, `abboot: event=install slot=a version=2 .*result=ok`)
+	expect(t, vm, `abboot-demo: health=fail`)
+	expect(t, vm, `abboot: event=select running=b best=a reason=trial tries=1->0 action=kexec`)
+	expect(t, vm, `abboot-demo: health=fail`)
+	expect(t, vm, `abboot: event=select running=b best=b reason=committed action=continue`)
+	if v, s := up(t, vm); v != "2" || s != "b" {
+		t.Fatalf("after the broken update: version %s slot %s, want 2 b", v, s)
+	}
+	if a := status(t, vm).Slots[0]; a.Condition != "failed" {
+		t.Errorf("slot A after the broken update: %+v, want failed", a)
+	}
+	poweroff(t, vm)
+}
+
+// TestInstallPowerCut: the machine loses power in the middle of an
+// install; the next boot comes up on the old slot, and a new install
+// succeeds.
+func TestInstallPowerCut(t *testing.T) {
+	m := newMachine(t, slotDisk(t, "1", "1"), bundleDisk(t, "2"))
+	vm := m.start()
+	up(t, vm)
+	mountBundles(t, vm)
+	// 1 MiB/s: the 12 MiB UKI takes seconds to write, time to cut it.
+	vm.Send(fmt.Sprintf("abctl install --rate %d /run/b/2.abb\r", 1<<20))
+	// The console is a terminal: abctl redraws one progress bar line.
+	if _, err := vm.ExpectPrompt(`\] +[2-6]\d% `, bootTimeout); err != nil {
+		t.Fatal(err)
+	}
+	vm.Kill()
+	if strings.Contains(vm.Output(), "event=install slot=b version=2 bytes") {
+		t.Fatal("the install finished before the power cut")
+	}
+
+	vm = m.start()
+	expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue`)
+	if v, s := up(t, vm); v != "1" || s != "a" {
+		t.Fatalf("after the power cut: version %s slot %s, want 1 a", v, s)
+	}
+	if b := status(t, vm).Slots[1]; b.Bootable {
+		t.Errorf("the half-written slot B is bootable: %+v", b)
+	}
+	mountBundles(t, vm)
+	vm.Send("abctl install --reboot=kexec /run/b/2.abb\r")
+	expect(t, vm, `abboot: event=install slot=b version=2 .*result=ok`)
+	if v, s := up(t, vm); v != "2" || s != "b" {
+		t.Fatalf("after the second install: version %s slot %s, want 2 b", v, s)
+	}
+	poweroff(t, vm)
+}
