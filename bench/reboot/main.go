@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/abboot/abboot/internal/demodisk"
@@ -21,12 +22,15 @@ import (
 
 func main() {
 	n := flag.Int("n", 3, "reboots of each kind")
+	flag.StringVar(&serialLog, "log", "", "append the serial console to this file")
 	flag.Parse()
 	if err := run(*n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/reboot:", err)
 		os.Exit(1)
 	}
 }
+
+var serialLog string
 
 func run(n int) error {
 	dir, err := os.MkdirTemp("", "abboot-bench-")
@@ -44,7 +48,7 @@ func run(n int) error {
 	if err := qemu.NewVars(vars); err != nil {
 		return err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, Timeout: 30 * time.Minute})
+	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, Log: serialLog, Timeout: 30 * time.Minute, Echo: &stamp{}})
 	if err != nil {
 		return err
 	}
@@ -80,4 +84,23 @@ func run(n int) error {
 func median(d []time.Duration) time.Duration {
 	slices.Sort(d)
 	return d[len(d)/2]
+}
+
+// stamp prints the console's kexec-path lines with the host time, for
+// seeing where a reboot spends its time.
+type stamp struct{ partial string }
+
+func (s *stamp) Write(p []byte) (int, error) {
+	if os.Getenv("ABBOOT_BENCH_TRACE") == "" {
+		return len(p), nil
+	}
+	s.partial += string(p)
+	for {
+		i := strings.IndexByte(s.partial, '\n')
+		if i < 0 {
+			return len(p), nil
+		}
+		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05.000"), strings.TrimRight(s.partial[:i], "\r"))
+		s.partial = s.partial[i+1:]
+	}
 }

@@ -119,6 +119,16 @@ func (s *system) slotArg(args []string) (slot.Slot, error) {
 	return "", errors.New("no running slot known here: name the SLOT")
 }
 
+// parse parses a command's flags and opens the system it works on.
+func (g *globals) parse(fs *flag.FlagSet, args []string) (*system, []string, error) {
+	args, err := parseArgs(fs, args)
+	if err != nil {
+		return nil, nil, err
+	}
+	s, err := g.open()
+	return s, args, err
+}
+
 // parseArgs parses flags wherever they stand among the arguments, as
 // operators type them (abctl set-active b --tries 5), and returns the
 // positional ones.

@@ -44,11 +44,7 @@ func (s *system) change(force bool, op func(slotstate.State) slotstate.State) (s
 func setActiveCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("set-active", flag.ContinueOnError)
 	tries := fs.Int("tries", slotstate.DefaultTries, "tries for a slot that is not yet successful")
-	args, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	s, err := g.open()
+	s, args, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -73,11 +69,7 @@ func setActiveCmd(g *globals, args []string) error {
 func markBadCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("mark-bad", flag.ContinueOnError)
 	force := fs.Bool("force", false, "even when no bootable slot would be left")
-	args, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	s, err := g.open()
+	s, args, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/gpt"
+	"github.com/abboot/abboot/pkg/health"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/abboot/abboot/pkg/slotstore"
@@ -40,26 +41,23 @@ type entryStatus struct {
 }
 
 type status struct {
-	Running     string        `json:"running,omitempty"`
-	How         string        `json:"how,omitempty"`
-	Store       string        `json:"store"`
-	StoreError  string        `json:"store_error,omitempty"`
-	Next        string        `json:"next,omitempty"` // the slot the next boot selects
-	Slots       []slotStatus  `json:"slots"`
-	BootOrder   []string      `json:"boot_order"`
-	BootNext    string        `json:"boot_next,omitempty"`
-	BootEntries []entryStatus `json:"boot_entries"`
-	EntryErrors string        `json:"entry_errors,omitempty"`
+	Running     string         `json:"running,omitempty"`
+	How         string         `json:"how,omitempty"`
+	Store       string         `json:"store"`
+	StoreError  string         `json:"store_error,omitempty"`
+	Next        string         `json:"next,omitempty"` // the slot the next boot selects
+	Slots       []slotStatus   `json:"slots"`
+	BootOrder   []string       `json:"boot_order"`
+	BootNext    string         `json:"boot_next,omitempty"`
+	BootEntries []entryStatus  `json:"boot_entries"`
+	EntryErrors string         `json:"entry_errors,omitempty"`
+	Health      *health.Report `json:"health,omitempty"` // of the disk, when there is one
 }
 
 func statusCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("status", flag.ContinueOnError)
 	fs.BoolVar(&g.json, "json", g.json, "JSON output")
-	args, err := parseArgs(fs, args)
-	if err != nil {
-		return err
-	}
-	s, err := g.open()
+	s, args, err := g.parse(fs, args)
 	if err != nil {
 		return err
 	}
@@ -103,6 +101,10 @@ func statusCmd(g *globals, args []string) error {
 		}
 		st.Slots = append(st.Slots, ss)
 	}
+	if s.disk != "" && g.disk == "" {
+		r := health.Check(s.disk)
+		st.Health = &r
+	}
 	if g.json {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
@@ -116,6 +118,16 @@ func statusCmd(g *globals, args []string) error {
 	fmt.Printf("%-4s %-8s %-10s %-8s %-5s %-10s %s\n", "SLOT", "VERSION", "CONDITION", "PRIORITY", "TRIES", "SUCCESSFUL", "ENTRY")
 	for _, x := range st.Slots {
 		fmt.Printf("%-4s %-8s %-10s %-8d %-5d %-10v %s\n", x.Slot, or(x.Version, "-"), x.Condition, x.Priority, x.Tries, x.Successful, or(x.Entry, "missing"))
+	}
+	if h := st.Health; h != nil {
+		switch {
+		case h.Critical:
+			fmt.Printf("disk: FAILING: %s\n", h.Reason)
+		case h.Supported:
+			fmt.Printf("disk: %s, healthy\n", h.Type)
+		default:
+			fmt.Printf("disk: health unknown (%s)\n", h.Reason)
+		}
 	}
 	fmt.Printf("BootOrder: %v", st.BootOrder)
 	if st.BootNext != "" {

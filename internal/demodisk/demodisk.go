@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 )
 
@@ -23,6 +24,37 @@ func Disk(out string, files map[string]string) error {
 		args = append(args, "--esp-file", dst+"="+src)
 	}
 	return run("go", args...)
+}
+
+// Key is the demo's signing key, made by mkuimage.sh, whose public half
+// every demo image trusts.
+const Key = ".cache/keys/demo.key"
+
+// Compatible is the demo images' compatible string.
+const Compatible = "abboot-demo-x86_64"
+
+// Bundles signs a bundle of each UKI (bundle file name -> UKI) with Key
+// and puts them on a FAT file system image at out, for a second disk.
+func Bundles(out string, ukis map[string]string) error {
+	dir, err := os.MkdirTemp("", "abboot-bundles-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	os.Remove(out)
+	if err := run("mkfs.vfat", "-C", out, "131072"); err != nil {
+		return err
+	}
+	for name, uki := range ukis {
+		abb := filepath.Join(dir, name)
+		if err := run("go", "run", "./cmds/abimage", "bundle", "--key", Key, "--compatible", Compatible, "--uki", uki, "-o", abb); err != nil {
+			return err
+		}
+		if err := run("mcopy", "-i", out, abb, "::"+name); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // AB is the usual layout: a in slot A and as the fallback copy, b in B.

@@ -15,10 +15,10 @@ import (
 
 // Report is a disk's health.
 type Report struct {
-	Type      string // nvme, sata, scsi, or "" when SMART is not supported
-	Supported bool
-	Critical  bool
-	Reason    string // why Critical, or why not Supported
+	Type      string `json:"type,omitempty"` // nvme, sata, scsi, or "" when SMART is not supported
+	Supported bool   `json:"supported"`
+	Critical  bool   `json:"critical"`
+	Reason    string `json:"reason,omitempty"` // why Critical, or why not Supported
 }
 
 // Check reads the health of the disk at dev.

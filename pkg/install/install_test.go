@@ -228,7 +228,7 @@ func TestFail(t *testing.T) {
 			p, _ := tab.ByName(slot.B.RootLabel())
 			dev := &badDev{cutDev: m.device(t, nil), off: p.Start(512)}
 			tg.OpenDisk = func() (Device, error) { return dev, nil }
-		}, nil, "root reads back with sha256"},
+		}, nil, "reading back the root"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := f.base.clone(t)

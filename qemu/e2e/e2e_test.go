@@ -408,3 +408,20 @@ func grep(s, sub string) string {
 	}
 	return strings.Join(out, "\n")
 }
+
+// TestUKISections: a UKI that mkuimage.sh built carries the four sections
+// the stub needs, as binutils sees them, and fits the 24 MiB target.
+func TestUKISections(t *testing.T) {
+	out, err := run(repo, "objdump", "-h", uki["1"])
+	if err != nil {
+		t.Fatalf("objdump -h: %v: %s", err, out)
+	}
+	for _, s := range []string{".linux", ".initrd", ".cmdline", ".osrel"} {
+		if !strings.Contains(string(out), " "+s+" ") {
+			t.Errorf("objdump -h does not list %s:\n%s", s, out)
+		}
+	}
+	if fi, err := os.Stat(uki["1"]); err != nil || fi.Size() >= 24<<20 {
+		t.Errorf("UKI size %v, %v: want under 24 MiB", fi.Size(), err)
+	}
+}

@@ -116,3 +116,23 @@ func TestInstallPowerCut(t *testing.T) {
 	}
 	poweroff(t, vm)
 }
+
+// TestReadmeDemo runs README's demo command as it stands and checks that it
+// tells the whole story: the update, the kexec, the automatic rollback.
+func TestReadmeDemo(t *testing.T) {
+	t.Parallel()
+	out, err := run(repo, "go", "run", "./qemu/cmd/abdemo", "-out", t.TempDir())
+	if err != nil {
+		t.Fatalf("the demo failed: %v\n%s", err, tail(string(out)))
+	}
+	for _, want := range []string{
+		"abboot-demo: up version=2 slot=b",
+		"event=reboot slot=b action=kexec",
+		"event=select running=b best=b reason=committed",
+		"timeline:",
+	} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("the demo's output lacks %q:\n%s", want, tail(string(out)))
+		}
+	}
+}

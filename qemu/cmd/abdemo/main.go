@@ -6,10 +6,11 @@
 //
 // The story: a fresh disk and fresh firmware variables boot v1 in slot A
 // through the fallback copy; abboot's init creates the boot entries and the
-// demo OS commits. Slot B holds v2: set active, it is reached by kexec
-// (abctl counts its try first), comes up and commits; a rollback goes back
-// to A by kexec. The install of a signed bundle into B replaces the
-// build-time copy once abctl install exists.
+// demo OS commits. A signed v2 bundle, on a second virtual disk, is
+// installed into slot B and reached by kexec (abctl counts its try
+// first); v2 comes up and commits. A v3 that never passes its health check
+// is installed into A with two tries: each try fails and reboots, and the
+// machine comes back on v2 by itself.
 package main
 
 import (
@@ -50,16 +51,25 @@ func (d *demo) run() error {
 		return err
 	}
 	ukis := map[string]string{}
-	for _, v := range []string{"1", "2"} {
-		ukis[v] = filepath.Join(d.out, "abboot-v"+v+".efi")
-		d.say("building UKI version %s", v)
-		if err := demodisk.UKI(ukis[v], v, "abboot.watchdog=30"); err != nil {
+	for _, im := range []struct{ name, version, cmdline, what string }{
+		{"v1", "1", "abboot.watchdog=30", "version 1"},
+		{"v2", "2", "abboot.watchdog=30", "version 2"},
+		{"v3", "3", "abboot.watchdog=30 abboot-demo.health=fail", "version 3, which never passes its health check"},
+	} {
+		ukis[im.name] = filepath.Join(d.out, "abboot-"+im.name+".efi")
+		d.say("building the UKI of %s", im.what)
+		if err := demodisk.UKI(ukis[im.name], im.version, im.cmdline); err != nil {
 			return err
 		}
 	}
 	img := filepath.Join(d.out, "disk.img")
-	d.say("writing %s: ESP with a.efi (v1), b.efi (v2), BOOTX64.EFI (copy of v1)", img)
-	if err := demodisk.Disk(img, demodisk.AB(ukis["1"], ukis["2"])); err != nil {
+	d.say("writing %s: ESP with v1 in slot A (and as BOOTX64.EFI); slot B empty", img)
+	if err := demodisk.Disk(img, demodisk.AB(ukis["v1"], ukis["v1"])); err != nil {
+		return err
+	}
+	bundles := filepath.Join(d.out, "bundles.img")
+	d.say("signing update bundles of v2 and v3 onto a second disk, %s", bundles)
+	if err := demodisk.Bundles(bundles, map[string]string{"v2.abb": ukis["v2"], "v3.abb": ukis["v3"]}); err != nil {
 		return err
 	}
 	vars := filepath.Join(d.out, "vars.fd")
@@ -67,8 +77,8 @@ func (d *demo) run() error {
 		return err
 	}
 	vm, err := qemu.Start(context.Background(), qemu.Options{
-		Disks: []string{img}, VarsFile: vars, Watchdog: true,
-		Log: filepath.Join(d.out, "serial.log"), Timeout: 15 * time.Minute, Echo: &lineFilter{d: d},
+		Disks: []string{img, bundles}, VarsFile: vars, Watchdog: true,
+		Log: filepath.Join(d.out, "serial.log"), Timeout: 20 * time.Minute, Echo: &lineFilter{d: d},
 	})
 	if err != nil {
 		return err
@@ -77,12 +87,15 @@ func (d *demo) run() error {
 	steps := []struct {
 		say, cmd, want string
 	}{
-		{"power on: fresh disk, fresh firmware variables; v1 in slot A comes up and commits", "", `abboot-demo: up version=1 slot=a`},
+		{"power on: fresh firmware variables; v1 in slot A comes up and commits", "", `abboot-demo: up version=1 slot=a`},
+		{"", "mkdir -p /run/b", ""},
+		{"", "mount -t vfat /dev/vdb /run/b", ""},
+		{"update: install the signed v2 bundle into slot B, then reboot into it by kexec", "abctl install --reboot=kexec /run/b/v2.abb", `abboot-demo: up version=2 slot=b`},
 		{"", "abctl status", ""},
-		{"update: make slot B (v2) the active one", "abctl set-active b", ""},
-		{"fast reboot: abctl counts B's try and kexecs it, skipping the firmware", "abctl reboot --kexec", `abboot-demo: up version=2 slot=b`},
-		{"", "abctl status", ""},
-		{"rollback: back to A by kexec", "abctl rollback --reboot=kexec", `abboot-demo: up version=1 slot=a`},
+		{"", "mkdir -p /run/b", ""},
+		{"", "mount -t vfat /dev/vdb /run/b", ""},
+		{"bad update: install v3 into slot A with 2 tries; it fails its health check and the machine rolls back by itself", "abctl install --tries 2 --reboot=kexec /run/b/v3.abb", `abboot: event=select running=b best=b reason=committed`},
+		{"", "", `abboot-demo: up version=2 slot=b`},
 		{"", "abctl status", ""},
 	}
 	for _, st := range steps {
@@ -94,12 +107,14 @@ func (d *demo) run() error {
 			vm.Send(st.cmd + "\r")
 		}
 		if st.want != "" {
-			if _, err := vm.Expect(st.want, 5*time.Minute); err != nil {
+			if _, err := vm.Expect(st.want, 10*time.Minute); err != nil {
 				return err
 			}
 		}
-		if _, err := vm.Expect(`abboot-demo: ready`, 5*time.Minute); err != nil {
-			return err
+		if st.cmd != "" || st.want == `abboot-demo: up version=2 slot=b` || st.want == `abboot-demo: up version=1 slot=a` {
+			if _, err := vm.Expect(`abboot-demo: ready`, 5*time.Minute); err != nil {
+				return err
+			}
 		}
 	}
 	vm.Send("poweroff\r")
@@ -112,7 +127,7 @@ func (d *demo) run() error {
 		fmt.Println("  " + l)
 	}
 	d.mu.Unlock()
-	fmt.Printf("\nboot it yourself: go run ./qemu/cmd/abvm --vars %s %s\n", vars, img)
+	fmt.Printf("\nboot it yourself: go run ./qemu/cmd/abvm --vars %s %s %s\n", vars, img, bundles)
 	return nil
 }
 
