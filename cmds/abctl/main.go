@@ -38,6 +38,8 @@ var commands = map[string]func(g *globals, args []string) error{
 	"reboot":     rebootCmd,
 	"rollback":   rollbackCmd,
 	"install":    installCmd,
+	"agent":      agentCmd,
+	"fleet":      fleetCmd,
 }
 
 func usage() string {

@@ -1,0 +1,289 @@
+// Package fleet rolls an update across many abboot nodes, the way locksmith
+// did for CoreOS: etcd is the coordinator, and nothing else stands in for
+// it. Each node runs an Agent that learns the desired version (from an etcd
+// key it watches, or from a signed channel file over HTTP(S)), stages the
+// bundle into its inactive slot in the background, waits for its
+// maintenance window, takes one of MaxRebooting places in an etcd
+// semaphore, runs a pre-reboot hook (drain), reboots, reports after the
+// reboot whether the new version committed or rolled back, runs a
+// post-commit hook (uncordon) and gives its place back. Rollbacks count
+// against a failure budget; when a rollout's failures reach MaxFailures it
+// halts and no further node starts it.
+//
+// It does not build, sign or serve bundles (package bundle, abctl install
+// do), decide whether the new version is healthy (the Node does: abctl's
+// Node asks the slot state and an optional health command), nor run etcd.
+//
+// # Keys
+//
+// Everything lives under one prefix P (e.g. "/abboot/fleet"):
+//
+//	P/desired                       JSON Desired {version, url}: what the fleet should run
+//	P/nodes/NAME                    JSON Record: a node's version, state, target (no lease)
+//	P/places/NAME                   a node's place in the semaphore, under its lease
+//	P/rollouts/V/started/NAME       NAME took a place and went to reboot into V
+//	P/rollouts/V/failures/NAME      NAME rolled back from V, and why
+//	P/rollouts/V/halted             why the rollout of V halted
+//
+// # The semaphore
+//
+// etcd's concurrency package has a mutex but no counting semaphore, so this
+// package uses the standard recipe: every node that wants a place creates
+// P/places/NAME under its session lease; the keys ordered by create
+// revision form a FIFO queue, and a node holds a place while its key is
+// among the first MaxRebooting. A waiter watches the prefix for deletions.
+// A node that dies stops renewing its lease, and etcd deletes its key when
+// the lease's TTL runs out, so its place frees itself.
+//
+// # A place survives the reboot
+//
+// A node counts as rebooting from taking its place until its report after
+// the reboot, and never more than MaxRebooting nodes are rebooting. A lease
+// would die with the process that renews it, so the agent records its lease
+// ID in P/nodes/NAME when it goes to reboot, and the agent that starts after
+// the reboot adopts that lease (renews it again) instead of granting a new
+// one: the place is held across the reboot by the same key. LeaseTTL must
+// therefore cover a reboot (minutes on real hardware); it is also how long a
+// node that dies holding a place blocks it. If the reboot outlasts the TTL
+// the place is lost and the agent logs event=fleet-place-lost; that is the
+// one way to exceed MaxRebooting, and a TTL shorter than a reboot is a
+// misconfiguration. Locksmith held its lock until the node came back,
+// forever for a node that never did; a lease bounds that.
+//
+// # Never reboot without a place
+//
+// Right before calling Node.Reboot the agent records state "rebooting" in a
+// transaction that succeeds only if P/places/NAME still carries its
+// lease (the lease has not expired and nobody took the place) and the
+// rollout has not halted; then it checks that its session is still alive.
+// If etcd is down or the lease was lost the agent stops before the reboot.
+// The record also carries the node's boot ID, so an agent that finds
+// "rebooting" but the same boot ID knows the reboot never happened and
+// goes back to "staged" instead of counting a failure.
+//
+// # Failure budget
+//
+// After the reboot the agent asks Node.Healthy. A node running the target
+// version and healthy is committed. Anything else is a rollback: the agent
+// writes P/rollouts/V/failures/NAME, counts the failures and, when they
+// reach MaxFailures, creates P/rollouts/V/halted with the reason. Agents
+// check the budget before staging, after taking a place and (atomically,
+// with the halted key) when going to reboot, so after the halt no node
+// starts; nodes already rebooting finish, so failures can exceed the budget
+// by at most MaxRebooting-1. A node never retries a version it rolled back
+// from. To resume, the operator sets a new desired version (or deletes the
+// rollout's keys).
+//
+// Stopping an agent (its context ends) is treated like a crash: it does not
+// release its place, and an agent started again for the same node adopts it.
+package fleet
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
+
+	clientv3 "go.etcd.io/etcd/client/v3"
+
+	"github.com/abboot/abboot/pkg/bundle"
+)
+
+// Desired is what the fleet should run: a version and where its bundle is.
+type Desired struct {
+	Version string `json:"version"`
+	URL     string `json:"url"`
+}
+
+func (d Desired) validate() error {
+	if _, err := bundle.CompareVersions(d.Version, d.Version); err != nil {
+		return fmt.Errorf("desired version: %w", err)
+	}
+	if d.URL == "" {
+		return fmt.Errorf("desired version %s has no bundle URL", d.Version)
+	}
+	return nil
+}
+
+// State is where a node is in a rollout.
+type State string
+
+// The states of a node. A node is counted as rebooting (holding a place)
+// in StateDraining and StateRebooting.
+const (
+	StateIdle          State = "idle"           // running the desired version, or none is set
+	StateStaging       State = "staging"        // downloading and installing the target into the inactive slot
+	StateStaged        State = "staged"         // the target is installed, not yet running
+	StateWaitingWindow State = "waiting-window" // staged, outside its maintenance window
+	StateWaitingPlace  State = "waiting-place"  // staged, in its window, queued for a place
+	StateDraining      State = "draining"       // holds a place, running the pre-reboot hook
+	StateRebooting     State = "rebooting"      // holds a place, rebooting until its report
+	StateCommitted     State = "committed"      // came back on the target and healthy
+	StateRolledBack    State = "rolled-back"    // came back on another version or unhealthy
+	StateHalted        State = "halted"         // the rollout of its target halted
+)
+
+// Record is a node's entry in P/nodes/NAME.
+type Record struct {
+	Name    string    `json:"name"`
+	Version string    `json:"version"` // the version it runs
+	State   State     `json:"state"`
+	Target  string    `json:"target,omitempty"` // the version it is moving to
+	Reason  string    `json:"reason,omitempty"` // why it is in State, when that is not obvious
+	Lease   int64     `json:"lease,omitempty"`  // its place's lease while rebooting
+	BootID  string    `json:"boot_id,omitempty"`
+	Updated time.Time `json:"updated"`
+}
+
+// keys names the keys under a prefix.
+type keys string
+
+func (p keys) desired() string               { return string(p) + "/desired" }
+func (p keys) nodes() string                 { return string(p) + "/nodes/" }
+func (p keys) node(name string) string       { return p.nodes() + name }
+func (p keys) places() string                { return string(p) + "/places/" }
+func (p keys) place(name string) string      { return p.places() + name }
+func (p keys) rollouts() string              { return string(p) + "/rollouts/" }
+func (p keys) rollout(v string) string       { return p.rollouts() + v + "/" }
+func (p keys) started(v, name string) string { return p.rollout(v) + "started/" + name }
+func (p keys) failure(v, name string) string { return p.rollout(v) + "failures/" + name }
+func (p keys) halted(v string) string        { return p.rollout(v) + "halted" }
+
+// valid reports whether p is an absolute etcd path without a trailing
+// slash, so that the keys above cannot run into a neighbour's.
+func (p keys) valid() bool {
+	return strings.HasPrefix(string(p), "/") && !strings.HasSuffix(string(p), "/")
+}
+
+func validName(name string) bool { return name != "" && !strings.ContainsAny(name, "/\r\n") }
+
+// jsonOf marshals v, which is one of this package's plain structs and so
+// cannot fail.
+func jsonOf(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
+
+func newerThan(a, b string) (bool, error) {
+	c, err := bundle.CompareVersions(a, b)
+	return c > 0, err
+}
+
+func holding(s State) bool { return s == StateDraining || s == StateRebooting }
+
+func sortedKeys(m map[string]string) []string {
+	s := make([]string, 0, len(m))
+	for k := range m {
+		s = append(s, k)
+	}
+	sort.Strings(s)
+	return s
+}
+
+// SetDesired sets the version the fleet under prefix should run.
+func SetDesired(ctx context.Context, cli *clientv3.Client, prefix string, d Desired) error {
+	if !keys(prefix).valid() {
+		return fmt.Errorf("prefix %q: want /a/path without a trailing slash", prefix)
+	}
+	if err := d.validate(); err != nil {
+		return err
+	}
+	if _, err := cli.Put(ctx, keys(prefix).desired(), jsonOf(d)); err != nil {
+		return fmt.Errorf("setting the desired version: %w", err)
+	}
+	return nil
+}
+
+// Rollout is what etcd knows about the rollout of one version.
+type Rollout struct {
+	Version  string            `json:"version"`
+	Started  []string          `json:"started"`  // nodes that went to reboot into it
+	Failures map[string]string `json:"failures"` // node name: why it counts as failed
+	Halted   string            `json:"halted,omitempty"`
+}
+
+// add adds the key rest (under P/rollouts/V/) with value to r.
+func (r *Rollout) add(rest, value string) {
+	switch kind, name, _ := strings.Cut(rest, "/"); kind {
+	case "started":
+		r.Started = append(r.Started, name)
+	case "failures":
+		r.Failures[name] = value
+	case "halted":
+		r.Halted = value
+	}
+}
+
+// Place is one entry of the semaphore's queue.
+type Place struct {
+	Node    string `json:"node"`
+	Lease   int64  `json:"lease"`
+	Holding bool   `json:"holding"` // the node says it holds the place (draining or rebooting); else queued
+}
+
+// FleetStatus is the state of a fleet at one etcd revision.
+type FleetStatus struct {
+	Revision int64     `json:"revision"`
+	Desired  Desired   `json:"desired"`
+	Nodes    []Record  `json:"nodes"`    // by name
+	Places   []Place   `json:"places"`   // in queue order
+	Rollouts []Rollout `json:"rollouts"` // by version
+}
+
+// Status reads the state of the fleet under prefix in one read, so it is
+// consistent.
+func Status(ctx context.Context, cli *clientv3.Client, prefix string) (FleetStatus, error) {
+	p := keys(prefix)
+	if !p.valid() {
+		return FleetStatus{}, fmt.Errorf("prefix %q: want /a/path without a trailing slash", prefix)
+	}
+	resp, err := cli.Get(ctx, string(p)+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	if err != nil {
+		return FleetStatus{}, fmt.Errorf("reading the fleet under %s: %w", prefix, err)
+	}
+	st := FleetStatus{Revision: resp.Header.Revision}
+	rollouts := map[string]*Rollout{}
+	rollout := func(v string) *Rollout {
+		if rollouts[v] == nil {
+			rollouts[v] = &Rollout{Version: v, Failures: map[string]string{}}
+		}
+		return rollouts[v]
+	}
+	states := map[string]State{}
+	for _, kv := range resp.Kvs {
+		k := string(kv.Key)
+		switch {
+		case k == p.desired():
+			if err := json.Unmarshal(kv.Value, &st.Desired); err != nil {
+				return FleetStatus{}, fmt.Errorf("%s: %w", k, err)
+			}
+		case strings.HasPrefix(k, p.nodes()):
+			var r Record
+			if err := json.Unmarshal(kv.Value, &r); err != nil {
+				return FleetStatus{}, fmt.Errorf("%s: %w", k, err)
+			}
+			st.Nodes = append(st.Nodes, r)
+			states[r.Name] = r.State
+		case strings.HasPrefix(k, p.places()):
+			st.Places = append(st.Places, Place{Node: strings.TrimPrefix(k, p.places()), Lease: kv.Lease})
+		case strings.HasPrefix(k, p.rollouts()):
+			v, rest, _ := strings.Cut(strings.TrimPrefix(k, p.rollouts()), "/")
+			rollout(v).add(rest, string(kv.Value))
+		}
+	}
+	for i := range st.Places {
+		st.Places[i].Holding = holding(states[st.Places[i].Node])
+	}
+	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Name < st.Nodes[j].Name })
+	for _, r := range rollouts {
+		sort.Strings(r.Started)
+		st.Rollouts = append(st.Rollouts, *r)
+	}
+	sort.Slice(st.Rollouts, func(i, j int) bool {
+		c, _ := bundle.CompareVersions(st.Rollouts[i].Version, st.Rollouts[j].Version)
+		return c < 0
+	})
+	return st, nil
+}
