@@ -11,6 +11,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 
 	"github.com/spf13/afero"
@@ -116,10 +117,16 @@ func sum(b []byte) string {
 	return hex.EncodeToString(h[:])
 }
 
-// memRW is an in-memory hash device for verity.Format.
-type memRW struct{ b []byte }
+// memRW is an in-memory hash device for verity.Format, which writes from
+// several goroutines at once.
+type memRW struct {
+	mu sync.Mutex
+	b  []byte
+}
 
 func (m *memRW) ReadAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if off >= int64(len(m.b)) {
 		return 0, io.EOF
 	}
@@ -131,6 +138,8 @@ func (m *memRW) ReadAt(p []byte, off int64) (int, error) {
 }
 
 func (m *memRW) WriteAt(p []byte, off int64) (int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
 	if end := off + int64(len(p)); end > int64(len(m.b)) {
 		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
 	}
