@@ -137,6 +137,7 @@ type progress struct {
 	tty   bool
 	start time.Time
 	last  int64 // tenths printed, for plain lines
+	open  bool  // a bar is drawn and its line not yet ended
 }
 
 func newProgress() *progress {
@@ -151,6 +152,11 @@ func (p *progress) update(done, total int64) {
 	if p.tty {
 		n := int(40 * done / total)
 		fmt.Fprintf(os.Stderr, "\r[%s%s] %3d%% %6.1f MiB/s", strings.Repeat("#", n), strings.Repeat(" ", 40-n), 100*done/total, rate)
+		p.open = true
+		if done == total {
+			// End the bar's line before the next event line.
+			p.done()
+		}
 		return
 	}
 	if tenth := 10 * done / total; tenth > p.last {
@@ -160,7 +166,8 @@ func (p *progress) update(done, total int64) {
 }
 
 func (p *progress) done() {
-	if p.tty {
+	if p.open {
 		fmt.Fprintln(os.Stderr)
+		p.open = false
 	}
 }

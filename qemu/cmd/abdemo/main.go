@@ -94,8 +94,7 @@ func (d *demo) run() error {
 		{"", "abctl status", ""},
 		{"", "mkdir -p /run/b", ""},
 		{"", "mount -t vfat /dev/vdb /run/b", ""},
-		{"bad update: install v3 into slot A with 2 tries; it fails its health check and the machine rolls back by itself", "abctl install --tries 2 --reboot=kexec /run/b/v3.abb", `abboot: event=select running=b best=b reason=committed`},
-		{"", "", `abboot-demo: up version=2 slot=b`},
+		{"bad update: install v3 into slot A with 2 tries; it fails its health check and the machine rolls back by itself", "abctl install --tries 2 --reboot=kexec /run/b/v3.abb", `abboot-demo: up version=2 slot=b`},
 		{"", "abctl status", ""},
 	}
 	for _, st := range steps {
@@ -111,10 +110,9 @@ func (d *demo) run() error {
 				return err
 			}
 		}
-		if st.cmd != "" || st.want == `abboot-demo: up version=2 slot=b` || st.want == `abboot-demo: up version=1 slot=a` {
-			if _, err := vm.Expect(`abboot-demo: ready`, 5*time.Minute); err != nil {
-				return err
-			}
+		// Every step ends at the demo's prompt.
+		if _, err := vm.Expect(`abboot-demo: ready`, 5*time.Minute); err != nil {
+			return err
 		}
 	}
 	vm.Send("poweroff\r")
@@ -160,6 +158,10 @@ func (f *lineFilter) Write(p []byte) (int, error) {
 		}
 		line := strings.TrimRight(f.partial[:i], "\r")
 		f.partial = f.partial[i+1:]
+		// A carriage return starts the line over, as on a terminal.
+		if j := strings.LastIndexByte(line, '\r'); j >= 0 {
+			line = line[j+1:]
+		}
 		if strings.HasPrefix(line, "[") || strings.Contains(line, "\x1b") || strings.TrimSpace(line) == "" {
 			continue
 		}
