@@ -116,3 +116,22 @@ func TestFallbackRepair(t *testing.T) {
 		t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
 	}
 }
+
+// TestUnreadableStore is rule 8: a corrupt state store never stops the
+// boot; the running slot boots and becomes the committed one.
+func TestUnreadableStore(t *testing.T) {
+	r := pending(t, both)
+	if err := efivar.Open(r.vars).Set(slotstore.VarName, slotstore.Vendor, 7, []byte("garbage")); err != nil {
+		t.Fatal(err)
+	}
+	_, sel, lines := r.bootSel("", nil)
+	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.A {
+		t.Errorf("decision %+v, want continue on A", sel.D)
+	}
+	if count(lines, `event=repair what=state store=efivar:AbbootSlots state=unreadable err=.* result=ok`) != 1 {
+		t.Errorf("no repair line for the state:\n%s", strings.Join(lines, "\n"))
+	}
+	if st := r.state(); st.A != (slotstate.Attrs{Priority: 1, Successful: true}) || st.B.Bootable() {
+		t.Errorf("rebuilt state %+v, want A committed and B not bootable", st)
+	}
+}
