@@ -11,11 +11,11 @@ import (
 	"io"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/spf13/afero"
 
+	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/bundle"
@@ -64,12 +64,12 @@ func newVersion(t testing.TB, key ed25519.PrivateKey, name string, rootBlocks in
 		if err != nil {
 			t.Fatal(err)
 		}
-		var tree memRW
+		var tree testutil.MemFile
 		h, err := verity.Format(bytes.NewReader(v.root), int64(len(v.root)), &tree, p)
 		if err != nil {
 			t.Fatal(err)
 		}
-		v.tree, v.rootHash = tree.b, hex.EncodeToString(h)
+		v.tree, v.rootHash = tree.B, hex.EncodeToString(h)
 		write(bundle.PayloadRoot, v.root)
 		write(bundle.PayloadVerity, v.tree)
 	}
@@ -115,35 +115,6 @@ func readFile(t testing.TB, path string) []byte {
 func sum(b []byte) string {
 	h := sha256.Sum256(b)
 	return hex.EncodeToString(h[:])
-}
-
-// memRW is an in-memory hash device for verity.Format, which writes from
-// several goroutines at once.
-type memRW struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (m *memRW) ReadAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *memRW) WriteAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
-	}
-	return copy(m.b[off:], p), nil
 }
 
 // uuids returns the DPS partition UUIDs of a hex root hash.

@@ -12,6 +12,7 @@ import (
 	"strconv"
 	"testing"
 
+	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/tool"
 )
@@ -87,12 +88,12 @@ func TestInterop(t *testing.T) {
 			if err := os.WriteFile(data, d, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			h := &memDev{}
+			h := &testutil.MemFile{}
 			root, err := Format(bytes.NewReader(d), int64(len(d)), h, c.p)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := os.WriteFile(ours, h.b, 0o644); err != nil {
+			if err := os.WriteFile(ours, h.B, 0o644); err != nil {
 				t.Fatal(err)
 			}
 			out, err := veritysetup(t, append([]string{"format", data, theirs}, vsParams(c.p)...)...)
@@ -110,8 +111,8 @@ func TestInterop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if !bytes.Equal(h.b, tb) {
-				t.Errorf("hash files differ: ours %d bytes, veritysetup's %d", len(h.b), len(tb))
+			if !bytes.Equal(h.B, tb) {
+				t.Errorf("hash files differ: ours %d bytes, veritysetup's %d", len(h.B), len(tb))
 			}
 			if want, err := TreeSize(int64(len(d)), c.p); err != nil || want != int64(len(tb)) {
 				t.Errorf("TreeSize = %d, %v; veritysetup wrote %d bytes", want, err, len(tb))
@@ -177,7 +178,7 @@ func TestCorruptionCaughtByBoth(t *testing.T) {
 	const bs = 4096
 	p := Params{DataBlockSize: bs, HashBlockSize: bs, Salt: []byte{0xab, 0xcd}, UUID: guid.MustParse("0b7e2a63-5d1c-4f38-9a0e-6b1d2c3e4f50")}
 	d := randomData(300, bs) // levels: 3 hash blocks, then 1 top block
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(d), int64(len(d)), h, p)
 	if err != nil {
 		t.Fatal(err)
@@ -198,7 +199,7 @@ func TestCorruptionCaughtByBoth(t *testing.T) {
 		{"level-0 padding", true, 5*bs - 1, MismatchError{Device: "hash", Level: 0, Block: 4, Offset: 4 * bs}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			dd, hh := bytes.Clone(d), bytes.Clone(h.b)
+			dd, hh := bytes.Clone(d), bytes.Clone(h.B)
 			b := dd
 			if tc.hash {
 				b = hh

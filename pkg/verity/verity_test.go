@@ -10,38 +10,10 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
+
+	"github.com/abboot/abboot/internal/testutil"
 )
-
-// memDev is an in-memory hash device that grows on write. Format writes
-// from several goroutines, as io.WriterAt allows, hence the lock.
-type memDev struct {
-	mu sync.Mutex
-	b  []byte
-}
-
-func (m *memDev) ReadAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if off >= int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *memDev) WriteAt(p []byte, off int64) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if end := off + int64(len(p)); end > int64(len(m.b)) {
-		m.b = append(m.b, make([]byte, end-int64(len(m.b)))...)
-	}
-	return copy(m.b[off:], p), nil
-}
 
 // randomData returns n blocks of bs pseudo-random bytes, the same for the
 // same arguments.
@@ -112,9 +84,9 @@ func TestGeometryErrors(t *testing.T) {
 			t.Errorf("TreeSize(%d, %+v) = %v, want error containing %q", tc.size, tc.p, err, tc.want)
 		}
 		// Format refuses before writing anything.
-		h := &memDev{}
-		if _, err := Format(bytes.NewReader(make([]byte, max(tc.size, 0))), tc.size, h, tc.p); err == nil || len(h.b) != 0 {
-			t.Errorf("Format(%d, %+v) = %v and wrote %d bytes, want an error and nothing written", tc.size, tc.p, err, len(h.b))
+		h := &testutil.MemFile{}
+		if _, err := Format(bytes.NewReader(make([]byte, max(tc.size, 0))), tc.size, h, tc.p); err == nil || len(h.B) != 0 {
+			t.Errorf("Format(%d, %+v) = %v and wrote %d bytes, want an error and nothing written", tc.size, tc.p, err, len(h.B))
 		}
 	}
 }
@@ -128,12 +100,12 @@ func TestRootByHand(t *testing.T) {
 	hb := make([]byte, 4096)
 	copy(hb, sum(data[:4096]))
 	copy(hb[32:], sum(data[4096:]))
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(data), int64(len(data)), h, Params{Salt: salt, NoSuperblock: true})
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(h.b, hb) {
+	if !bytes.Equal(h.B, hb) {
 		t.Errorf("hash device differs from the hand-built hash block")
 	}
 	if want := sum(hb); !bytes.Equal(root, want) {
@@ -147,7 +119,7 @@ func TestVerifyNamesFirstBadBlock(t *testing.T) {
 	const n, bs = 1100, 4096 // nine 512 KiB runs on level 0, two levels
 	data := randomData(n, bs)
 	p := Params{Salt: []byte("salt"), NoSuperblock: true}
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(data), int64(len(data)), h, p)
 	if err != nil {
 		t.Fatal(err)
@@ -173,7 +145,7 @@ func TestVerifyNamesFirstBadBlock(t *testing.T) {
 		{"padding under a forged parent", nil, []int64{lastL0 + bs - 1}, true, MismatchError{Device: "hash", Level: 0, Block: lastL0 / bs, Offset: lastL0, Padding: true}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			d, hh := slices.Clone(data), slices.Clone(h.b)
+			d, hh := slices.Clone(data), slices.Clone(h.B)
 			for _, o := range tc.dataOffsets {
 				d[o] ^= 0x80
 			}
@@ -193,7 +165,7 @@ func TestVerifyNamesFirstBadBlock(t *testing.T) {
 			}
 		})
 	}
-	if err := Verify(bytes.NewReader(data), int64(len(data)), bytes.NewReader(h.b), root, p); err != nil {
+	if err := Verify(bytes.NewReader(data), int64(len(data)), bytes.NewReader(h.B), root, p); err != nil {
 		t.Errorf("Verify of the intact tree: %v", err)
 	}
 }
@@ -202,7 +174,7 @@ func TestVerifyNamesFirstBadBlock(t *testing.T) {
 // the data block itself.
 func TestVerifyOneBlock(t *testing.T) {
 	data := randomData(1, 4096)
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(data), 4096, h, Params{Salt: []byte{9}})
 	if err != nil {
 		t.Fatal(err)
@@ -217,7 +189,7 @@ func TestVerifyOneBlock(t *testing.T) {
 
 func TestVerifyErrors(t *testing.T) {
 	data := randomData(4, 4096)
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(data), int64(len(data)), h, Params{Salt: []byte{1}})
 	if err != nil {
 		t.Fatal(err)
@@ -229,10 +201,10 @@ func TestVerifyErrors(t *testing.T) {
 		root []byte
 		want string
 	}{
-		{"data shorter than the superblock says", 3 * 4096, h.b, root, "superblock covers 16384"},
+		{"data shorter than the superblock says", 3 * 4096, h.B, root, "superblock covers 16384"},
 		{"no superblock", 4 * 4096, make([]byte, 8192), root, "no verity superblock"},
-		{"truncated tree", 4 * 4096, h.b[:4096], root, "short read"},
-		{"short root hash", 4 * 4096, h.b, root[:31], "root hash is 31 bytes"},
+		{"truncated tree", 4 * 4096, h.B[:4096], root, "short read"},
+		{"short root hash", 4 * 4096, h.B, root[:31], "root hash is 31 bytes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := Verify(bytes.NewReader(data), tc.size, bytes.NewReader(tc.hash), tc.root, Params{})
@@ -260,7 +232,7 @@ func (f failingReader) ReadAt(p []byte, off int64) (int, error) {
 
 func TestFormatReadError(t *testing.T) {
 	data := randomData(600, 4096)
-	_, err := Format(failingReader{bytes.NewReader(data), 400 * 4096}, int64(len(data)), &memDev{}, Params{})
+	_, err := Format(failingReader{bytes.NewReader(data), 400 * 4096}, int64(len(data)), &testutil.MemFile{}, Params{})
 	if !errors.Is(err, errDisk) {
 		t.Errorf("Format = %v, want the read error", err)
 	}
@@ -279,7 +251,7 @@ func TestFormatFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := &memDev{}
+	m := &testutil.MemFile{}
 	r2, err := Format(bytes.NewReader(data), int64(len(data)), m, p)
 	if err != nil {
 		t.Fatal(err)
@@ -288,7 +260,7 @@ func TestFormatFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !bytes.Equal(r1, r2) || !bytes.Equal(got, m.b) {
+	if !bytes.Equal(r1, r2) || !bytes.Equal(got, m.B) {
 		t.Errorf("file and memory trees differ")
 	}
 }
@@ -300,7 +272,7 @@ func TestCheckRoot(t *testing.T) {
 	const n, bs = 300, 4096
 	data := randomData(n, bs)
 	p := Params{Salt: []byte("salt")}
-	h := &memDev{}
+	h := &testutil.MemFile{}
 	root, err := Format(bytes.NewReader(data), int64(len(data)), h, p)
 	if err != nil {
 		t.Fatal(err)
