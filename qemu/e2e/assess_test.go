@@ -48,9 +48,7 @@ func committedOn(t *testing.T, disk string) (*machine, *qemu.VM) {
 	t.Helper()
 	m := newMachine(t, disk)
 	vm := m.start()
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("first boot: version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	return m, vm
 }
 
@@ -65,9 +63,7 @@ func TestTrialCommit(t *testing.T) {
 	expect(t, vm, `abboot: event=handover slot=b action=kexec`)
 	expect(t, vm, `abboot: event=start running=b how=handover`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=handover action=continue write=false`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("after the handover: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	if !strings.Contains(vm.Output(), "abboot: event=commit slot=b version=2 wrote=state,BootOrder,fallback") {
 		t.Errorf("B did not commit:\n%s", grep(vm.Output(), "event=commit"))
 	}
@@ -101,9 +97,7 @@ func failedTrialOn(t *testing.T, disk, failure string) {
 		expect(t, vm, failure)
 	}
 	expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue write=false`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("after B's trial: version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	st := status(t, vm)
 	if b := st.Slots[1]; b.Bootable || b.Condition != "failed" || b.Tries != 0 || st.Next != "a" {
 		t.Errorf("B after its trial: %+v, next %s; want failed, not bootable, next a", b, st.Next)
@@ -148,9 +142,7 @@ func TestNoKexec(t *testing.T) {
 	expect(t, vm, `BdsDxe: starting Boot\S+ "abboot B"`)
 	expect(t, vm, `abboot: event=start running=b how=bootcurrent`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=handover action=continue write=true`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("after BootNext: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	if st := status(t, vm); st.Slots[1].Condition != "committed" {
 		t.Errorf("B after its BootNext trial: %+v", st.Slots[1])
 	}
@@ -164,9 +156,7 @@ func TestEntriesWipedAfterCommit(t *testing.T) {
 	m, vm := committedA(t, "1", "2")
 	command(t, vm, "abctl set-active b")
 	vm.Send("reboot\r")
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("trial: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	ents := entries(command(t, vm, "efibootmgr"))
 	for _, n := range ents {
 		command(t, vm, "efibootmgr -q -B -b "+n)
@@ -177,9 +167,7 @@ func TestEntriesWipedAfterCommit(t *testing.T) {
 	expect(t, vm, `abboot: event=start running=b how=fallback`)
 	expect(t, vm, `abboot: event=repair var=Boot\S+ what=created slot=b result=ok`)
 	expect(t, vm, `abboot: event=repair var=Boot\S+ what=created slot=a result=ok`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Errorf("after losing the entries: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	lines := command(t, vm, "efibootmgr")
 	if got := entries(lines); !strings.HasPrefix(bootOrder(lines), got["b"]+","+got["a"]) {
 		t.Errorf("BootOrder %s, want B's entry then A's (%v)", bootOrder(lines), got)

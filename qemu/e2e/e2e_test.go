@@ -186,6 +186,15 @@ func up(t *testing.T, vm *qemu.VM) (version, slot string) {
 	return m[1], m[2]
 }
 
+// upAs waits for the demo OS and fails the test unless it reports version
+// and slot.
+func upAs(t *testing.T, vm *qemu.VM, version, slot string) {
+	t.Helper()
+	if v, s := up(t, vm); v != version || s != slot {
+		t.Fatalf("the demo came up as version %s slot %s, want %s %s", v, s, version, slot)
+	}
+}
+
 // command runs a command in the demo OS and returns its output lines.
 func command(t *testing.T, vm *qemu.VM, cmd string) []string {
 	t.Helper()
@@ -247,9 +256,7 @@ func TestFirstBoot(t *testing.T) {
 	if !created["a"] || !created["b"] {
 		t.Fatalf("repair events cover slots %v, want a and b", created)
 	}
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("first boot: version=%s slot=%s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	lines := command(t, vm, "efibootmgr -v")
 	ents := entries(lines)
 	if ents["a"] == "" || ents["b"] == "" {
@@ -343,9 +350,7 @@ func TestMissingSlotFile(t *testing.T) {
 	}))
 	vm := m.start()
 	expect(t, vm, `abboot: event=repair slot=b result=error err=.*EFI/abboot/b.efi`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Errorf("version=%s slot=%s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	if got := entries(command(t, vm, "efibootmgr")); got["a"] == "" || got["b"] != "" {
 		t.Errorf("entries %v, want A only", got)
 	}
@@ -370,9 +375,7 @@ func TestNoESP(t *testing.T) {
 	vm := m.start()
 	expect(t, vm, `abboot: event=esp result=error err=.*no EFI system partition`)
 	expect(t, vm, `abboot: event=start running=a how=default`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Errorf("version=%s slot=%s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	poweroff(t, vm)
 }
 

@@ -50,17 +50,13 @@ func mountBundles(t *testing.T, vm *qemu.VM) {
 func TestInstallUpdateRollback(t *testing.T) {
 	m := newMachine(t, slotDisk(t, "1", "1"), bundleDisk(t, "2", "2-unhealthy"))
 	vm := m.start()
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("first boot: version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	mountBundles(t, vm)
 	vm.Send("abctl install --reboot=kexec /run/b/2.abb\r")
 	expect(t, vm, `abboot: event=install slot=b version=2 bytes=\d+ .*result=ok`)
 	expect(t, vm, `abboot: event=reboot slot=b action=kexec reason=trial`)
 	expect(t, vm, `abboot: event=start running=b how=handover`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("after installing v2: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	if !strings.Contains(vm.Output(), "abboot: event=commit slot=b version=2") {
 		t.Fatalf("v2 did not commit")
 	}
@@ -72,9 +68,7 @@ func TestInstallUpdateRollback(t *testing.T) {
 	expect(t, vm, `abboot: event=select running=b best=a reason=trial tries=1->0 action=kexec`)
 	expect(t, vm, `abboot-demo: health=fail`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=committed action=continue`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("after the broken update: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	if a := status(t, vm).Slots[0]; a.Condition != "failed" {
 		t.Errorf("slot A after the broken update: %+v, want failed", a)
 	}
@@ -102,18 +96,14 @@ func TestInstallPowerCut(t *testing.T) {
 
 	vm = m.start()
 	expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("after the power cut: version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	if b := status(t, vm).Slots[1]; b.Bootable {
 		t.Errorf("the half-written slot B is bootable: %+v", b)
 	}
 	mountBundles(t, vm)
 	vm.Send("abctl install --reboot=kexec /run/b/2.abb\r")
 	expect(t, vm, `abboot: event=install slot=b version=2 .*result=ok`)
-	if v, s := up(t, vm); v != "2" || s != "b" {
-		t.Fatalf("after the second install: version %s slot %s, want 2 b", v, s)
-	}
+	upAs(t, vm, "2", "b")
 	poweroff(t, vm)
 }
 

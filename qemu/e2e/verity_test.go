@@ -61,9 +61,7 @@ func TestVerityBoot(t *testing.T) {
 	expect(t, vm, `abboot: event=start running=a how=roothash`)
 	expect(t, vm, `abboot: event=verity slot=a roothash=`+rootHash(t, "r1")+` dev=/dev/dm-\d+ result=ok`)
 	expect(t, vm, `abboot: event=mount slot=a dev=/dev/dm-\d+ fstype=squashfs target=/newroot result=ok`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	out := strings.Join(command(t, vm, "abctl status"), "\n")
 	if !strings.Contains(out, "store: gpt:/dev/vda") {
 		t.Errorf("abctl status does not use the GPT store:\n%s", out)
@@ -82,9 +80,7 @@ func TestVerityRootMismatch(t *testing.T) {
 	expect(t, vm, `abboot: event=verity slot=b roothash=\S+ result=error err=".*does not match`)
 	expect(t, vm, `abboot: event=select running=b best=a reason=root-failed action=kexec write=true`)
 	expect(t, vm, `abboot: event=start running=a how=roothash`)
-	if v, s := up(t, vm); v != "1" || s != "a" {
-		t.Fatalf("after B's root failed: version %s slot %s, want 1 a", v, s)
-	}
+	upAs(t, vm, "1", "a")
 	if b := status(t, vm).Slots[1]; b.Condition != "bad" {
 		t.Errorf("B after its root failed: %+v, want bad", b)
 	}
