@@ -43,6 +43,9 @@ type boot struct {
 	kexecLoad func(path string, editCmdline func(string) string) error
 	// newRoot is where the slot's verity root is mounted, once it is.
 	newRoot string
+	// tables are the disks' partition tables as the ESP search last
+	// read them; the root search uses them rather than reading again.
+	tables []esp.Table
 	// replaceFallback makes the fallback copy slot s's UKI on the ESP
 	// mounted at dir (fallback.ReplaceMounted).
 	replaceFallback func(dir string, s slot.Slot) (bool, error)
@@ -157,7 +160,11 @@ func (b *boot) findESP() *esp.ESP {
 	}
 	deadline := time.Now().Add(b.waitDisk)
 	for {
-		e, err := esp.Find(b.sysBlock, b.devDir, prefer)
+		var e *esp.ESP
+		var err error
+		if b.tables, err = esp.Scan(b.sysBlock, b.devDir); err == nil {
+			e, err = esp.Pick(b.sysBlock, b.devDir, b.tables, prefer)
+		}
 		if err == nil {
 			b.log.Log("esp", "dev", e.Dev, "disk", e.Disk, "partuuid", e.Part.UUID, "result", "ok")
 			return e

@@ -12,7 +12,6 @@ import (
 
 	"github.com/abboot/abboot/pkg/dm"
 	"github.com/abboot/abboot/pkg/esp"
-	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/verity"
@@ -36,13 +35,9 @@ func (b *boot) findRoot(hexHash string) (*root, error) {
 		return nil, fmt.Errorf("root hash %q: want at least 32 bytes of hex", hexHash)
 	}
 	rootUUID, verityUUID := guid.FromBigEndian(hash[:16]), guid.FromBigEndian(hash[len(hash)-16:])
-	disks, err := esp.Disks(b.sysBlock, b.devDir)
-	if err != nil {
-		return nil, err
-	}
-	for _, d := range disks {
-		t, err := gpt.ReadFile(d)
-		if err != nil {
+	for _, dt := range b.tables {
+		d, t := dt.Disk, dt.GPT
+		if t == nil {
 			continue
 		}
 		rp, ok1 := t.ByUUID(rootUUID)

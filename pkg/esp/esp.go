@@ -74,29 +74,60 @@ func PartitionDev(sysBlock, devDir, disk string, number int) (string, error) {
 	return "", fmt.Errorf("partition %d of %s: no device", number, disk)
 }
 
-// Find returns the ESP among disks. When several disks have one, the
-// partition whose UUID is prefer wins, else the first disk's. Disks whose
-// table cannot be read are skipped; their errors are returned with
-// ErrNotFound when nothing was found.
-func Find(sysBlock, devDir string, prefer guid.GUID) (*ESP, error) {
+// Table is one whole disk's partition table, or why it could not be read.
+type Table struct {
+	Disk string
+	GPT  *gpt.Table // nil when Err is set
+	Err  error
+}
+
+// Scan reads the partition table of every whole disk, so that a caller
+// looking for several partitions (the ESP, then a slot's root) reads each
+// disk once. Only listing the disks is an error; an unreadable table is
+// recorded in its Table.
+func Scan(sysBlock, devDir string) ([]Table, error) {
 	disks, err := Disks(sysBlock, devDir)
 	if err != nil {
 		return nil, err
 	}
+	tables := make([]Table, len(disks))
+	for i, d := range disks {
+		tables[i].Disk = d
+		if tables[i].GPT, err = gpt.ReadFile(d); err != nil {
+			tables[i].Err = fmt.Errorf("reading GPT of %s: %w", d, err)
+		}
+	}
+	return tables, nil
+}
+
+// Find returns the ESP among the whole disks that sysBlock shows: Scan,
+// then Pick.
+func Find(sysBlock, devDir string, prefer guid.GUID) (*ESP, error) {
+	tables, err := Scan(sysBlock, devDir)
+	if err != nil {
+		return nil, err
+	}
+	return Pick(sysBlock, devDir, tables, prefer)
+}
+
+// Pick returns the ESP among scanned disks. When several disks have one,
+// the partition whose UUID is prefer wins, else the first disk's. Disks
+// whose table could not be read are skipped; their errors are returned
+// with ErrNotFound when nothing was found.
+func Pick(sysBlock, devDir string, tables []Table, prefer guid.GUID) (*ESP, error) {
 	var found []*ESP
 	var errs []error
-	for _, d := range disks {
-		e, err := onDisk(d)
-		if err != nil {
-			errs = append(errs, err)
+	for _, t := range tables {
+		if t.Err != nil {
+			errs = append(errs, t.Err)
 			continue
 		}
-		if e != nil {
-			found = append(found, e)
+		if p, ok := t.GPT.Find(func(p gpt.Partition) bool { return p.Type == gpt.TypeESP }); ok {
+			found = append(found, &ESP{Disk: t.Disk, Part: p, SectorSize: t.GPT.SectorSize})
 		}
 	}
 	if len(found) == 0 {
-		return nil, errors.Join(append([]error{fmt.Errorf("%w on %d disks", ErrNotFound, len(disks))}, errs...)...)
+		return nil, errors.Join(append([]error{fmt.Errorf("%w on %d disks", ErrNotFound, len(tables))}, errs...)...)
 	}
 	best := found[0]
 	for _, e := range found {
@@ -104,23 +135,11 @@ func Find(sysBlock, devDir string, prefer guid.GUID) (*ESP, error) {
 			best = e
 		}
 	}
+	var err error
 	if best.Dev, err = PartitionDev(sysBlock, devDir, best.Disk, best.Part.Number); err != nil {
 		return nil, err
 	}
 	return best, nil
-}
-
-// onDisk returns the disk's ESP, nil if it has none.
-func onDisk(disk string) (*ESP, error) {
-	t, err := gpt.ReadFile(disk)
-	if err != nil {
-		return nil, fmt.Errorf("reading GPT of %s: %w", disk, err)
-	}
-	p, ok := t.Find(func(p gpt.Partition) bool { return p.Type == gpt.TypeESP })
-	if !ok {
-		return nil, nil
-	}
-	return &ESP{Disk: disk, Part: p, SectorSize: t.SectorSize}, nil
 }
 
 // MountFlags are the flags abboot's init mounts the ESP with, besides
