@@ -20,7 +20,7 @@ import (
 // Options tune a download.
 type Options struct {
 	Client  *http.Client  // default http.DefaultClient
-	Retries int           // reconnects after the first request; default 5
+	Retries int           // reconnects in a row that deliver nothing before giving up; default 5
 	Backoff time.Duration // wait before the first reconnect, doubled each time; default 1s
 }
 
@@ -58,7 +58,9 @@ type download struct {
 	off     int64 // bytes delivered so far
 	size    int64 // total size, -1 when the server did not say
 	etag    string
-	retries int
+	retries int   // reconnects so far
+	stalled int   // reconnects in a row that delivered nothing
+	mark    int64 // d.off at the last reconnect
 }
 
 // connect requests the resource from d.off on. A resumed request must be
@@ -109,17 +111,23 @@ func (d *download) Read(p []byte) (int, error) {
 			return n, io.EOF
 		}
 		// The connection broke (or ended early): reconnect from where
-		// it stopped.
+		// it stopped. Only reconnects that got nothing count against the
+		// budget, so a long download over a flaky link still finishes.
 		d.body.Close()
-		if d.retries >= d.o.Retries || d.ctx.Err() != nil {
-			return n, fmt.Errorf("fetching %s: broken at byte %d after %d reconnects: %w", d.url, d.off, d.retries, err)
+		if d.off > d.mark {
+			d.stalled = 0
+		}
+		if d.stalled >= d.o.Retries || d.ctx.Err() != nil {
+			return n, fmt.Errorf("fetching %s: broken at byte %d after %d reconnects, %d in a row without progress: %w", d.url, d.off, d.retries, d.stalled, err)
 		}
 		select {
-		case <-time.After(d.o.Backoff << d.retries):
+		case <-time.After(d.o.Backoff << d.stalled):
 		case <-d.ctx.Done():
 			return n, d.ctx.Err()
 		}
 		d.retries++
+		d.stalled++
+		d.mark = d.off
 		if cerr := d.connect(); cerr != nil {
 			return n, cerr
 		}
