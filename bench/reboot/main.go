@@ -23,6 +23,7 @@ import (
 func main() {
 	n := flag.Int("n", 3, "reboots of each kind")
 	flag.StringVar(&serialLog, "log", "", "append the serial console to this file")
+	flag.StringVar(&cmdline, "cmdline", "", "add to the kernel command line (loglevel=7 shows where a reboot spends its time)")
 	flag.Parse()
 	if err := run(*n); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/reboot:", err)
@@ -30,7 +31,7 @@ func main() {
 	}
 }
 
-var serialLog string
+var serialLog, cmdline string
 
 func run(n int) error {
 	dir, err := os.MkdirTemp("", "abboot-bench-")
@@ -39,7 +40,7 @@ func run(n int) error {
 	}
 	defer os.RemoveAll(dir)
 	ukiPath, img, vars := filepath.Join(dir, "abboot.efi"), filepath.Join(dir, "disk.img"), filepath.Join(dir, "vars.fd")
-	if err := demodisk.UKI(ukiPath, "1", ""); err != nil {
+	if err := demodisk.UKI(ukiPath, "1", cmdline); err != nil {
 		return err
 	}
 	if err := demodisk.Disk(img, demodisk.AB(ukiPath, ukiPath)); err != nil {
