@@ -138,6 +138,11 @@ type Decision struct {
 // Input.State, so writing it over the first decision's state counts the try
 // once in all.
 //
+// A failed trial (tries 0, not successful, priority above 0) that the
+// decision passes over is marked bad in the same write (rule 3): the boot
+// that ends a trial writes once, and the boots after it see a bad slot and
+// write nothing (rule 7).
+//
 // When the running slot's root fails after a Continue, call Decide again
 // with State set to the state just written, Handover and the allowed
 // handovers as before, and RootFailed set: the running slot is marked bad
@@ -213,6 +218,14 @@ func Decide(in Input) Decision {
 		}
 	default:
 		d.Action, d.Reason = Rescue, ReasonNoHandover
+	}
+	// A failed trial passed over is marked bad. The running slot's try
+	// counted for this boot shows in eff, not in st, so a trial started
+	// with its last try is never marked here.
+	for _, s := range slot.All {
+		if s != d.Target && d.Action != Rescue && st.Get(s).Failed() && !eff.Get(s).Bootable() {
+			st = st.MarkBad(s)
+		}
 	}
 	d.State = st
 	d.Write = st != in.State

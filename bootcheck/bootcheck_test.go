@@ -64,9 +64,9 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: lastTry}, Write: true, Reason: ReasonTrial, Spent: slot.B},
 		},
 		{
-			name: "BootNext ignored on the last try: stay on the committed slot",
+			name: "BootNext ignored on the last try: stay on the committed slot, the trial failed",
 			in:   fwOnly(Input{State: slotstate.State{A: committed, B: spent, Counted: slot.B}, Running: slot.A}),
-			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: spent}, Write: true, Reason: ReasonCommitted, Spent: slot.B},
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Write: true, Reason: ReasonCommitted, Spent: slot.B},
 		},
 		{
 			name: "BootNext to a committed slot leaves the marker too",
@@ -94,9 +94,9 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 2, false)}, Write: true, Reason: ReasonTrial},
 		},
 		{
-			name: "rule 3: trial out of tries falls back to the committed slot",
+			name: "rule 3: trial out of tries falls back to the committed slot and is marked bad",
 			in:   both(Input{State: slotstate.State{A: committed, B: spent}, Running: slot.B}),
-			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed, B: spent}, Reason: ReasonOutOfTries},
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed, B: slotstate.Bad}, Write: true, Reason: ReasonOutOfTries},
 		},
 		{
 			name: "slot marked bad, booted from a stale entry",
@@ -121,7 +121,7 @@ func TestDecide(t *testing.T) {
 		{
 			name: "fallback to a trial slot counts its try",
 			in:   fwOnly(Input{State: slotstate.State{A: spent, B: at(1, 2, false)}, Running: slot.A}),
-			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: spent, B: at(1, 1, false), Counted: slot.B}, Write: true, Reason: ReasonOutOfTries},
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: slotstate.Bad, B: at(1, 1, false), Counted: slot.B}, Write: true, Reason: ReasonOutOfTries},
 		},
 		{
 			name: "tie goes to the running slot",

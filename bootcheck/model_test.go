@@ -401,8 +401,11 @@ func (r *initRun) check(in Input, d Decision, desc string) bool {
 	for _, s := range slot.All {
 		a, b := in.State.Get(s), d.State.Get(s)
 		switch {
+		case a.Failed() && s != d.Target && d.Action != Rescue && b != slotstate.Bad:
+			fail(propRules, "failed trial %s passed over but not marked bad: %v -> %v", s, a, b)
 		case a == b:
 		case s == k && in.RootFailed && b == slotstate.Bad:
+		case s != d.Target && a.Failed() && b == slotstate.Bad: // a failed trial marked bad
 		case a.Successful && a.Priority > 0 && !(b.Successful && b.Priority > 0):
 			fail(propKept, "committed slot %s lost: %v -> %v", s, a, b)
 		case a.Priority != b.Priority || a.Successful != b.Successful || a.Successful:
@@ -452,7 +455,7 @@ func (r *initRun) check(in Input, d Decision, desc string) bool {
 		fail(propGood, "rescue although a slot can be booted")
 	}
 	if a, b := in.State.Get(k), in.State.Get(o); in.State.Counted == "" && !in.Handover && !in.RootFailed &&
-		a.Successful && a.Priority > 0 && (!b.Bootable() || b.Priority <= a.Priority) &&
+		a.Successful && a.Priority > 0 && !b.Failed() && (!b.Bootable() || b.Priority <= a.Priority) &&
 		(d.Action != Continue || d.Write) {
 		fail(propSteady, "steady-state boot of committed slot %s: %v write=%v", k, d.Action, d.Write)
 	}

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -57,7 +58,7 @@ func run(n int) error {
 	if _, err := vm.Expect(`abboot-demo: ready`, 3*time.Minute); err != nil {
 		return err
 	}
-	took := map[string][]time.Duration{}
+	took, own := map[string][]time.Duration{}, map[string][]time.Duration{}
 	for i := 0; i < n; i++ {
 		for _, how := range []string{"kexec", "firmware"} {
 			vm.Send("abctl reboot --" + how + "\r")
@@ -65,20 +66,31 @@ func run(n int) error {
 				return err
 			}
 			t0 := time.Now()
-			if _, err := vm.Expect(`abboot: event=start running=a`, 3*time.Minute); err != nil {
+			m, err := vm.Expect(`abboot: event=start running=a .*kernel_ms=(\d+) t_ms=(\d+)`, 3*time.Minute)
+			if err != nil {
 				return err
 			}
 			took[how] = append(took[how], time.Since(t0))
+			// The new kernel's clock starts at its own start: what it
+			// and the init took is kernel_ms + t_ms, the rest went to
+			// getting there (kexec: purgatory and decompression;
+			// firmware: reset, POST, the stub and decompression).
+			kms, _ := strconv.Atoi(m[1])
+			tms, _ := strconv.Atoi(m[2])
+			own[how] = append(own[how], time.Duration(kms+tms)*time.Millisecond)
 			if _, err := vm.Expect(`abboot-demo: ready`, 3*time.Minute); err != nil {
 				return err
 			}
 		}
 	}
 	k, f := median(took["kexec"]), median(took["firmware"])
-	fmt.Printf("reboot bench: %d reboots each, TCG, median time from the reboot decision to the next init's start\n", n)
-	fmt.Printf("  kexec     %6.2f s\n", k.Seconds())
-	fmt.Printf("  firmware  %6.2f s\n", f.Seconds())
-	fmt.Printf("  firmware / kexec  %5.1f (want >= 3)\n", f.Seconds()/k.Seconds())
+	ko, fo := median(own["kexec"]), median(own["firmware"])
+	fmt.Printf("reboot bench: %d reboots each, TCG, median time from the reboot decision to the next init's start event\n", n)
+	fmt.Printf("                 total   before the new kernel   kernel + init\n")
+	fmt.Printf("  kexec       %6.2f s   %6.2f s                %6.2f s\n", k.Seconds(), (k - ko).Seconds(), ko.Seconds())
+	fmt.Printf("  firmware    %6.2f s   %6.2f s                %6.2f s\n", f.Seconds(), (f - fo).Seconds(), fo.Seconds())
+	fmt.Printf("  firmware / kexec  %5.2f (want >= 3)\n", f.Seconds()/k.Seconds())
+	fmt.Printf("  firmware / (kernel + init): %5.2f, the most a kexec costing nothing could reach here\n", f.Seconds()/ko.Seconds())
 	return nil
 }
 

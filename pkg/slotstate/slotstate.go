@@ -33,9 +33,12 @@ func (a Attrs) Bootable() bool { return a.Priority > 0 && (a.Successful || a.Tri
 // Bad is the state rule 4 gives a slot that cannot come up.
 var Bad = Attrs{}
 
+// Failed reports a trial that used up its tries: never chosen again (rule
+// 3), and marked bad by the next boot that passes it over.
+func (a Attrs) Failed() bool { return a.Priority > 0 && !a.Successful && a.Tries == 0 }
+
 // Condition names a slot's state for people: committed (successful),
-// trial (tries left), failed (a trial that used up its tries: never chosen
-// again, rule 3) or bad (priority 0).
+// trial (tries left), failed (see Failed) or bad (priority 0).
 func (a Attrs) Condition() string {
 	switch {
 	case a.Priority == 0:

@@ -81,8 +81,8 @@ func TestTrialCommit(t *testing.T) {
 }
 
 // failedTrial sets B active with two tries on a machine whose B is broken
-// and reboots; the system must come back on A for good, with B failed and
-// no further try.
+// and reboots; the system must come back on A for good, with B marked bad
+// and no further try.
 func failedTrial(t *testing.T, b string, failure string) {
 	failedTrialOn(t, slotDisk(t, "1", b), failure)
 }
@@ -96,11 +96,13 @@ func failedTrialOn(t *testing.T, disk, failure string) {
 		expect(t, vm, `abboot: event=select running=a best=b reason=trial tries=`+tries+` action=kexec`)
 		expect(t, vm, failure)
 	}
-	expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue write=false`)
+	// The boot that passes the failed trial over marks it bad; the next
+	// ones write nothing.
+	expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue write=true`)
 	upAs(t, vm, "1", "a")
 	st := status(t, vm)
-	if b := st.Slots[1]; b.Bootable || b.Condition != "failed" || b.Tries != 0 || st.Next != "a" {
-		t.Errorf("B after its trial: %+v, next %s; want failed, not bootable, next a", b, st.Next)
+	if b := st.Slots[1]; b.Bootable || b.Condition != "bad" || b.Priority != 0 || st.Next != "a" {
+		t.Errorf("B after its trial: %+v, next %s; want marked bad (priority 0), next a", b, st.Next)
 	}
 	poweroff(t, vm)
 

@@ -69,8 +69,8 @@ func TestInstallUpdateRollback(t *testing.T) {
 	expect(t, vm, `abboot-demo: health=fail`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=committed action=continue`)
 	upAs(t, vm, "2", "b")
-	if a := status(t, vm).Slots[0]; a.Condition != "failed" {
-		t.Errorf("slot A after the broken update: %+v, want failed", a)
+	if a := status(t, vm).Slots[0]; a.Condition != "bad" {
+		t.Errorf("slot A after the broken update: %+v, want marked bad", a)
 	}
 	poweroff(t, vm)
 }
