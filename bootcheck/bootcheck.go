@@ -232,6 +232,34 @@ func Decide(in Input) Decision {
 	return d
 }
 
+// Reboot is Decide for a reboot asked for on a running system (abctl
+// reboot, a fleet agent). When Decide would keep the running slot, the
+// reboot hands over to that slot too: by kexec when allowed, else by
+// BootNext, whose marker the decision sets when the slot is on trial, so
+// that the try Decide counted now is not counted again by the next init
+// (rule 2). A committed slot gets no marker: its reboot writes nothing
+// (rule 7). With neither way allowed the decision is Rescue, which a
+// running system takes as "do not reboot".
+func Reboot(in Input) Decision {
+	d := Decide(in)
+	if d.Action != Continue {
+		return d
+	}
+	switch {
+	case in.KexecAllowed:
+		d.Action = Kexec
+	case in.FirmwareAllowed:
+		d.Action = Firmware
+		if !d.State.Get(d.Target).Successful {
+			d.State.Counted = d.Target
+		}
+	default:
+		return Decision{Action: Rescue, State: in.State, Reason: ReasonNoHandover}
+	}
+	d.Write = d.State != in.State
+	return d
+}
+
 // count returns st with slot s's try counted, unless it is successful or
 // its try was already counted, and the reason to boot it.
 func count(st slotstate.State, s slot.Slot, counted bool) (slotstate.State, string) {

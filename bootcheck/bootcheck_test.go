@@ -20,9 +20,12 @@ var (
 	spent     = attrs{Priority: 2} // trial out of tries
 )
 
+// both, fwOnly and kexecOnly allow the handovers they name.
+func both(in Input) Input      { in.KexecAllowed, in.FirmwareAllowed = true, true; return in }
+func fwOnly(in Input) Input    { in.FirmwareAllowed = true; return in }
+func kexecOnly(in Input) Input { in.KexecAllowed = true; return in }
+
 func TestDecide(t *testing.T) {
-	both := func(in Input) Input { in.KexecAllowed, in.FirmwareAllowed = true, true; return in }
-	fwOnly := func(in Input) Input { in.FirmwareAllowed = true; return in }
 	for _, tc := range []struct {
 		name string
 		in   Input
@@ -190,6 +193,50 @@ func TestRebuild(t *testing.T) {
 	}
 	if d := Rebuild("x"); d.Action != Rescue {
 		t.Errorf(`Rebuild("x") = %+v, want rescue`, d)
+	}
+}
+
+func TestReboot(t *testing.T) {
+	trialB := slotstate.State{A: committed, B: at(2, 2, false)}
+	for _, tc := range []struct {
+		name string
+		in   Input
+		want Decision
+	}{
+		{
+			name: "committed slot by kexec: no write",
+			in:   both(Input{State: slotstate.State{A: committed}, Running: slot.A}),
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: committed}, Reason: ReasonCommitted},
+		},
+		{
+			name: "committed slot by BootNext: no marker, no write",
+			in:   fwOnly(Input{State: slotstate.State{A: committed}, Running: slot.A}),
+			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: committed}, Reason: ReasonCommitted},
+		},
+		{
+			name: "trial slot by kexec: the next boot's try counted now",
+			in:   kexecOnly(Input{State: trialB, Running: slot.B}),
+			want: Decision{Action: Kexec, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 1, false)}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "trial slot by BootNext: counted now, marker for the next init",
+			in:   fwOnly(Input{State: trialB, Running: slot.B}),
+			want: Decision{Action: Firmware, Target: slot.B, State: slotstate.State{A: committed, B: at(2, 1, false), Counted: slot.B}, Write: true, Reason: ReasonTrial},
+		},
+		{
+			name: "pending other slot: the boot decision",
+			in:   both(Input{State: slotstate.State{A: committed, B: at(2, 2, false)}, Running: slot.A}),
+			want: Decide(both(Input{State: slotstate.State{A: committed, B: at(2, 2, false)}, Running: slot.A})),
+		},
+		{
+			name: "no way to reboot: rescue, nothing written",
+			in:   Input{State: trialB, Running: slot.B},
+			want: Decision{Action: Rescue, State: trialB, Reason: ReasonNoHandover},
+		},
+	} {
+		if got := Reboot(tc.in); got != tc.want {
+			t.Errorf("%s:\nReboot(%+v)\n = %+v\nwant %+v", tc.name, tc.in, got, tc.want)
+		}
 	}
 }
 

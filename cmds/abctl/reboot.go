@@ -115,7 +115,10 @@ func (s *system) reboot(how string, target slot.Slot) error {
 	entries, _ := s.vars.BootEntries()
 	env := &handover.Env{ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Log: event.Default}
 	p := env.Reboot(bootcheck.Input{State: state, Running: s.running, KexecAllowed: how != "firmware", FirmwareAllowed: how != "kexec"})
-	if p.D.Action == bootcheck.Rescue {
+	switch {
+	case p.D.Action == bootcheck.Rescue && p.D.Reason == bootcheck.ReasonNoHandover:
+		return fmt.Errorf("not rebooting into slot %s: neither kexec nor BootNext can be used", s.running)
+	case p.D.Action == bootcheck.Rescue:
 		return fmt.Errorf("not rebooting: %s", p.D.Reason)
 	}
 	if p.D.State != stored {

@@ -93,33 +93,29 @@ func Firmware(v *efivar.Vars, entry uint16) error {
 }
 
 // Reboot is Settle for a reboot asked for on a running system (abctl
-// reboot): when the decision is to keep the running slot, the reboot hands
-// over to that slot too, by kexec when allowed and staged, else by
-// BootNext, leaving the BootNext marker when the boot counts a try.
+// reboot): when the decision is to keep the running slot, the reboot goes
+// to that slot too (bootcheck.Reboot), by kexec when it can be staged,
+// else by BootNext when the slot has an entry.
 func (e *Env) Reboot(in bootcheck.Input) *Plan {
 	p := e.Settle(in)
 	if p.D.Action != bootcheck.Continue {
 		return p
 	}
-	t := p.D.Target
-	if in.KexecAllowed && e.Load != nil && e.ESPDir != "" {
+	in, t := p.In, p.D.Target
+	if in.KexecAllowed {
 		p.UKI = filepath.Join(e.ESPDir, t.UKIPath())
-		err := e.Load(p.UKI, func(c string) string { return bootparam.WithHandover(c, string(t)) })
-		if err == nil {
-			p.D.Action = bootcheck.Kexec
-			return p
+		if err := e.Load(p.UKI, func(c string) string { return bootparam.WithHandover(c, string(t)) }); err != nil {
+			e.Log.Log("handover", "slot", t, "action", "kexec", "result", "error", "err", err)
+			in.KexecAllowed = false
 		}
-		e.Log.Log("handover", "slot", t, "action", "kexec", "result", "error", "err", err)
 	}
 	n, ok := bootentry.Find(e.Entries, t)
-	if !in.FirmwareAllowed || !ok {
-		p.D = bootcheck.Decision{Action: bootcheck.Rescue, State: in.State, Reason: "no way to reboot into slot " + string(t)}
-		return p
+	if !ok {
+		in.FirmwareAllowed = false
 	}
-	p.D.Action, p.Entry = bootcheck.Firmware, n
-	if !p.D.State.Get(t).Successful {
-		p.D.State.Counted = t
+	p.In, p.D = in, bootcheck.Reboot(in)
+	if p.D.Action == bootcheck.Firmware {
+		p.Entry = n
 	}
-	p.D.Write = p.D.State != in.State
 	return p
 }
