@@ -341,6 +341,10 @@ func slotPartitions(tab *gpt.Table, s slot.Slot) (map[string]gpt.Partition, erro
 // tempPath is where the UKI is written before it is renamed into place.
 func tempPath(s slot.Slot) string { return s.UKIPath() + ".new" }
 
+// statfs is unix.Statfs; a test replaces it, since the free space of a
+// file system that other tests write to changes under it.
+var statfs = unix.Statfs
+
 // SlotSizes returns the space for each payload in slot t.Slot, for
 // bundle.SlotSizes: the sizes of its root and verity partitions on
 // t.Disk (none when the disk has neither, or t.Disk is ""), and for the
@@ -349,7 +353,7 @@ func tempPath(s slot.Slot) string { return s.UKIPath() + ".new" }
 // stays until the new one is complete, so its space does not count.
 func SlotSizes(t Target) (map[string]int64, error) {
 	var fsStat unix.Statfs_t
-	if err := unix.Statfs(t.ESPDir, &fsStat); err != nil {
+	if err := statfs(t.ESPDir, &fsStat); err != nil {
 		return nil, fmt.Errorf("free space on the ESP at %s: %w", t.ESPDir, err)
 	}
 	free := int64(fsStat.Bavail) * fsStat.Bsize
