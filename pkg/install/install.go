@@ -61,6 +61,7 @@ import (
 	"os"
 	"path"
 	"strings"
+	"sync"
 
 	"github.com/spf13/afero"
 	"golang.org/x/sys/unix"
@@ -530,9 +531,12 @@ type readBack struct {
 	base int64 // the partition's offset on dev
 	name string
 	todo chan chunkAt
-	errc chan error // each worker's first mismatch or read error, once the queue is drained
+	wg   sync.WaitGroup // the workers
 	// stopped is set when todo is closed.
 	stopped bool
+
+	mu  sync.Mutex
+	err error // the first mismatch or read error
 }
 
 type chunkAt struct {
@@ -542,25 +546,42 @@ type chunkAt struct {
 
 // start starts the workers; checked buffers go to free.
 func (rb *readBack) start(free chan<- []byte) {
-	rb.todo, rb.errc = make(chan chunkAt, 1), make(chan error, readBackWorkers)
+	rb.todo = make(chan chunkAt, 1)
 	for range readBackWorkers {
+		rb.wg.Add(1)
 		go func() {
+			defer rb.wg.Done()
 			buf := make([]byte, copyBufferSize)
-			var first error
 			for c := range rb.todo {
-				if first == nil && len(c.b) > 0 {
-					first = rb.compare(buf, c.off, c.b)
+				if rb.failed() == nil && len(c.b) > 0 {
+					if err := rb.compare(buf, c.off, c.b); err != nil {
+						rb.mu.Lock()
+						if rb.err == nil {
+							rb.err = err
+						}
+						rb.mu.Unlock()
+					}
 				}
 				free <- c.b[:cap(c.b)]
 			}
-			rb.errc <- first
 		}()
 	}
 }
 
+// failed returns the first error a worker met, if any yet.
+func (rb *readBack) failed() error {
+	rb.mu.Lock()
+	defer rb.mu.Unlock()
+	return rb.err
+}
+
 // check queues the chunk b written at off; at the last chunk, it waits
-// for every chunk to be checked and returns the first error.
+// for every chunk to be checked. It returns the first error met so far,
+// so that a copy stops soon after a chunk fails to read back.
 func (rb *readBack) check(off int64, b []byte, last bool) error {
+	if err := rb.failed(); err != nil {
+		return err
+	}
 	if fd, ok := rb.fd(); ok && len(b) > 0 {
 		// Start writing the chunk out now, so that it is on its way
 		// while the chunks before it are read back. An error shows
@@ -572,16 +593,11 @@ func (rb *readBack) check(off int64, b []byte, last bool) error {
 		return nil
 	}
 	rb.stop()
-	var first error
-	for range readBackWorkers {
-		if err := <-rb.errc; first == nil {
-			first = err
-		}
-	}
-	return first
+	rb.wg.Wait()
+	return rb.failed()
 }
 
-// stop ends the checker; after an early return, its error is dropped.
+// stop ends the workers once the queue is drained.
 func (rb *readBack) stop() {
 	if !rb.stopped {
 		rb.stopped = true
