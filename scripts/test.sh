@@ -23,7 +23,18 @@ for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | cut -c6-); do
 		echo "fuzz $pkg $f" >&2
+		corpus=$dir/testdata/fuzz/$f
+		before=$(ls "$corpus" 2>/dev/null | wc -l)
 		if ! out=$(go test -run '^$' -fuzz "^$f\$" -fuzztime "${FUZZTIME:-10s}" "$pkg" 2>&1); then
+			# Go 1.26's fuzz coordinator can report its own -fuzztime
+			# deadline as a failure (golang/go#75804, fixed in Go 1.27):
+			# "context deadline exceeded" with no failing input written.
+			# A real failure always writes one.
+			if [[ $(ls "$corpus" 2>/dev/null | wc -l) -eq $before ]] &&
+				grep -q '^    context deadline exceeded$' <<<"$out"; then
+				echo "fuzz $f: stopped by golang/go#75804 at its time limit, no failing input" >&2
+				continue
+			fi
 			echo "$out" >&2
 			exit 1
 		fi
