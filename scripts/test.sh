@@ -19,12 +19,17 @@ go vet ./...
 ABBOOT_TEST_KERNEL=$(realpath "$(ls .cache/kernel/*/root/boot/vmlinuz-* | head -1)")
 export ABBOOT_TEST_KERNEL
 go test -count=1 -timeout 60m ./...
+# inputs counts the failing inputs saved in a fuzz corpus directory.
+inputs() {
+	local f=("$1"/*)
+	[[ -e ${f[0]} ]] && echo ${#f[@]} || echo 0
+}
 for pkg in $(go list ./...); do
 	dir=$(go list -f '{{.Dir}}' "$pkg")
 	for f in $(grep -ho '^func Fuzz[A-Za-z0-9_]*' "$dir"/*_test.go 2>/dev/null | cut -c6-); do
 		echo "fuzz $pkg $f" >&2
 		corpus=$dir/testdata/fuzz/$f
-		before=$(ls "$corpus" 2>/dev/null | wc -l)
+		before=$(inputs "$corpus")
 		# Minimizing each new input for the default 60 s would spend the
 		# whole budget of a target whose inputs are disk images (gpt,
 		# bundle) on a handful of them; 50 tries keep it fuzzing.
@@ -33,7 +38,7 @@ for pkg in $(go list ./...); do
 			# deadline as a failure (golang/go#75804, fixed in Go 1.27):
 			# "context deadline exceeded" with no failing input written.
 			# A real failure always writes one.
-			if [[ $(ls "$corpus" 2>/dev/null | wc -l) -eq $before ]] &&
+			if [[ $(inputs "$corpus") -eq $before ]] &&
 				grep -q '^    context deadline exceeded$' <<<"$out"; then
 				echo "fuzz $f: stopped by golang/go#75804 at its time limit, no failing input" >&2
 				continue
