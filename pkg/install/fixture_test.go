@@ -15,6 +15,7 @@ import (
 
 	"github.com/spf13/afero"
 
+	"github.com/abboot/abboot/internal/powercut"
 	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/bootparam"
@@ -271,10 +272,10 @@ func sparseCopy(t testing.TB, from, to string) {
 
 // store returns the machine's state store, its writes through pw (nil:
 // never cut).
-func (m *machine) store(t testing.TB, pw *power) slotstore.Store {
+func (m *machine) store(t testing.TB, pw *powercut.Power) slotstore.Store {
 	t.Helper()
 	if m.disk == "" {
-		return slotstore.NewVar(efivar.OpenFS(pw.fs(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir))))
+		return slotstore.NewVar(efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir))))
 	}
 	dev := m.device(t, pw)
 	s, err := slotstore.NewGPTFile(dev, m.disk, dev.size)
@@ -285,7 +286,7 @@ func (m *machine) store(t testing.TB, pw *power) slotstore.Store {
 }
 
 // device opens the disk image with writes through pw.
-func (m *machine) device(t testing.TB, pw *power) *cutDev {
+func (m *machine) device(t testing.TB, pw *powercut.Power) *cutDev {
 	t.Helper()
 	f, err := os.OpenFile(m.disk, os.O_RDWR, 0)
 	if err != nil {
@@ -296,15 +297,15 @@ func (m *machine) device(t testing.TB, pw *power) *cutDev {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cutDev{File: f, pw: pw, size: fi.Size()}
+	return &cutDev{File: powercut.File{File: f, P: pw}, size: fi.Size()}
 }
 
 // target is the install target for slot s on the machine, every write
 // through pw; the disk is opened once and shared with the store, as a
 // power cut hits both.
-func (m *machine) target(t testing.TB, s slot.Slot, pw *power) Target {
+func (m *machine) target(t testing.TB, s slot.Slot, pw *powercut.Power) Target {
 	t.Helper()
-	tg := Target{Slot: s, Running: s.Other(), ESPDir: m.espDir, ESP: pw.fs(afero.NewBasePathFs(afero.NewOsFs(), m.espDir))}
+	tg := Target{Slot: s, Running: s.Other(), ESPDir: m.espDir, ESP: pw.FS(afero.NewBasePathFs(afero.NewOsFs(), m.espDir))}
 	if m.disk == "" {
 		tg.Store = m.store(t, pw)
 		return tg
@@ -320,7 +321,7 @@ func (m *machine) target(t testing.TB, s slot.Slot, pw *power) Target {
 }
 
 // install installs v into slot B of the machine.
-func (f *fixture) install(t testing.TB, m *machine, v *version, pw *power, o Options) (Result, error) {
+func (f *fixture) install(t testing.TB, m *machine, v *version, pw *powercut.Power, o Options) (Result, error) {
 	t.Helper()
 	tg := m.target(t, slot.B, pw)
 	sizes, err := SlotSizes(tg)

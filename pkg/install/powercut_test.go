@@ -10,6 +10,7 @@ import (
 	"github.com/spf13/afero"
 
 	"github.com/abboot/abboot/bootcheck"
+	"github.com/abboot/abboot/internal/powercut"
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/fallback"
@@ -104,10 +105,10 @@ func (f *fixture) cutInstall(t *testing.T, v *version) (tried, failed int) {
 	for _, torn := range []bool{false, true} {
 		for n := 0; ; n++ {
 			m := f.base.clone(t)
-			pw := &power{left: n, torn: torn}
+			pw := &powercut.Power{Left: n, Torn: torn}
 			_, err := f.install(t, m, v, pw, Options{})
 			tried++ // the install that completes is the cut after its last write
-			if !pw.cut {
+			if !pw.Cut() {
 				if err == nil {
 					err = errors.Join(errs(f.installed(t, m, v))...)
 				}
@@ -152,7 +153,7 @@ func errs(msgs []string) []error {
 // fallback copy. fallback.Replace writes through the OS, not an afero
 // file system, so the power is cut before or after it as a whole; its own
 // temp-file-and-rename is its package's to test.
-func commit(t testing.TB, m *machine, s slot.Slot, pw *power) error {
+func commit(t testing.TB, m *machine, s slot.Slot, pw *powercut.Power) error {
 	store := m.store(t, pw)
 	st, err := store.Load()
 	if err != nil {
@@ -161,7 +162,7 @@ func commit(t testing.TB, m *machine, s slot.Slot, pw *power) error {
 	if err := store.Save(st.Commit(s)); err != nil {
 		return err
 	}
-	vars := efivar.OpenFS(pw.fs(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir)))
+	vars := efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir)))
 	entries, err := vars.BootEntries()
 	if err != nil {
 		return err
@@ -169,7 +170,7 @@ func commit(t testing.TB, m *machine, s slot.Slot, pw *power) error {
 	if _, err := bootentry.PutFirst(vars, entries, s); err != nil {
 		return err
 	}
-	if err := pw.step(); err != nil {
+	if err := pw.Step(); err != nil {
 		return err
 	}
 	_, err = fallback.Replace(m.espDir, s)
@@ -182,14 +183,14 @@ func (f *fixture) cutCommit(t *testing.T, m *machine) (tried, failed int) {
 	for _, torn := range []bool{false, true} {
 		for n := 0; ; n++ {
 			c := m.clone(t)
-			pw := &power{left: n, torn: torn}
+			pw := &powercut.Power{Left: n, Torn: torn}
 			err := commit(t, c, slot.B, pw)
 			tried++ // the commit that completes is the cut after its last write
 			if bad := f.boots(t, c); len(bad) > 0 {
 				failed++
 				t.Logf("commit cut after %d writes (torn %v): %v", n, torn, bad)
 			}
-			if !pw.cut {
+			if !pw.Cut() {
 				if err != nil {
 					t.Fatalf("commit with the power on: %v", err)
 				}

@@ -8,124 +8,12 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/abboot/abboot/internal/powercut"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/spf13/afero"
 )
-
-var errCut = errors.New("power cut")
-
-// cutFile lets left writes through and then cuts the power: that write
-// and every later one and every sync fail; with torn set, the write that
-// is cut lands half. cut records that the power was cut.
-type cutFile struct {
-	*os.File
-	left      int
-	torn, cut bool
-}
-
-func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
-	if c.left == 0 {
-		if c.torn && !c.cut {
-			c.File.WriteAt(p[:len(p)/2], off)
-		}
-		c.cut = true
-		return 0, errCut
-	}
-	c.left--
-	return c.File.WriteAt(p, off)
-}
-
-func (c *cutFile) Sync() error {
-	if c.left == 0 {
-		c.cut = true
-		return errCut
-	}
-	return c.File.Sync()
-}
-
-// cutFS is the same for a directory of EFI variables: every change to
-// the file system (create, write, sync, chmod, rename, remove) is one
-// step, and after left steps the power is cut.
-type cutFS struct {
-	afero.Fs
-	left      int
-	torn, cut bool
-}
-
-func newCutFS(dir string, left int, torn bool) *cutFS {
-	return &cutFS{Fs: afero.NewBasePathFs(afero.NewOsFs(), dir), left: left, torn: torn}
-}
-
-func (c *cutFS) step() error {
-	if c.left == 0 {
-		c.cut = true
-		return errCut
-	}
-	c.left--
-	return nil
-}
-
-func (c *cutFS) Create(name string) (afero.File, error) {
-	return c.OpenFile(name, os.O_RDWR|os.O_CREATE|os.O_TRUNC, 0o666)
-}
-
-func (c *cutFS) OpenFile(name string, flag int, perm os.FileMode) (afero.File, error) {
-	if flag&(os.O_WRONLY|os.O_RDWR|os.O_CREATE|os.O_TRUNC) != 0 {
-		if err := c.step(); err != nil {
-			return nil, err
-		}
-	}
-	f, err := c.Fs.OpenFile(name, flag, perm)
-	if err != nil {
-		return nil, err
-	}
-	return &cutFSFile{File: f, fs: c}, nil
-}
-
-func (c *cutFS) Chmod(name string, mode os.FileMode) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.Fs.Chmod(name, mode)
-}
-
-func (c *cutFS) Rename(from, to string) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.Fs.Rename(from, to)
-}
-
-func (c *cutFS) Remove(name string) error {
-	if err := c.step(); err != nil {
-		return err
-	}
-	return c.Fs.Remove(name)
-}
-
-type cutFSFile struct {
-	afero.File
-	fs *cutFS
-}
-
-func (f *cutFSFile) Write(p []byte) (int, error) {
-	if f.fs.left == 0 && f.fs.torn && !f.fs.cut {
-		f.File.Write(p[:len(p)/2])
-	}
-	if err := f.fs.step(); err != nil {
-		return 0, err
-	}
-	return f.File.Write(p)
-}
-
-func (f *cutFSFile) Sync() error {
-	if err := f.fs.step(); err != nil {
-		return err
-	}
-	return f.File.Sync()
-}
 
 // crashCase is a Save of new over old; fresh means there is no state
 // before it, which loads as ErrNoState.
@@ -211,12 +99,12 @@ func TestGPTCrash(t *testing.T) {
 			}
 			defer f.Close()
 			// Two writes: the backup's entries and header.
-			g, err := NewGPTFile(&cutFile{File: f, left: 2}, path, diskSize)
+			g, err := NewGPTFile(&powercut.File{File: f, P: &powercut.Power{Left: 2}}, path, diskSize)
 			if err != nil {
 				t.Fatal(err)
 			}
 			// A state none of the cases has, so that Save writes.
-			if err := g.Save(slotstate.State{A: slotstate.Attrs{Priority: 7, Tries: 7}}); !errors.Is(err, errCut) {
+			if err := g.Save(slotstate.State{A: slotstate.Attrs{Priority: 7, Tries: 7}}); !errors.Is(err, powercut.ErrCut) {
 				t.Fatalf("spoiling Save: %v", err)
 			}
 		}},
@@ -244,12 +132,12 @@ func TestGPTCrash(t *testing.T) {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { f.Close() })
-				cf := &cutFile{File: f, left: left, torn: torn}
+				cf := &powercut.File{File: f, P: &powercut.Power{Left: left, Torn: torn}}
 				s, err := NewGPTFile(cf, path, diskSize)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return s, func() bool { return cf.cut }, func() (slotstate.State, error) { return mustGPT(t, path).Load() }
+				return s, cf.P.Cut, func() (slotstate.State, error) { return mustGPT(t, path).Load() }
 			})
 		}
 	}
@@ -289,8 +177,8 @@ func TestVarCrash(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			cfs := newCutFS(dir, left, torn)
-			return NewVar(efivar.OpenFS(cfs)), func() bool { return cfs.cut }, NewVar(efivar.Open(dir)).Load
+			pw := &powercut.Power{Left: left, Torn: torn}
+			return NewVar(efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), dir)))), pw.Cut, NewVar(efivar.Open(dir)).Load
 		})
 	}
 	t.Logf("variable store: %d cut points tried, each loaded as exactly the old or the new state", total)

@@ -11,11 +11,13 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/abboot/abboot/internal/powercut"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/spf13/afero"
 )
 
 // states are the interesting states: both bad, a committed slot with a
@@ -242,13 +244,13 @@ func TestNoWriteWhenUnchanged(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer f.Close()
-		cf := &cutFile{File: f, left: 0}
+		cf := &powercut.File{File: f, P: &powercut.Power{}}
 		g, err := NewGPTFile(cf, path, diskSize)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := g.Save(states[3]); err != nil || cf.cut {
-			t.Errorf("Save of the stored state: %v, wrote: %v", err, cf.cut)
+		if err := g.Save(states[3]); err != nil || cf.P.Cut() {
+			t.Errorf("Save of the stored state: %v, wrote: %v", err, cf.P.Cut())
 		}
 	})
 	t.Run("var", func(t *testing.T) {
@@ -256,9 +258,9 @@ func TestNoWriteWhenUnchanged(t *testing.T) {
 		if err := NewVar(efivar.Open(dir)).Save(states[3]); err != nil {
 			t.Fatal(err)
 		}
-		cfs := newCutFS(dir, 0, false)
-		if err := NewVar(efivar.OpenFS(cfs)).Save(states[3]); err != nil || cfs.cut {
-			t.Errorf("Save of the stored state: %v, wrote: %v", err, cfs.cut)
+		pw := &powercut.Power{}
+		if err := NewVar(efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), dir)))).Save(states[3]); err != nil || pw.Cut() {
+			t.Errorf("Save of the stored state: %v, wrote: %v", err, pw.Cut())
 		}
 	})
 }
