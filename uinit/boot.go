@@ -62,18 +62,26 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 	// Firmware variable reads are slow runtime-service calls; overlap them
 	// with the search for the ESP.
 	var fw firmware
-	done := make(chan struct{})
+	mounted, done := make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(done)
+		defer func() {
+			// PID 1 must not die of a variable that does not decode.
+			if r := recover(); r != nil {
+				fw.entries, fw.entriesErr = nil, fmt.Errorf("reading boot entries: panic: %v", r)
+			}
+		}()
 		if b.efivarsReady != nil {
 			b.efivarsReady()
 		}
+		close(mounted)
 		fw.entries, fw.entriesErr = b.vars.BootEntries()
 		fw.current, fw.currentErr = b.vars.BootCurrent()
 	}()
 	if b.disksReady != nil {
 		b.disksReady()
 	}
+	<-mounted // findESP reads LoaderDevicePartUUID
 	e := b.findESP()
 	var espFS fs.FS
 	if e != nil {
@@ -104,10 +112,12 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 	if fw.entries == nil {
 		fw.entries = map[uint16]*efivar.LoadOption{}
 	}
-	s, how, detail := b.detect(espFS, &fw)
+	// The signed command line's root hash names the slot for sure.
+	s, how, detail := slot.Slot(""), "roothash", []any(nil)
 	if r != nil {
-		// The signed command line's root hash names the slot for sure.
-		s, how, detail = r.slot, "roothash", nil
+		s = r.slot
+	} else {
+		s, how, detail = b.detect(espFS, &fw)
 	}
 	st.Slot, st.How = string(s), how
 	b.log.Log("start", append([]any{"running", s, "how", how}, append(detail,
@@ -154,9 +164,14 @@ type firmware struct {
 // findESP waits up to waitDisk for a disk with an ESP: block devices show
 // up asynchronously once their driver module is loaded.
 func (b *boot) findESP() *esp.ESP {
+	// systemd's Boot Loader Interface: the ESP the stub was loaded from.
 	var prefer guid.GUID
-	if s, err := b.vars.GetString("LoaderDevicePartUUID", loaderVendor); err == nil {
-		prefer, _ = guid.Parse(strings.ToLower(s))
+	s, err := b.vars.GetString("LoaderDevicePartUUID", loaderVendor)
+	if err == nil {
+		prefer, err = guid.Parse(strings.ToLower(s))
+	}
+	if err != nil && !errors.Is(err, efivar.ErrNotFound) {
+		b.log.Log("efivar", "name", "LoaderDevicePartUUID", "result", "error", "err", err)
 	}
 	deadline := time.Now().Add(b.waitDisk)
 	for {

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/bootparam"
@@ -28,6 +29,8 @@ type rig struct {
 	t                   *testing.T
 	sys, dev, esp, vars string
 	log                 bytes.Buffer
+	// mount, if set, runs where the init mounts efivarfs.
+	mount func()
 }
 
 // newRig builds a disk whose ESP holds files (ESP path -> content); with
@@ -75,14 +78,15 @@ func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string
 	}
 	r.log.Reset()
 	b := &boot{
-		params:    p,
-		vars:      efivar.Open(r.vars),
-		sysBlock:  r.sys,
-		devDir:    r.dev,
-		mountESP:  func(string) (string, error) { return r.esp, nil },
-		log:       event.New(&r.log),
-		version:   "1",
-		kexecLoad: kexecLoad,
+		params:       p,
+		vars:         efivar.Open(r.vars),
+		sysBlock:     r.sys,
+		devDir:       r.dev,
+		mountESP:     func(string) (string, error) { return r.esp, nil },
+		log:          event.New(&r.log),
+		version:      "1",
+		kexecLoad:    kexecLoad,
+		efivarsReady: r.mount,
 		replaceFallback: func(dir string, s slot.Slot) (bool, error) {
 			return fallback.Replace(dir, s)
 		},
@@ -194,6 +198,21 @@ func TestBadInput(t *testing.T) {
 				r.setBootCurrent(0)
 			},
 			want:    `abboot: event=efivar result=error err="Boot0000: `,
+			state:   "a/fallback",
+			entries: []slot.Slot{slot.A, slot.B},
+		},
+		{
+			// Read once efivarfs is mounted, not before: the mount
+			// happens while the init waits for its disks.
+			name:  "unreadable LoaderDevicePartUUID",
+			files: both,
+			prepare: func(r *rig) {
+				r.mount = func() {
+					time.Sleep(20 * time.Millisecond)
+					efivar.Open(r.vars).Set("LoaderDevicePartUUID", loaderVendor, 6, []byte{'x', 0})
+				}
+			},
+			want:    `abboot: event=efivar name=LoaderDevicePartUUID result=error err=`,
 			state:   "a/fallback",
 			entries: []slot.Slot{slot.A, slot.B},
 		},

@@ -52,7 +52,7 @@ func loadModules(dir string) *modules {
 		go func() {
 			defer close(ch)
 			t := time.Now()
-			err := p.Probe(n, "")
+			err := probe(p, n)
 			m.mu.Lock()
 			defer m.mu.Unlock()
 			if err != nil {
@@ -135,4 +135,15 @@ func moduleNames(dir string) ([]string, map[string]bool, error) {
 		fh.Close()
 	}
 	return names, late, nil
+}
+
+// probe loads module n; a panic in the loader is an error, not the end of
+// PID 1.
+func probe(p *kmodule.Prober, n string) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("panic: %v", r)
+		}
+	}()
+	return p.Probe(n, "")
 }

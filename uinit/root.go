@@ -12,7 +12,6 @@ import (
 
 	"github.com/abboot/abboot/pkg/dm"
 	"github.com/abboot/abboot/pkg/esp"
-	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/verity"
 )
@@ -30,11 +29,11 @@ type root struct {
 // first 128 bits of the hash and the verity partition's the last 128 bits;
 // the root partition's label (abboot-root-a, -b) names the slot.
 func (b *boot) findRoot(hexHash string) (*root, error) {
-	hash, err := hex.DecodeString(hexHash)
-	if err != nil || len(hash) < 32 {
-		return nil, fmt.Errorf("root hash %q: want at least 32 bytes of hex", hexHash)
+	hash, err := verity.ParseRootHash(hexHash)
+	if err != nil {
+		return nil, err
 	}
-	rootUUID, verityUUID := guid.FromBigEndian(hash[:16]), guid.FromBigEndian(hash[len(hash)-16:])
+	rootUUID, verityUUID := verity.PartitionUUIDs(hash)
 	for _, dt := range b.tables {
 		d, t := dt.Disk, dt.GPT
 		if t == nil {

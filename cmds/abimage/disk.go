@@ -116,9 +116,10 @@ func veritySlot(v string, committed bool) ([]diskimage.PartSpec, error) {
 	if committed {
 		attrs = gpt.WithSlotBits(0, 1, 0, true)
 	}
+	rootUUID, verityUUID := verity.PartitionUUIDs(hash)
 	return []diskimage.PartSpec{
-		{Label: sl.RootLabel(), Type: gpt.TypeRootX86_64, UUID: guid.FromBigEndian(hash[:16]), Image: f[1], Attributes: attrs},
-		{Label: sl.VerityLabel(), Type: gpt.TypeRootVerityX86_64, UUID: guid.FromBigEndian(hash[16:32]), Image: f[2]},
+		{Label: sl.RootLabel(), Type: gpt.TypeRootX86_64, UUID: rootUUID, Image: f[1], Attributes: attrs},
+		{Label: sl.VerityLabel(), Type: gpt.TypeRootVerityX86_64, UUID: verityUUID, Image: f[2]},
 	}, nil
 }
 

@@ -272,10 +272,8 @@ func (in *installer) openDisk() error {
 	if in.parts == nil {
 		return fmt.Errorf("%s has no partitions %s and %s", in.t.Disk, in.t.Slot.RootLabel(), in.t.Slot.VerityLabel())
 	}
-	in.uuids = map[string]guid.GUID{
-		bundle.PayloadRoot:   guid.FromBigEndian(in.rootHash[:16]),
-		bundle.PayloadVerity: guid.FromBigEndian(in.rootHash[16:32]),
-	}
+	rootUUID, verityUUID := verity.PartitionUUIDs(in.rootHash)
+	in.uuids = map[string]guid.GUID{bundle.PayloadRoot: rootUUID, bundle.PayloadVerity: verityUUID}
 	for name, u := range in.uuids {
 		if p, ok := tab.ByUUID(u); ok && p.Number != in.parts[name].Number {
 			return fmt.Errorf("partition %d (%s) already has UUID %s of root hash %s: is this root installed in the other slot?", p.Number, p.Name, u, in.m.RootHash)

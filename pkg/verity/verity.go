@@ -494,6 +494,14 @@ func (e *MismatchError) Error() string {
 	return "verity: " + what + " does not match its hash"
 }
 
+// PartitionUUIDs returns the UUIDs the Discoverable Partitions
+// Specification gives a root partition and its verity partition from the
+// root hash of the tree (a sha256, see ParseRootHash): the first 128 bits
+// and the last 128 bits, big-endian.
+func PartitionUUIDs(rootHash []byte) (root, verity guid.GUID) {
+	return guid.FromBigEndian(rootHash[:16]), guid.FromBigEndian(rootHash[len(rootHash)-16:])
+}
+
 // ParseRootHash decodes a hex root hash as veritysetup prints it.
 func ParseRootHash(s string) ([]byte, error) {
 	b, err := hex.DecodeString(s)
