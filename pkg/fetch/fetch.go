@@ -79,7 +79,7 @@ func (d *download) connect() error {
 	}
 	resp, err := d.o.Client.Do(req)
 	if err != nil {
-		return fmt.Errorf("fetching %s: %w", d.url, err)
+		return fmt.Errorf("fetching %s: %w: %w", d.url, errTransient, err)
 	}
 	switch {
 	case d.off == 0 && resp.StatusCode == http.StatusOK:
@@ -92,6 +92,9 @@ func (d *download) connect() error {
 	case d.off > 0 && resp.StatusCode == http.StatusOK:
 		resp.Body.Close()
 		return fmt.Errorf("fetching %s: the server cannot resume at byte %d (no range support, or the file changed)", d.url, d.off)
+	case resp.StatusCode >= 500:
+		resp.Body.Close()
+		return fmt.Errorf("fetching %s: %w: %s", d.url, errTransient, resp.Status)
 	default:
 		resp.Body.Close()
 		return fmt.Errorf("fetching %s: %s", d.url, resp.Status)
@@ -128,7 +131,10 @@ func (d *download) Read(p []byte) (int, error) {
 		d.retries++
 		d.stalled++
 		d.mark = d.off
-		if cerr := d.connect(); cerr != nil {
+		if cerr := d.connect(); errors.Is(cerr, errTransient) {
+			// A reconnect that fails is one more that got nothing.
+			d.body = failed{cerr}
+		} else if cerr != nil {
 			return n, cerr
 		}
 		if n > 0 {
@@ -138,6 +144,17 @@ func (d *download) Read(p []byte) (int, error) {
 }
 
 func (d *download) Close() error { return d.body.Close() }
+
+// errTransient marks a request that may work when tried again: the
+// connection failed, or the server answered 5xx. A resumed download
+// retries it within its budget; the first request does not.
+var errTransient = errors.New("transient")
+
+// failed is the body of a reconnect that failed: reading it returns why.
+type failed struct{ err error }
+
+func (f failed) Read([]byte) (int, error) { return 0, f.err }
+func (f failed) Close() error             { return nil }
 
 // Reconnects reports how many times r, if it is a download, had to
 // resume; 0 for files.

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -124,6 +125,53 @@ func TestGiveUpWithoutProgress(t *testing.T) {
 		t.Errorf("ReadAll = %v, want to give up after 2 reconnects without progress", err)
 	}
 }
+
+// failEvery fails every other resumed request before it reaches the
+// server, as a link that drops now and then does.
+type failEvery struct{ n int }
+
+func (f *failEvery) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("Range") != "" {
+		if f.n++; f.n%2 == 1 {
+			return nil, errors.New("connection refused")
+		}
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+func TestReconnectFails(t *testing.T) {
+	content := make([]byte, 100<<10)
+	rand.Read(content)
+	s := flaky(t, content, 30<<10, true)
+	c := &http.Client{Transport: &failEvery{}}
+	r, err := Open(context.Background(), s.URL, Options{Client: c, Backoff: time.Millisecond, Retries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := io.ReadAll(r)
+	if err != nil || !bytes.Equal(got, content) {
+		t.Fatalf("ReadAll = %d bytes, %v; want the %d served, failed reconnects retried", len(got), err, len(content))
+	}
+
+	// A link that never comes back uses up the budget.
+	never := &http.Client{Transport: roundTripFunc(func(r *http.Request) (*http.Response, error) {
+		if r.Header.Get("Range") != "" {
+			return nil, errors.New("connection refused")
+		}
+		return http.DefaultTransport.RoundTrip(r)
+	})}
+	r, err = Open(context.Background(), s.URL, Options{Client: never, Backoff: time.Millisecond, Retries: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "2 in a row without progress") || !strings.Contains(err.Error(), "connection refused") {
+		t.Errorf("ReadAll = %v, want to give up after 2 failed reconnects", err)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
 
 func TestErrors(t *testing.T) {
 	s := httptest.NewServer(http.NotFoundHandler())
