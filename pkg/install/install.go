@@ -152,9 +152,11 @@ type installer struct {
 	parts    map[string]gpt.Partition
 	rootHash []byte
 	uuids    map[string]guid.GUID
-	buf      []byte
-	total    int64 // payload bytes in the bundle
-	res      Result
+	// bufs are the copy buffers (copyBuffers of them), then one for each
+	// read-back worker, allocated once for all payloads.
+	bufs  [][]byte
+	total int64 // payload bytes in the bundle
+	res   Result
 }
 
 // step is one step of Install, in the order of steps.
@@ -214,7 +216,10 @@ func prepare(r *bundle.Reader, t Target, o Options) (*installer, error) {
 		return nil, errors.New("no state store or no ESP directory")
 	}
 	m := r.Manifest
-	in := &installer{r: r, t: t, o: o, m: m, tries: tries, esp: t.ESP, buf: make([]byte, copyBufferSize)}
+	in := &installer{r: r, t: t, o: o, m: m, tries: tries, esp: t.ESP}
+	for range copyBuffers + readBackWorkers {
+		in.bufs = append(in.bufs, make([]byte, copyBufferSize))
+	}
 	if in.esp == nil {
 		in.esp = afero.NewBasePathFs(afero.NewOsFs(), t.ESPDir)
 	}
@@ -455,9 +460,8 @@ func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload
 		err error
 	}
 	full, free := make(chan chunk, 1), make(chan []byte, copyBuffers)
-	free <- in.buf
-	for range copyBuffers - 1 {
-		free <- make([]byte, len(in.buf))
+	for _, b := range in.bufs[:copyBuffers] {
+		free <- b
 	}
 	done := make(chan struct{})
 	defer close(done)
@@ -484,8 +488,10 @@ func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload
 		}
 	}()
 	if back != nil {
-		back.start(free)
-		defer back.stop()
+		back.start(free, in.bufs[copyBuffers:])
+		// After an error, the workers may still be reading the device,
+		// which the caller closes next.
+		defer back.wait()
 	}
 	var off int64
 	for c := range full {
@@ -542,14 +548,14 @@ type chunkAt struct {
 	b   []byte
 }
 
-// start starts the workers; checked buffers go to free.
-func (rb *readBack) start(free chan<- []byte) {
+// start starts a worker for each buffer to read back into; checked
+// chunks go to free.
+func (rb *readBack) start(free chan<- []byte, bufs [][]byte) {
 	rb.todo = make(chan chunkAt, 1)
-	for range readBackWorkers {
+	for _, buf := range bufs {
 		rb.wg.Add(1)
 		go func() {
 			defer rb.wg.Done()
-			buf := make([]byte, copyBufferSize)
 			for c := range rb.todo {
 				if rb.failed() == nil && len(c.b) > 0 {
 					if err := rb.compare(buf, c.off, c.b); err != nil {
@@ -590,21 +596,21 @@ func (rb *readBack) check(off int64, b []byte, last bool) error {
 	if !last {
 		return nil
 	}
-	rb.stop()
-	rb.wg.Wait()
+	rb.wait()
 	return rb.failed()
 }
 
-// stop ends the workers once the queue is drained.
-func (rb *readBack) stop() {
+// wait ends the workers once the queue is drained and waits for them.
+func (rb *readBack) wait() {
 	if !rb.stopped {
 		rb.stopped = true
 		close(rb.todo)
 	}
+	rb.wg.Wait()
 }
 
-// fd is the device's file descriptor; a test's wrapper has none, and
-// its reads come from what it holds.
+// fd is the device's file descriptor; a wrapper without one (a test's
+// in-memory disk) is read back from what it holds.
 func (rb *readBack) fd() (int, bool) {
 	f, ok := rb.dev.(interface{ Fd() uintptr })
 	if !ok {
@@ -680,10 +686,6 @@ func (in *installer) writeUKI(p bundle.Payload, r io.Reader) error {
 
 // verify is step 3: read back what landed and check it.
 func (in *installer) verify() error {
-	want := map[string]string{}
-	for _, p := range in.m.Payloads {
-		want[p.Name] = p.SHA256
-	}
 	if in.rootHash != nil {
 		// The partitions were read back as they were written; what is
 		// left is what the init checks before it sets up dm-verity, with
@@ -732,7 +734,7 @@ func (in *installer) payload(name string) bundle.Payload {
 // manifest's, and that nothing follows when r is a file.
 func (in *installer) checkHash(name string, r io.Reader, size int64) error {
 	h := sha256.New()
-	n, err := io.CopyBuffer(h, io.LimitReader(r, size+1), in.buf)
+	n, err := io.CopyBuffer(h, io.LimitReader(r, size+1), in.bufs[0])
 	if err != nil {
 		return fmt.Errorf("reading back %s: %w", name, err)
 	}
