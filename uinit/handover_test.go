@@ -102,18 +102,38 @@ func TestHalfWrittenSlot(t *testing.T) {
 	}
 }
 
+// TestRootMissing: rule 4 in the init. B, started by a handover, finds no
+// partitions for its root hash: B is marked bad and A booted again.
+func TestRootMissing(t *testing.T) {
+	r := pending(t, both)
+	_, sel, lines := r.bootSel("abboot.handover=b abboot.roothash="+strings.Repeat("ab", 32), nil)
+	if sel.D.Target != slot.A || sel.D.Reason != bootcheck.ReasonRootFailed || r.state().B != slotstate.Bad {
+		t.Errorf("decision %+v, B %v; want A for reason root-failed and B bad", sel.D, r.state().B)
+	}
+	if count(lines, `event=verity roothash=(ab)+ result=error`) != 1 {
+		t.Errorf("no verity error line:\n%s", strings.Join(lines, "\n"))
+	}
+}
+
 // TestFallbackRepair: a committed running slot puts a missing fallback
 // copy back.
 func TestFallbackRepair(t *testing.T) {
-	r := newRig(t, both, false)
-	r.boot("")
-	os.Remove(filepath.Join(r.esp, slot.FallbackPath))
-	_, _, lines := r.bootSel("", nil)
-	if b, err := os.ReadFile(filepath.Join(r.esp, slot.FallbackPath)); err != nil || string(b) != "uki v1" {
-		t.Errorf("fallback copy after repair: %q, %v", b, err)
-	}
-	if count(lines, `event=repair what=fallback slot=a result=ok`) != 1 {
-		t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
+	for name, spoil := range map[string]func(path string){
+		"missing":   func(path string) { os.Remove(path) },
+		"truncated": func(path string) { os.WriteFile(path, []byte("uki"), 0o644) },
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := newRig(t, both, false)
+			r.boot("")
+			spoil(filepath.Join(r.esp, slot.FallbackPath))
+			_, _, lines := r.bootSel("", nil)
+			if b, err := os.ReadFile(filepath.Join(r.esp, slot.FallbackPath)); err != nil || string(b) != "uki v1" {
+				t.Errorf("fallback copy after repair: %q, %v", b, err)
+			}
+			if count(lines, `event=repair what=fallback slot=a result=ok`) != 1 {
+				t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
+			}
+		})
 	}
 }
 

@@ -43,7 +43,11 @@ func TestWhich(t *testing.T) {
 }
 
 func TestReplace(t *testing.T) {
-	dir := espDir(t, map[string]string{"EFI/abboot/a.efi": "v1", "EFI/abboot/b.efi": "v2"})
+	dir := espDir(t, map[string]string{"EFI/abboot/a.efi": "v1", "EFI/abboot/b.efi": "v2", slot.FallbackPath: "v1"})
+	before, err := os.Stat(filepath.Join(dir, slot.FallbackPath))
+	if err != nil {
+		t.Fatal(err)
+	}
 	for i, want := range []bool{true, false} { // the second call has nothing to do
 		wrote, err := Replace(dir, slot.B)
 		if err != nil || wrote != want {
@@ -52,6 +56,11 @@ func TestReplace(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(dir, slot.FallbackPath)); string(b) != "v2" {
 		t.Errorf("fallback copy holds %q, want v2", b)
+	}
+	// Rule 5: replaced atomically, by a rename over the old copy, never
+	// rewritten in place (a cut would leave half a UKI).
+	if after, err := os.Stat(filepath.Join(dir, slot.FallbackPath)); err != nil || os.SameFile(before, after) {
+		t.Errorf("the fallback copy was rewritten in place, not replaced by a new file (%v)", err)
 	}
 	if _, err := os.Stat(filepath.Join(dir, slot.FallbackPath+".new")); err == nil {
 		t.Error("temporary file left behind")
