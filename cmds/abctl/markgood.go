@@ -6,18 +6,15 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/abboot/abboot/pkg/bootentry"
+	"github.com/abboot/abboot/pkg/commit"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
-	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/abboot/abboot/pkg/watchdog"
 )
 
-// markGoodCmd commits a slot (rule 5), after the OS's own health check:
-// the slot becomes successful with the highest priority, its entry goes
-// first in BootOrder and the fallback copy becomes its UKI. Every step
-// writes only when something changes, so committing a committed slot
-// writes nothing. The other slot stays bootable as the fallback.
+// markGoodCmd commits a slot (rule 5, pkg/commit) after the OS's own
+// health check, and closes or keeps the watchdog. The other slot stays
+// bootable as the fallback.
 func markGoodCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("mark-good", flag.ContinueOnError)
 	wd := fs.String("watchdog", "close", "close: stop the watchdog abboot's init armed; keep: leave it running for the OS's watchdog daemon")
@@ -36,29 +33,9 @@ func markGoodCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	var wrote []string
-	if _, changed, err := s.change(false, func(st slotstate.State) slotstate.State { return st.Commit(target) }); err != nil {
+	wrote, err := commit.Commit(s.store, s.vars, s.run.ESPDir, target, fallback.ReplaceMounted)
+	if err != nil {
 		return err
-	} else if changed {
-		wrote = append(wrote, "state")
-	}
-	entries, err := s.vars.BootEntries()
-	if entries == nil {
-		return fmt.Errorf("reading boot entries: %w", err)
-	}
-	if moved, err := bootentry.PutFirst(s.vars, entries, target); err != nil {
-		return err
-	} else if moved {
-		wrote = append(wrote, "BootOrder")
-	}
-	if dir := s.run.ESPDir; dir != "" {
-		replaced, err := fallback.ReplaceMounted(dir, target)
-		if err != nil {
-			return err
-		}
-		if replaced {
-			wrote = append(wrote, "fallback")
-		}
 	}
 	if *wd == "close" {
 		if err := watchdog.Disarm(""); err != nil && !errors.Is(err, watchdog.ErrNoDevice) {

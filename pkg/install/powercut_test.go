@@ -12,6 +12,7 @@ import (
 	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/internal/powercut"
 	"github.com/abboot/abboot/pkg/bootentry"
+	"github.com/abboot/abboot/pkg/commit"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/gpt"
@@ -149,31 +150,18 @@ func errs(msgs []string) []error {
 	return es
 }
 
-// commit is abctl mark-good for slot s (rule 5): state, BootOrder,
-// fallback copy. fallback.Replace writes through the OS, not an afero
-// file system, so the power is cut before or after it as a whole; its own
+// commitCut is abctl mark-good for slot s (pkg/commit) with the power
+// through pw. fallback.Replace writes through the OS, not an afero file
+// system, so the power is cut before or after it as a whole; its own
 // temp-file-and-rename is its package's to test.
-func commit(t testing.TB, m *machine, s slot.Slot, pw *powercut.Power) error {
-	store := m.store(t, pw)
-	st, err := store.Load()
-	if err != nil {
-		return err
-	}
-	if err := store.Save(st.Commit(s)); err != nil {
-		return err
-	}
+func commitCut(t testing.TB, m *machine, s slot.Slot, pw *powercut.Power) error {
 	vars := efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir)))
-	entries, err := vars.BootEntries()
-	if err != nil {
-		return err
-	}
-	if _, err := bootentry.PutFirst(vars, entries, s); err != nil {
-		return err
-	}
-	if err := pw.Step(); err != nil {
-		return err
-	}
-	_, err = fallback.Replace(m.espDir, s)
+	_, err := commit.Commit(m.store(t, pw), vars, m.espDir, s, func(dir string, s slot.Slot) (bool, error) {
+		if err := pw.Step(); err != nil {
+			return false, err
+		}
+		return fallback.Replace(dir, s)
+	})
 	return err
 }
 
@@ -184,7 +172,7 @@ func (f *fixture) cutCommit(t *testing.T, m *machine) (tried, failed int) {
 		for n := 0; ; n++ {
 			c := m.clone(t)
 			pw := &powercut.Power{Left: n, Torn: torn}
-			err := commit(t, c, slot.B, pw)
+			err := commitCut(t, c, slot.B, pw)
 			tried++ // the commit that completes is the cut after its last write
 			if bad := f.boots(t, c); len(bad) > 0 {
 				failed++
