@@ -14,6 +14,7 @@ package powercut
 
 import (
 	"errors"
+	"io"
 	"os"
 
 	"github.com/spf13/afero"
@@ -54,14 +55,17 @@ type File struct {
 	P *Power
 }
 
-func (f *File) WriteAt(b []byte, off int64) (int, error) {
-	if f.P.tear() {
-		f.File.WriteAt(b[:len(b)/2], off)
+func (f *File) WriteAt(b []byte, off int64) (int, error) { return f.P.writeAt(f.File, b, off) }
+
+// writeAt is one write of b at off to w.
+func (p *Power) writeAt(w io.WriterAt, b []byte, off int64) (int, error) {
+	if p.tear() {
+		w.WriteAt(b[:len(b)/2], off)
 	}
-	if err := f.P.Step(); err != nil {
+	if err := p.Step(); err != nil {
 		return 0, err
 	}
-	return f.File.WriteAt(b, off)
+	return w.WriteAt(b, off)
 }
 
 func (f *File) Sync() error { return f.P.Step() }
@@ -147,14 +151,6 @@ func (f *cutFile) Write(b []byte) (int, error) {
 	return f.File.Write(b)
 }
 
-func (f *cutFile) WriteAt(b []byte, off int64) (int, error) {
-	if f.p.tear() {
-		f.File.WriteAt(b[:len(b)/2], off)
-	}
-	if err := f.p.Step(); err != nil {
-		return 0, err
-	}
-	return f.File.WriteAt(b, off)
-}
+func (f *cutFile) WriteAt(b []byte, off int64) (int, error) { return f.p.writeAt(f.File, b, off) }
 
 func (f *cutFile) Sync() error { return f.p.Step() }
