@@ -139,18 +139,22 @@ func TestCgptInterop(t *testing.T) {
 // TestBadInput: refused commands say why in one line and change nothing.
 func TestBadInput(t *testing.T) {
 	im := newImage(t)
-	for _, args := range [][]string{
-		{"set-active", "c"},
-		{"set-active"},
-		{"set-active", "b", "--tries", "16"},
-		{"mark-bad"},      // no running slot on an image
-		{"mark-bad", "a"}, // would leave nothing bootable (B has priority 0)
-		{"nonsense"},
+	for _, tc := range []struct {
+		args []string
+		want string // in the one line
+	}{
+		{[]string{"set-active", "c"}, `slot "c": want a or b`},
+		{[]string{"set-active"}, "want one SLOT argument"},
+		{[]string{"set-active", "b", "--tries", "16"}, "--tries 16: want 1 to 15"},
+		{[]string{"mark-bad"}, "no running slot known here"},        // no running slot on an image
+		{[]string{"mark-bad", "a"}, "would leave no bootable slot"}, // would leave nothing bootable (B has priority 0)
+		{[]string{"nonsense"}, `unknown command "nonsense"`},
 	} {
+		args := tc.args
 		before := im.hash()
 		out, err := im.abctl(args...)
-		if err == nil {
-			t.Errorf("abctl %v succeeded:\n%s", args, out)
+		if err == nil || !strings.Contains(out, tc.want) {
+			t.Errorf("abctl %v: %v:\n%s\nwant a failure saying %q", args, err, out, tc.want)
 		}
 		if lines := strings.Split(strings.TrimSpace(out), "\n"); len(lines) != 1 {
 			t.Errorf("abctl %v: %d lines on failure, want 1:\n%s", args, len(lines), out)

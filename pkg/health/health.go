@@ -46,6 +46,10 @@ func Check(dev string) Report {
 			return Report{Type: r.Type, Reason: fmt.Sprintf("reading SMART thresholds of %s: %v", dev, err)}
 		}
 		r.Critical, r.Reason = sata(data.Attrs, th.Thresholds)
+	default:
+		// SCSI: smart.go has no health data for it; say so rather than
+		// report a disk healthy that nothing looked at.
+		return Report{Type: r.Type, Reason: fmt.Sprintf("no SMART health data for %s disk %s", r.Type, dev)}
 	}
 	return r
 }
