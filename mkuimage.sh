@@ -17,7 +17,8 @@
 #
 #   KERNEL=path/bzImage MODULES=path/lib/modules/VER   bring your own kernel
 #                         (MODULES must hold modules.dep: run depmod first)
-#   ABBOOT_CACHE=dir      cache (default .cache, git-ignored)
+#   ABBOOT_CACHE=dir      cache (default $XDG_CACHE_HOME/abboot or ~/.cache/abboot,
+#                         outside the clone so that a fresh clone reuses it)
 #   ABBOOT_KEYS=file.pub  public keys the image trusts for update bundles
 #                         (default: a demo key pair made in the cache;
 #                         its private half signs the demo's bundles)
@@ -35,7 +36,7 @@ set -euo pipefail
 
 cd "$(dirname "$0")"
 ROOT=$PWD
-CACHE=${ABBOOT_CACHE:-$ROOT/.cache}
+CACHE=${ABBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/abboot}
 VERSION=1
 EXTRA=""
 OUT=""

@@ -15,8 +15,9 @@ go vet ./...
 # Fetch the kernel (and build the initramfs) once up front: the e2e tests
 # boot it, and the device-mapper tests run in a VM on it, since the machine
 # running the tests may have no dm-verity of its own.
-./mkuimage.sh -o .cache/test.efi >/dev/null
-ABBOOT_TEST_KERNEL=$(realpath "$(ls .cache/kernel/*/root/boot/vmlinuz-* | head -1)")
+cache=${ABBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/abboot}
+./mkuimage.sh -o "$cache/test.efi" >/dev/null
+ABBOOT_TEST_KERNEL=$(realpath "$(ls "$cache"/kernel/*/root/boot/vmlinuz-* | head -1)")
 export ABBOOT_TEST_KERNEL
 go test -count=1 -timeout 60m ./...
 # inputs counts the failing inputs saved in a fuzz corpus directory.

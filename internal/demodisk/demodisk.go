@@ -26,9 +26,22 @@ func Disk(out string, files map[string]string) error {
 	return run("go", args...)
 }
 
+// Cache is mkuimage.sh's cache directory: $ABBOOT_CACHE, else
+// $XDG_CACHE_HOME/abboot, else ~/.cache/abboot (the script's rule).
+func Cache() string {
+	if d := os.Getenv("ABBOOT_CACHE"); d != "" {
+		return d
+	}
+	if d := os.Getenv("XDG_CACHE_HOME"); d != "" {
+		return filepath.Join(d, "abboot")
+	}
+	home, _ := os.UserHomeDir()
+	return filepath.Join(home, ".cache", "abboot")
+}
+
 // Key is the demo's signing key, made by mkuimage.sh, whose public half
 // every demo image trusts.
-const Key = ".cache/keys/demo.key"
+func Key() string { return filepath.Join(Cache(), "keys", "demo.key") }
 
 // Compatible is the demo images' compatible string.
 const Compatible = "abboot-demo-x86_64"
@@ -47,7 +60,7 @@ func Bundles(out string, ukis map[string]string) error {
 	}
 	for name, uki := range ukis {
 		abb := filepath.Join(dir, name)
-		if err := run("go", "run", "./cmds/abimage", "bundle", "--key", Key, "--compatible", Compatible, "--uki", uki, "-o", abb); err != nil {
+		if err := run("go", "run", "./cmds/abimage", "bundle", "--key", Key(), "--compatible", Compatible, "--uki", uki, "-o", abb); err != nil {
 			return err
 		}
 		if err := run("mcopy", "-i", out, abb, "::"+name); err != nil {

@@ -19,7 +19,7 @@ import (
 // Device-mapper tests need a kernel with dm-verity, which a build machine
 // or container may lack. TestInVM runs them in a QEMU guest instead: the
 // kernel is $ABBOOT_TEST_KERNEL, from an unpacked Debian linux-image
-// package (mkuimage.sh leaves one in .cache/kernel/PKG/root/boot), and the
+// package (mkuimage.sh leaves one in its cache, under kernel/PKG/root/boot), and the
 // initramfs holds this test binary as /init and the modules it loads.
 const kernelEnv = "ABBOOT_TEST_KERNEL"
 

@@ -2,7 +2,8 @@
 // serial console shows. Each test is one boot chain on its own disk and
 // OVMF variable store; tests run in parallel, one VM per host core.
 //
-// TestMain builds the UKIs once with mkuimage.sh (cached in .cache) and the
+// TestMain builds the UKIs once with mkuimage.sh (cached in its cache,
+// ~/.cache/abboot) and the
 // abimage tool. Serial logs are kept in $ABBOOT_E2E_LOGS when set.
 package e2e
 

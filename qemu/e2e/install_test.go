@@ -6,12 +6,9 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/qemu"
 )
-
-// bundles are signed with the demo key mkuimage.sh made, which every demo
-// image trusts.
-var demoKey = filepath.Join("..", "..", ".cache", "keys", "demo.key")
 
 // bundleDisk signs a bundle of each named UKI and puts them on a FAT disk,
 // as NAME.abb, for the guest to mount.
@@ -22,7 +19,9 @@ func bundleDisk(t *testing.T, names ...string) string {
 	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
 		t.Fatalf("mkfs.vfat: %v: %s", err, out)
 	}
-	key, _ := filepath.Abs(demoKey)
+	// Signed with the demo key mkuimage.sh made, which every demo image
+	// trusts.
+	key := demodisk.Key()
 	for _, n := range names {
 		abb := filepath.Join(dir, n+".abb")
 		args := []string{"bundle", "--key", key, "--compatible", "abboot-demo-x86_64", "--uki", uki[n], "-o", abb}
