@@ -8,7 +8,7 @@
 # initramfs: OUT.root.img (squashfs) and OUT.verity.img (its dm-verity tree,
 # veritysetup format) are written next to the UKI, and the UKI's command
 # line carries abboot.roothash=HASH, which the init uses to find, verify
-# and mount the root (DESIGN.md, Disk layout).
+# and mount the root (docs/design.md, Disk layout).
 #
 # The initramfs holds abboot's init as PID 1, abctl, a rescue shell (gosh),
 # the demo OS (images/demo), efibootmgr (so operators can inspect entries

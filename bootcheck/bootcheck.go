@@ -1,7 +1,7 @@
 // Package bootcheck is abboot's slot decision: given the slot state as
 // loaded from the store and what the init knows about the running boot, it
 // says which slot to boot, how to get there, and which state to write
-// first (DESIGN.md, Rules 1-4, 7-9). abboot's init (PID 1 in every UKI)
+// first (docs/design.md, Rules 1-4, 7-9). abboot's init (PID 1 in every UKI)
 // calls Decide on every boot.
 //
 // The package is pure: no I/O, no clock, no randomness. It does not read or
@@ -107,7 +107,7 @@ type Decision struct {
 	Spent slot.Slot
 }
 
-// Decide is the slot decision (DESIGN.md, Rules 1-4, 7, 9).
+// Decide is the slot decision (docs/design.md, Rules 1-4, 7, 9).
 //
 // The running slot's try was already counted when Input.Handover is set or
 // the state's BootNext marker (State.Counted) names it; the marker is then

@@ -2,7 +2,7 @@ package bootcheck
 
 // An exhaustive model of abboot's boots: every reachable state of two slots
 // with small counters, against an adversarial firmware, power and kernels,
-// checked against the properties DESIGN.md's rules promise.
+// checked against the properties docs/design.md's rules promise.
 //
 // A model node is the slot state in the store, what each slot's image does
 // when booted (fixed, except that an install replaces the other slot's

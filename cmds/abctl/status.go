@@ -21,7 +21,7 @@ import (
 )
 
 // slotStatus is one slot in `abctl status --json`; the keys slot,
-// version, priority, tries and successful are an interface (DESIGN.md).
+// version, priority, tries and successful are an interface (docs/design.md).
 type slotStatus struct {
 	Slot    string `json:"slot"`
 	Version string `json:"version"`

@@ -3,7 +3,7 @@
 // an HD(GPT) node for the ESP and a File node for the slot's UKI (UEFI 2.10
 // §3.1.3, §10.3.5.1, §10.3.5.4), and both listed in BootOrder.
 //
-// Firmware loses entries and resets BootOrder (DESIGN.md, lessons), so the
+// Firmware loses entries and resets BootOrder (docs/design.md, lessons), so the
 // init calls Repair on every boot; Repair writes only what is wrong, so a
 // boot with intact entries writes nothing to NVRAM (rule 7). It does not
 // choose slots and never touches BootNext.

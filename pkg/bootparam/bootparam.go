@@ -1,5 +1,5 @@
 // Package bootparam parses abboot's kernel command line parameters (see
-// DESIGN.md, Interfaces) and edits a command line for a kexec handover. It
+// docs/design.md, Interfaces) and edits a command line for a kexec handover. It
 // is pure: it never reads /proc/cmdline itself.
 package bootparam
 

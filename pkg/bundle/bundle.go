@@ -26,7 +26,7 @@
 //
 // The manifest names each payload with its size and sha256, so the
 // signature covers every byte of the bundle. The payloads come in the
-// order of DESIGN.md rule 6: root, then verity, then the UKI (the entry
+// order of docs/design.md rule 6: root, then verity, then the UKI (the entry
 // point) last; a manifest with another order is refused. The UKI is always
 // there; the root, its verity tree and the root hash come all together or
 // not at all (an ESP-only layout has none of them).
@@ -88,7 +88,7 @@ const (
 )
 
 // payloadOrder is the only order payloads may appear in: the UKI, which
-// makes the slot bootable, last (DESIGN.md rule 6).
+// makes the slot bootable, last (docs/design.md rule 6).
 var payloadOrder = []string{PayloadRoot, PayloadVerity, PayloadUKI}
 
 // Errors. Each error from this package wraps one of these and reads as

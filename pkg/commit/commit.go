@@ -1,4 +1,4 @@
-// Package commit marks a running slot good (DESIGN.md, rule 5): the slot
+// Package commit marks a running slot good (docs/design.md, rule 5): the slot
 // becomes successful with the highest priority, its Boot#### entry goes
 // first in BootOrder, and the fallback copy EFI/BOOT/BOOTX64.EFI becomes
 // its UKI. abctl mark-good is a thin shell around it.

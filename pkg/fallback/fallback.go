@@ -1,7 +1,7 @@
 // Package fallback keeps the fallback copy: \EFI\BOOT\BOOTX64.EFI, the
 // removable-media path firmware boots when it has no usable Boot####
 // entry (UEFI 2.10 §3.5.1.1), holds a copy of the committed slot's UKI, so
-// a machine whose entries were lost still boots a good slot (DESIGN.md,
+// a machine whose entries were lost still boots a good slot (docs/design.md,
 // lessons). It compares and replaces files on a mounted ESP; it does not
 // mount anything or decide which slot is committed.
 package fallback

@@ -305,7 +305,7 @@ func TestSetAttributes(t *testing.T) {
 			if !reflect.DeepEqual(tab.Partitions, parts) {
 				t.Errorf("partitions:\n got %v\nwant %v", tab.Partitions, parts)
 			}
-			// Setting what is already there writes nothing (DESIGN
+			// Setting what is already there writes nothing (docs/design.md,
 			// rule 7: a steady-state boot performs zero writes).
 			c.writes, c.syncs = 0, 0
 			if err := d.SetAttributes(3, attrs); err != nil || c.writes != 0 || c.syncs != 0 {

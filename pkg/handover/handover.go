@@ -1,5 +1,5 @@
 // Package handover carries out bootcheck's decisions, for abboot's init
-// and for abctl reboot alike (DESIGN.md, rules 1 and 2): it stages the
+// and for abctl reboot alike (docs/design.md, rules 1 and 2): it stages the
 // kexec of the target slot's UKI before anything is written, so that a
 // kexec the kernel refuses becomes a BootNext handover that counts the try
 // once; it finds the target's Boot#### for a BootNext handover; and it

@@ -1,5 +1,5 @@
 // Package install writes a signed update bundle into the inactive slot
-// (DESIGN.md, rule 6), in the order that keeps a power cut at any point
+// (docs/design.md, rule 6), in the order that keeps a power cut at any point
 // harmless:
 //
 //  1. the target slot gets priority 0 (slotstate.State.MarkBad), so that

@@ -7,7 +7,7 @@
 // kernel through memfds, so nothing is written to disk. The UEFI stub of the
 // target UKI does not run: no measurements into TPM PCRs, no firmware
 // variables (BootCurrent, LoaderDevicePartUUID) describing the new boot.
-// That is why the caller passes the handover on the command line (DESIGN.md,
+// That is why the caller passes the handover on the command line (docs/design.md,
 // rule 1) and falls back to a firmware reboot when the kernel refuses the
 // load (see Refused).
 //
@@ -38,7 +38,7 @@ import (
 // CONFIG_KEXEC_SIG_FORCE or lockdown (EKEYREJECTED, ENOKEY, ENODATA,
 // EBADMSG, ENOPKG: kernel/kexec_file.c kimage_validate_signature returns the
 // verifier's error as is). A firmware reboot into the same UKI can still
-// work, so the caller falls back to one (DESIGN.md, Lessons).
+// work, so the caller falls back to one (docs/design.md, Lessons).
 var ErrRefused = errors.New("kexec refused by the kernel")
 
 // refusals are the errnos of ErrRefused.

@@ -1,6 +1,6 @@
 // Package slot names abboot's two slots and the places each one lives: its
 // UKI on the ESP, its firmware boot entry and its partition labels (see
-// DESIGN.md, Disk layout). It holds no state and does no I/O.
+// docs/design.md, Disk layout). It holds no state and does no I/O.
 package slot
 
 import (

@@ -1,4 +1,4 @@
-// Package slotstate is abboot's slot-state model (DESIGN.md, Slot state):
+// Package slotstate is abboot's slot-state model (docs/design.md, Slot state):
 // per slot a priority 0..15, a number of tries 0..15 and a successful flag,
 // with the meaning ChromeOS cgpt and Flatcar gptprio give them, plus the
 // marker a BootNext handover leaves (rule 2). It holds the pure operations

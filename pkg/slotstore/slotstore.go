@@ -1,4 +1,4 @@
-// Package slotstore persists abboot's slot state (DESIGN.md, Slot state)
+// Package slotstore persists abboot's slot state (docs/design.md, Slot state)
 // in one of two stores: the attribute bits of the slots' root partitions
 // in the GPT (GPT, the default when those partitions exist), or one EFI
 // variable under abboot's vendor GUID for layouts with only an ESP (Var).

@@ -1,5 +1,5 @@
 // Package watchdog arms, pets and stops the hardware watchdog around a
-// handover (DESIGN.md, Lessons): abboot's init arms it with the
+// handover (docs/design.md, Lessons): abboot's init arms it with the
 // abboot.watchdog timeout right before it executes the OS init or kexecs
 // another slot, so that a kernel or OS that hangs before its health check
 // is reset and the slot's try is spent; the health check (abctl mark-good)
