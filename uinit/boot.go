@@ -88,7 +88,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		st.ESP, st.Disk = e.Dev, e.Disk
 		dir, err := b.mountESP(e.Dev)
 		if err != nil {
-			b.log.Log("esp", "dev", e.Dev, "result", "error", "err", err)
+			b.log.Error("esp", err, "dev", e.Dev)
 		} else {
 			espFS, st.ESPDir = os.DirFS(dir), dir
 		}
@@ -99,7 +99,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		var err error
 		if r, err = b.findRoot(h); err != nil {
 			// Rule 4: this slot's root is not there.
-			b.log.Log("verity", "roothash", h, "result", "error", "err", err)
+			b.log.Error("verity", err, "roothash", h)
 			rootFailed = true
 		}
 	}
@@ -107,7 +107,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 	if fw.entriesErr != nil {
 		// Entries that did not decode are named in the error; the
 		// others are in the map. Without efivarfs, the map is nil.
-		b.log.Log("efivar", "result", "error", "err", fw.entriesErr)
+		b.log.Error("efivar", fw.entriesErr)
 	}
 	if fw.entries == nil {
 		fw.entries = map[uint16]*efivar.LoadOption{}
@@ -145,7 +145,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		// Rule 8: the committed slot is running and the fallback copy
 		// is missing or broken.
 		if _, err := b.replaceFallback(st.ESPDir, s); err != nil {
-			b.log.Log("repair", "what", "fallback", "slot", s, "result", "error", "err", err)
+			b.log.Error("repair", err, "what", "fallback", "slot", s)
 		} else {
 			b.log.Log("repair", "what", "fallback", "slot", s, "result", "ok")
 		}
@@ -171,7 +171,7 @@ func (b *boot) findESP() *esp.ESP {
 		prefer, err = guid.Parse(strings.ToLower(s))
 	}
 	if err != nil && !errors.Is(err, efivar.ErrNotFound) {
-		b.log.Log("efivar", "name", "LoaderDevicePartUUID", "result", "error", "err", err)
+		b.log.Error("efivar", err, "name", "LoaderDevicePartUUID")
 	}
 	deadline := time.Now().Add(b.waitDisk)
 	for {
@@ -185,7 +185,7 @@ func (b *boot) findESP() *esp.ESP {
 			return e
 		}
 		if time.Now().After(deadline) {
-			b.log.Log("esp", "result", "error", "err", err)
+			b.log.Error("esp", err)
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -205,9 +205,9 @@ func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 	// BootCurrent is missing when the firmware did not boot through a
 	// Boot#### entry; that is no error.
 	if n, err := fw.current, fw.currentErr; err != nil && !errors.Is(err, efivar.ErrNotFound) {
-		b.log.Log("efivar", "var", "BootCurrent", "result", "error", "err", err)
+		b.log.Error("efivar", err, "var", "BootCurrent")
 	} else if err == nil {
-		detail = append(detail, "boot_current", fmt.Sprintf("Boot%04X", n))
+		detail = append(detail, "boot_current", efivar.BootName(n))
 		if o, ok := fw.entries[n]; ok {
 			if p, ok := o.FilePath.File(); ok {
 				if s, ok := slot.FromEFIPath(p); ok {
@@ -222,7 +222,7 @@ func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 			return s, "fallback", detail
 		}
 		if err != nil {
-			b.log.Log("fallback", "result", "error", "err", err)
+			b.log.Error("fallback", err)
 		}
 	}
 	return slot.A, "default", detail
@@ -236,7 +236,7 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOp
 	for _, s := range []slot.Slot{running, running.Other()} {
 		if espFS != nil {
 			if _, err := fs.Stat(espFS, s.UKIPath()); err != nil {
-				b.log.Log("repair", "slot", s, "result", "error", "err", fmt.Errorf("slot UKI: %w", err))
+				b.log.Error("repair", fmt.Errorf("slot UKI: %w", err), "slot", s)
 				continue
 			}
 		}
@@ -247,6 +247,6 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOp
 		b.log.Log("repair", "var", c.Var, "what", c.What, "slot", c.Slot, "result", "ok")
 	}
 	if err != nil {
-		b.log.Log("repair", "result", "error", "err", err)
+		b.log.Error("repair", err)
 	}
 }

@@ -54,7 +54,7 @@ func main() {
 	libinit.SetEnv()
 	for _, c := range namespace {
 		if err := c.Create(); err != nil {
-			event.Log("mount", "what", c, "result", "error", "err", err)
+			event.Error("mount", err, "what", c)
 		}
 	}
 
@@ -63,7 +63,7 @@ func main() {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	params, err := bootparam.Parse(string(cmdline))
 	if err != nil {
-		event.Log("cmdline", "result", "error", "err", err)
+		event.Error("cmdline", err)
 	}
 	b := &boot{
 		params:   params,
@@ -74,7 +74,7 @@ func main() {
 		efivarsReady: func() {
 			modules.Wait("efivarfs")
 			if err := unix.Mount("efivarfs", efivarsDir, "efivarfs", 0, ""); err != nil && err != unix.EBUSY {
-				event.Log("efivarfs", "result", "error", "err", err)
+				event.Error("efivarfs", err)
 			}
 		},
 		disksReady:      modules.WaitEarly,
@@ -87,7 +87,7 @@ func main() {
 	st, sel := b.run(kernelMS)
 	modulesTook := modules.WaitAll()
 	if err := runstate.Write(st); err != nil {
-		event.Log("runstate", "result", "error", "err", err)
+		event.Error("runstate", err)
 	}
 	for {
 		d := sel.D
@@ -119,7 +119,7 @@ func main() {
 			} else {
 				err = handover.Firmware(b.vars, sel.Entry)
 			}
-			event.Log("handover", "slot", d.Target, "action", d.Action, "result", "error", "err", err)
+			event.Error("handover", err, "slot", d.Target, "action", d.Action)
 			sel = b.failed(sel)
 		default:
 			rescue(d.Reason)
@@ -139,7 +139,7 @@ func armWatchdog(seconds int) {
 	case errors.Is(err, watchdog.ErrNoDevice):
 		event.Log("watchdog", "result", "skipped", "err", "no watchdog device")
 	case err != nil:
-		event.Log("watchdog", "result", "error", "err", err)
+		event.Error("watchdog", err)
 	default:
 		event.Log("watchdog", "timeout_s", seconds, "result", "armed")
 	}
@@ -210,6 +210,6 @@ func rescue(reason string) {
 func halt(how int) {
 	unix.Sync()
 	if err := unix.Reboot(how); err != nil {
-		event.Log("rescue", "result", "error", "err", err)
+		event.Error("rescue", err)
 	}
 }
