@@ -16,6 +16,7 @@ import (
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/guid"
+	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/runstate"
 	"github.com/abboot/abboot/pkg/slot"
 )
@@ -41,6 +42,10 @@ type boot struct {
 	// kexecLoad stages a UKI for a kexec handover (kexec.Load); nil
 	// turns kexec off.
 	kexecLoad func(path string, editCmdline func(string) string) error
+	// start hands over to a plan (handover.Env.Start).
+	start func(*handover.Plan) error
+	// env is the handover sequence's view of the machine, once chosen.
+	env *handover.Env
 	// newRoot is where the slot's verity root is mounted, once it is.
 	newRoot string
 	// tables are the disks' partition tables as the ESP search last
@@ -55,9 +60,10 @@ type boot struct {
 }
 
 // run finds the ESP, learns the running slot, repairs the boot entries and
-// the fallback copy, and chooses the slot to boot. It never fails: what
-// cannot be done is logged and skipped.
-func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
+// the fallback copy, and chooses the slot to boot, handing over to it when
+// it is not this one. It never fails: what cannot be done is logged and
+// skipped.
+func (b *boot) run(kernelMS int64) (runstate.State, *handover.Plan) {
 	st := runstate.State{Version: b.version}
 	// Firmware variable reads are slow runtime-service calls; overlap them
 	// with the search for the ESP.
@@ -133,7 +139,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		disk = e.Disk
 	}
 	sel := b.choose(disk, st.ESPDir, espFS, s, &fw, rootFailed)
-	if r != nil && sel.D.Action == bootcheck.Continue {
+	if r != nil && sel.Decision.Action == bootcheck.Continue {
 		if err := b.mountRoot(r, "/newroot"); err != nil {
 			// Rule 4: mark the slot bad and select again.
 			sel = b.rootFailed(sel)
@@ -141,7 +147,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 			b.newRoot = "/newroot"
 		}
 	}
-	if d := sel.D; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
+	if d := sel.Decision; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
 		// Rule 8: the committed slot is running and the fallback copy
 		// is missing or broken.
 		if _, err := b.replaceFallback(st.ESPDir, s); err != nil {
