@@ -1,5 +1,5 @@
 // Package handover carries out bootcheck's decisions, for abboot's init
-// and for abctl reboot alike (DESIGN.md, rules 1 and 2). Both follow one
+// and for abctl reboot alike (docs/design.md, rules 1 and 2). Both follow one
 // sequence, Run: decide, write the decided slot state, then act.
 //
 // Deciding (Decide, DecideReboot) turns bootcheck's decision into a Plan
