@@ -141,18 +141,16 @@ if [[ ! -e $BASE ]]; then
 	echo "mkuimage.sh: building the initramfs" >&2
 	build=$(mktemp -d "$CACHE/build.XXXXXX")
 	trap 'rm -rf "$build"' EXIT
+	# The u-root commands are the ones tools.go imports (which keeps them in
+	# go.mod): one list. -e because go list rejects importing a command.
+	mapfile -t uroot < <(go list -e -tags tools -f '{{join .Imports "\n"}}' .)
+	[[ ${#uroot[@]} -gt 0 ]] || die "no u-root commands listed in tools.go"
 	go tool mkuimage -build=bb -defaultsh=gosh -initcmd=uinit -uinitcmd="" \
 		-files "$STAGE/lib/modules:lib/modules" \
 		-files "$STAGE/lib/modules-load.d:lib/modules-load.d" \
 		-files "$(command -v efibootmgr):usr/bin/efibootmgr" \
 		-o "$build/base.cpio" \
-		./uinit ./cmds/abctl ./images/demo \
-		github.com/u-root/u-root/cmds/core/gosh \
-		github.com/u-root/u-root/cmds/core/ls \
-		github.com/u-root/u-root/cmds/core/mkdir \
-		github.com/u-root/u-root/cmds/core/cat \
-		github.com/u-root/u-root/cmds/core/dmesg \
-		github.com/u-root/u-root/cmds/core/mount >"$build/log" 2>&1 || { cat "$build/log" >&2; die "mkuimage failed"; }
+		./uinit ./cmds/abctl ./images/demo "${uroot[@]}" >"$build/log" 2>&1 || { cat "$build/log" >&2; die "mkuimage failed"; }
 	zstd -q -19 -T0 "$build/base.cpio" -o "$build/base.cpio.zst"
 	mv "$build/base.cpio.zst" "$BASE"
 	rm -rf "$build"

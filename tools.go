@@ -1,8 +1,9 @@
 //go:build tools
 
-// This file keeps the u-root commands that mkuimage.sh bundles into the
-// initramfs in go.mod and go.sum: mkuimage builds them from this module,
-// so `go mod tidy` must not drop their packages.
+// This file is the list of the u-root commands that go into the initramfs:
+// mkuimage.sh reads its imports (go list -tags tools) and bundles them,
+// and importing them here keeps them in go.mod and go.sum, so that
+// `go mod tidy` does not drop the packages mkuimage builds.
 package tools
 
 import (

@@ -16,6 +16,7 @@ import (
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
 	"github.com/abboot/abboot/pkg/guid"
+	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/runstate"
 	"github.com/abboot/abboot/pkg/slot"
 )
@@ -41,6 +42,10 @@ type boot struct {
 	// kexecLoad stages a UKI for a kexec handover (kexec.Load); nil
 	// turns kexec off.
 	kexecLoad func(path string, editCmdline func(string) string) error
+	// start hands over to a plan (handover.Env.Start).
+	start func(*handover.Plan) error
+	// env is the handover sequence's view of the machine, once chosen.
+	env *handover.Env
 	// newRoot is where the slot's verity root is mounted, once it is.
 	newRoot string
 	// tables are the disks' partition tables as the ESP search last
@@ -55,9 +60,10 @@ type boot struct {
 }
 
 // run finds the ESP, learns the running slot, repairs the boot entries and
-// the fallback copy, and chooses the slot to boot. It never fails: what
-// cannot be done is logged and skipped.
-func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
+// the fallback copy, and chooses the slot to boot, handing over to it when
+// it is not this one. It never fails: what cannot be done is logged and
+// skipped.
+func (b *boot) run(kernelMS int64) (runstate.State, *handover.Plan) {
 	st := runstate.State{Version: b.version}
 	// Firmware variable reads are slow runtime-service calls; overlap them
 	// with the search for the ESP.
@@ -88,7 +94,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		st.ESP, st.Disk = e.Dev, e.Disk
 		dir, err := b.mountESP(e.Dev)
 		if err != nil {
-			b.log.Log("esp", "dev", e.Dev, "result", "error", "err", err)
+			b.log.Error("esp", err, "dev", e.Dev)
 		} else {
 			espFS, st.ESPDir = os.DirFS(dir), dir
 		}
@@ -99,7 +105,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		var err error
 		if r, err = b.findRoot(h); err != nil {
 			// Rule 4: this slot's root is not there.
-			b.log.Log("verity", "roothash", h, "result", "error", "err", err)
+			b.log.Error("verity", err, "roothash", h)
 			rootFailed = true
 		}
 	}
@@ -107,7 +113,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 	if fw.entriesErr != nil {
 		// Entries that did not decode are named in the error; the
 		// others are in the map. Without efivarfs, the map is nil.
-		b.log.Log("efivar", "result", "error", "err", fw.entriesErr)
+		b.log.Error("efivar", fw.entriesErr)
 	}
 	if fw.entries == nil {
 		fw.entries = map[uint16]*efivar.LoadOption{}
@@ -133,7 +139,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 		disk = e.Disk
 	}
 	sel := b.choose(disk, st.ESPDir, espFS, s, &fw, rootFailed)
-	if r != nil && sel.D.Action == bootcheck.Continue {
+	if r != nil && sel.Decision.Action == bootcheck.Continue {
 		if err := b.mountRoot(r, "/newroot"); err != nil {
 			// Rule 4: mark the slot bad and select again.
 			sel = b.rootFailed(sel)
@@ -141,11 +147,11 @@ func (b *boot) run(kernelMS int64) (runstate.State, *selection) {
 			b.newRoot = "/newroot"
 		}
 	}
-	if d := sel.D; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
+	if d := sel.Decision; d.Action == bootcheck.Continue && d.State.Get(s).Successful && espFS != nil && !fallback.Intact(espFS, s) {
 		// Rule 8: the committed slot is running and the fallback copy
 		// is missing or broken.
 		if _, err := b.replaceFallback(st.ESPDir, s); err != nil {
-			b.log.Log("repair", "what", "fallback", "slot", s, "result", "error", "err", err)
+			b.log.Error("repair", err, "what", "fallback", "slot", s)
 		} else {
 			b.log.Log("repair", "what", "fallback", "slot", s, "result", "ok")
 		}
@@ -171,7 +177,7 @@ func (b *boot) findESP() *esp.ESP {
 		prefer, err = guid.Parse(strings.ToLower(s))
 	}
 	if err != nil && !errors.Is(err, efivar.ErrNotFound) {
-		b.log.Log("efivar", "name", "LoaderDevicePartUUID", "result", "error", "err", err)
+		b.log.Error("efivar", err, "name", "LoaderDevicePartUUID")
 	}
 	deadline := time.Now().Add(b.waitDisk)
 	for {
@@ -185,7 +191,7 @@ func (b *boot) findESP() *esp.ESP {
 			return e
 		}
 		if time.Now().After(deadline) {
-			b.log.Log("esp", "result", "error", "err", err)
+			b.log.Error("esp", err)
 			return nil
 		}
 		time.Sleep(50 * time.Millisecond)
@@ -205,9 +211,9 @@ func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 	// BootCurrent is missing when the firmware did not boot through a
 	// Boot#### entry; that is no error.
 	if n, err := fw.current, fw.currentErr; err != nil && !errors.Is(err, efivar.ErrNotFound) {
-		b.log.Log("efivar", "var", "BootCurrent", "result", "error", "err", err)
+		b.log.Error("efivar", err, "var", "BootCurrent")
 	} else if err == nil {
-		detail = append(detail, "boot_current", fmt.Sprintf("Boot%04X", n))
+		detail = append(detail, "boot_current", efivar.BootName(n))
 		if o, ok := fw.entries[n]; ok {
 			if p, ok := o.FilePath.File(); ok {
 				if s, ok := slot.FromEFIPath(p); ok {
@@ -222,7 +228,7 @@ func (b *boot) detect(espFS fs.FS, fw *firmware) (slot.Slot, string, []any) {
 			return s, "fallback", detail
 		}
 		if err != nil {
-			b.log.Log("fallback", "result", "error", "err", err)
+			b.log.Error("fallback", err)
 		}
 	}
 	return slot.A, "default", detail
@@ -236,7 +242,7 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOp
 	for _, s := range []slot.Slot{running, running.Other()} {
 		if espFS != nil {
 			if _, err := fs.Stat(espFS, s.UKIPath()); err != nil {
-				b.log.Log("repair", "slot", s, "result", "error", "err", fmt.Errorf("slot UKI: %w", err))
+				b.log.Error("repair", fmt.Errorf("slot UKI: %w", err), "slot", s)
 				continue
 			}
 		}
@@ -247,6 +253,6 @@ func (b *boot) repair(e *esp.ESP, espFS fs.FS, entries map[uint16]*efivar.LoadOp
 		b.log.Log("repair", "var", c.Var, "what", c.What, "slot", c.Slot, "result", "ok")
 	}
 	if err != nil {
-		b.log.Log("repair", "result", "error", "err", err)
+		b.log.Error("repair", err)
 	}
 }

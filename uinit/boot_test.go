@@ -19,6 +19,7 @@ import (
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fallback"
+	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -31,6 +32,9 @@ type rig struct {
 	log                 bytes.Buffer
 	// mount, if set, runs where the init mounts efivarfs.
 	mount func()
+	// start, if set, stands for the handover; by default every handover
+	// happens.
+	start func(*handover.Plan) error
 }
 
 // newRig builds a disk whose ESP holds files (ESP path -> content); with
@@ -69,8 +73,9 @@ func (r *rig) boot(cmdline string) (st string, lines []string) {
 }
 
 // bootSel boots with kexecLoad as the kexec stager (nil: kexec off) and
-// returns the selection too.
-func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string) error) (string, *selection, []string) {
+// returns the plan too. A handover stands for the machine going: the plan
+// is the one handed over to.
+func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string) error) (string, *handover.Plan, []string) {
 	r.t.Helper()
 	p, err := bootparam.Parse(cmdline)
 	if err != nil {
@@ -86,10 +91,14 @@ func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string
 		log:          event.New(&r.log),
 		version:      "1",
 		kexecLoad:    kexecLoad,
+		start:        r.start,
 		efivarsReady: r.mount,
 		replaceFallback: func(dir string, s slot.Slot) (bool, error) {
 			return fallback.Replace(dir, s)
 		},
+	}
+	if b.start == nil {
+		b.start = func(*handover.Plan) error { return nil }
 	}
 	s, sel := b.run(2000)
 	return s.Slot + "/" + s.How, sel, strings.Split(strings.TrimSpace(r.log.String()), "\n")

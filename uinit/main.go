@@ -14,6 +14,7 @@ import (
 	"io"
 	"log"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 
@@ -54,7 +55,7 @@ func main() {
 	libinit.SetEnv()
 	for _, c := range namespace {
 		if err := c.Create(); err != nil {
-			event.Log("mount", "what", c, "result", "error", "err", err)
+			event.Error("mount", err, "what", c)
 		}
 	}
 
@@ -63,68 +64,64 @@ func main() {
 	cmdline, _ := os.ReadFile("/proc/cmdline")
 	params, err := bootparam.Parse(string(cmdline))
 	if err != nil {
-		event.Log("cmdline", "result", "error", "err", err)
+		event.Error("cmdline", err)
 	}
+	vars := efivar.Open(efivarsDir)
+	// The watchdog driver is a late module: wait for every module before
+	// a handover arms the watchdog, or before the OS's init.
+	modulesTook := sync.OnceValue(modules.WaitAll)
 	b := &boot{
 		params:   params,
-		vars:     efivar.Open(efivarsDir),
+		vars:     vars,
 		sysBlock: "/sys/class/block",
 		devDir:   "/dev",
 		mountESP: mountESP,
 		efivarsReady: func() {
 			modules.Wait("efivarfs")
 			if err := unix.Mount("efivarfs", efivarsDir, "efivarfs", 0, ""); err != nil && err != unix.EBUSY {
-				event.Log("efivarfs", "result", "error", "err", err)
+				event.Error("efivarfs", err)
 			}
 		},
-		disksReady:      modules.WaitEarly,
-		kexecLoad:       kexec.Load,
+		disksReady: modules.WaitEarly,
+		kexecLoad:  kexec.Load,
+		start: func(p *handover.Plan) error {
+			modulesTook()
+			armWatchdog(params.Watchdog)
+			event.Log("handover", "slot", p.Decision.Target, "action", p.Decision.Action, "elapsed_ms", time.Since(start).Milliseconds())
+			return handover.Start(vars, p)
+		},
 		replaceFallback: fallback.ReplaceMounted,
 		log:             event.Default,
 		version:         osrelease.Read("/etc/os-release")["VERSION_ID"],
 		waitDisk:        5 * time.Second,
 	}
-	st, sel := b.run(kernelMS)
-	modulesTook := modules.WaitAll()
+	// run hands over when the slot to boot is not this one; it returns
+	// when this slot boots (Continue), or when nothing can (Rescue).
+	st, p := b.run(kernelMS)
+	took := modulesTook()
 	if err := runstate.Write(st); err != nil {
-		event.Log("runstate", "result", "error", "err", err)
+		event.Error("runstate", err)
 	}
-	for {
-		d := sel.D
-		switch d.Action {
-		case bootcheck.Continue:
-			armWatchdog(params.Watchdog)
-			event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
-				"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", modulesTook.Milliseconds(), "kernel_ms", kernelMS)
-			var err error
-			if b.newRoot != "" {
-				// The OS is on the verity root: take /dev, /proc, /sys,
-				// /run and the ESP there, make it / and exec its init.
-				if err = moveInto(b.newRoot, st.ESPDir); err == nil {
-					// SwitchRoot narrates each step with the log
-					// package; its errors are returned and logged.
-					log.SetOutput(io.Discard)
-					err = mount.SwitchRoot(b.newRoot, params.Init)
-				}
-			} else {
-				err = syscall.Exec(params.Init, []string{params.Init}, os.Environ())
-			}
-			rescue(fmt.Sprintf("exec %s: %v", params.Init, err))
-		case bootcheck.Kexec, bootcheck.Firmware:
-			armWatchdog(params.Watchdog)
-			event.Log("handover", "slot", d.Target, "action", d.Action, "elapsed_ms", time.Since(start).Milliseconds())
-			var err error
-			if d.Action == bootcheck.Kexec {
-				err = handover.Kexec()
-			} else {
-				err = handover.Firmware(b.vars, sel.Entry)
-			}
-			event.Log("handover", "slot", d.Target, "action", d.Action, "result", "error", "err", err)
-			sel = b.failed(sel)
-		default:
-			rescue(d.Reason)
+	d := p.Decision
+	if d.Action != bootcheck.Continue {
+		rescue(d.Reason)
+	}
+	armWatchdog(params.Watchdog)
+	event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
+		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", took.Milliseconds(), "kernel_ms", kernelMS)
+	if b.newRoot != "" {
+		// The OS is on the verity root: take /dev, /proc, /sys, /run and
+		// the ESP there, make it / and exec its init.
+		if err = moveInto(b.newRoot, st.ESPDir); err == nil {
+			// SwitchRoot narrates each step with the log package; its
+			// errors are returned and logged.
+			log.SetOutput(io.Discard)
+			err = mount.SwitchRoot(b.newRoot, params.Init)
 		}
+	} else {
+		err = syscall.Exec(params.Init, []string{params.Init}, os.Environ())
 	}
+	rescue(fmt.Sprintf("exec %s: %v", params.Init, err))
 }
 
 // armWatchdog arms the hardware watchdog for the handover when the command
@@ -139,7 +136,7 @@ func armWatchdog(seconds int) {
 	case errors.Is(err, watchdog.ErrNoDevice):
 		event.Log("watchdog", "result", "skipped", "err", "no watchdog device")
 	case err != nil:
-		event.Log("watchdog", "result", "error", "err", err)
+		event.Error("watchdog", err)
 	default:
 		event.Log("watchdog", "timeout_s", seconds, "result", "armed")
 	}
@@ -210,6 +207,6 @@ func rescue(reason string) {
 func halt(how int) {
 	unix.Sync()
 	if err := unix.Reboot(how); err != nil {
-		event.Log("rescue", "result", "error", "err", err)
+		event.Error("rescue", err)
 	}
 }

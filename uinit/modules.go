@@ -37,12 +37,12 @@ func loadModules(dir string) *modules {
 	names, late, err := moduleNames(dir)
 	m.late = late
 	if err != nil {
-		event.Log("modules", "result", "error", "err", err)
+		event.Error("modules", err)
 	}
 	var p *kmodule.Prober
 	if len(names) > 0 {
 		if p, err = kmodule.NewProber(kmodule.ProbeOpts{}); err != nil {
-			event.Log("modules", "result", "error", "err", fmt.Errorf("reading modules.dep: %w", err))
+			event.Error("modules", fmt.Errorf("reading modules.dep: %w", err))
 			names = nil
 		}
 	}
@@ -103,7 +103,7 @@ func (m *modules) WaitAll() time.Duration {
 	}
 	kv := []any{"count", len(m.done), "modules_ms", d.Milliseconds(), "modules_sum_ms", sum.Milliseconds()}
 	if err := errors.Join(errs...); err != nil {
-		event.Log("modules", append(kv, "result", "error", "err", err)...)
+		event.Error("modules", err, kv...)
 	} else {
 		event.Log("modules", append(kv, "result", "ok")...)
 	}

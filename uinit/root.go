@@ -70,7 +70,7 @@ func (b *boot) findRoot(hexHash string) (*root, error) {
 // mounts it read-only at dir.
 func (b *boot) mountRoot(r *root, dir string) error {
 	if err := checkRoot(r); err != nil {
-		b.log.Log("verity", "slot", r.slot, "roothash", hex.EncodeToString(r.hash), "result", "error", "err", err)
+		b.log.Error("verity", err, "slot", r.slot, "roothash", hex.EncodeToString(r.hash))
 		return err
 	}
 	v, err := dm.VerityFromSuperblock(r.dataDev, r.hashDev, r.hash)
@@ -83,7 +83,7 @@ func (b *boot) mountRoot(r *root, dir string) error {
 		dev, err = dm.Create(v)
 	}
 	if err != nil {
-		b.log.Log("verity", "slot", r.slot, "roothash", hex.EncodeToString(r.hash), "result", "error", "err", err)
+		b.log.Error("verity", err, "slot", r.slot, "roothash", hex.EncodeToString(r.hash))
 		return err
 	}
 	b.log.Log("verity", "slot", r.slot, "roothash", hex.EncodeToString(r.hash), "dev", dev, "result", "ok")
@@ -94,7 +94,7 @@ func (b *boot) mountRoot(r *root, dir string) error {
 		}
 	}
 	if err != nil {
-		b.log.Log("mount", "slot", r.slot, "dev", dev, "result", "error", "err", err)
+		b.log.Error("mount", err, "slot", r.slot, "dev", dev)
 		dm.Remove(v.Name)
 		return err
 	}

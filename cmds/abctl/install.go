@@ -102,7 +102,7 @@ func installCmd(g *globals, args []string) error {
 	})
 	p.done()
 	if err != nil {
-		event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "error", "err", err)
+		event.Error("install", err, "slot", t.Slot, "version", r.Manifest.Version)
 		return err
 	}
 	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "bytes", res.Bytes,

@@ -2,9 +2,15 @@
 // state of the running system, or of an image file and a directory of EFI
 // variables (--disk, --efivars) for tests and image builders.
 //
-//	abctl status [--json]
-//	abctl set-active SLOT [--tries N]
-//	abctl mark-bad [--force] [SLOT]
+//	abctl status [--json]                     the slots, entries and this boot
+//	abctl set-active SLOT [--tries N]         try SLOT on the next boot
+//	abctl mark-bad [--force] [SLOT]           never boot SLOT again
+//	abctl mark-good [--watchdog=keep] [SLOT]  commit the slot (rule 5)
+//	abctl install [--reboot=HOW] BUNDLE       write a signed bundle to the other slot
+//	abctl reboot [--kexec|--firmware] [--slot SLOT]  as the next boot would
+//	abctl rollback [--reboot=HOW]             go back to the other slot
+//	abctl agent --etcd URLS ...               the fleet agent: update when etcd says
+//	abctl fleet status|set-version|sign-channel  the fleet, as etcd holds it
 package main
 
 import (

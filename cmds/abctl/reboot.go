@@ -93,8 +93,9 @@ func validReboot(how string) bool {
 }
 
 // reboot hands over to the slot the next boot would choose, or to target
-// (set active first when it is not that slot). how is kexec, firmware or
-// any.
+// (set active first when it is not that slot), by the init's sequence
+// (handover.Env.Run): decide, write the state, hand over. how is kexec,
+// firmware or any. It returns only when it did not reboot.
 func (s *system) reboot(how string, target slot.Slot) error {
 	if s.running == "" {
 		return errors.New("reboot works on a system abboot booted")
@@ -113,22 +114,23 @@ func (s *system) reboot(how string, target slot.Slot) error {
 		}
 	}
 	entries, _ := s.vars.BootEntries()
-	env := &handover.Env{ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Log: event.Default}
-	p := env.Reboot(bootcheck.Input{State: state, Running: s.running, KexecAllowed: how != "firmware", FirmwareAllowed: how != "kexec"})
-	switch {
-	case p.D.Action == bootcheck.Rescue && p.D.Reason == bootcheck.ReasonNoHandover:
+	env := &handover.Env{
+		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Store: s.store, Log: event.Default,
+		Start: func(p *handover.Plan) error {
+			event.Log("reboot", "slot", p.Decision.Target, "action", p.Decision.Action, "reason", p.Decision.Reason)
+			return handover.Start(s.vars, p)
+		},
+	}
+	p := env.DecideReboot(bootcheck.Input{State: state, Running: s.running, KexecAllowed: how != "firmware", FirmwareAllowed: how != "kexec"})
+	switch d := p.Decision; {
+	case d.Action == bootcheck.Rescue && d.Reason == bootcheck.ReasonNoHandover:
 		return fmt.Errorf("not rebooting into slot %s: neither kexec nor BootNext can be used", s.running)
-	case p.D.Action == bootcheck.Rescue:
-		return fmt.Errorf("not rebooting: %s", p.D.Reason)
+	case d.Action == bootcheck.Rescue:
+		return fmt.Errorf("not rebooting: %s", d.Reason)
 	}
-	if p.D.State != stored {
-		if err := s.store.Save(p.D.State); err != nil {
-			return fmt.Errorf("writing slot state to %s: %w", s.store, err)
-		}
-	}
-	event.Log("reboot", "slot", p.D.Target, "action", p.D.Action, "reason", p.D.Reason)
-	if p.D.Action == bootcheck.Kexec {
-		return handover.Kexec()
-	}
-	return handover.Firmware(s.vars, p.Entry)
+	// The state --slot set is not stored yet.
+	p.Unsaved = state != stored
+	// Run returns only when no handover happened.
+	p = env.Run(p)
+	return fmt.Errorf("not rebooting: %s", p.Decision.Reason)
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 
 	"github.com/abboot/abboot/pkg/bootentry"
+	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/health"
 	"github.com/abboot/abboot/pkg/slot"
@@ -80,15 +81,15 @@ func statusCmd(g *globals, args []string) error {
 	}
 	order, _ := s.vars.BootOrder()
 	for _, n := range order {
-		st.BootOrder = append(st.BootOrder, fmt.Sprintf("Boot%04X", n))
+		st.BootOrder = append(st.BootOrder, efivar.BootName(n))
 	}
 	if n, ok, _ := s.vars.BootNext(); ok {
-		st.BootNext = fmt.Sprintf("Boot%04X", n)
+		st.BootNext = efivar.BootName(n)
 	}
 	for _, n := range slices.Sorted(maps.Keys(entries)) {
 		o := entries[n]
 		st.BootEntries = append(st.BootEntries, entryStatus{
-			Entry: fmt.Sprintf("Boot%04X", n), Description: o.Description,
+			Entry: efivar.BootName(n), Description: o.Description,
 			Path: o.FilePath.String(), Active: o.Attributes&1 != 0,
 		})
 	}
@@ -96,7 +97,7 @@ func statusCmd(g *globals, args []string) error {
 		a := state.Get(sl)
 		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Condition: a.Condition(), Running: sl == s.running, BootOrder: -1}
 		if n, ok := bootentry.Find(entries, sl); ok {
-			ss.Entry = fmt.Sprintf("Boot%04X", n)
+			ss.Entry = efivar.BootName(n)
 			ss.BootOrder = slices.Index(order, n)
 		}
 		st.Slots = append(st.Slots, ss)

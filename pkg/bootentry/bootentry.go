@@ -89,12 +89,12 @@ func Repair(v *efivar.Vars, entries map[uint16]*efivar.LoadOption, e *esp.ESP, s
 			if n, err = v.AddBootEntry(want); err != nil {
 				return changes, fmt.Errorf("creating boot entry %q: %w", s.EntryName(), err)
 			}
-			changes = append(changes, Change{Var: varName(n), What: "created", Slot: s})
+			changes = append(changes, Change{Var: efivar.BootName(n), What: "created", Slot: s})
 		case !same(entries[n], want):
 			if err := v.SetBootEntry(n, want); err != nil {
-				return changes, fmt.Errorf("rewriting %s: %w", varName(n), err)
+				return changes, fmt.Errorf("rewriting %s: %w", efivar.BootName(n), err)
 			}
-			changes = append(changes, Change{Var: varName(n), What: "rewrote", Slot: s})
+			changes = append(changes, Change{Var: efivar.BootName(n), What: "rewrote", Slot: s})
 		}
 		entries[n] = want
 		idx[s] = n
@@ -110,7 +110,7 @@ func Repair(v *efivar.Vars, entries map[uint16]*efivar.LoadOption, e *esp.ESP, s
 	for _, s := range slots {
 		if !slices.Contains(order, idx[s]) {
 			front = append(front, idx[s])
-			changes = append(changes, Change{Var: "BootOrder", What: "added " + varName(idx[s]), Slot: s})
+			changes = append(changes, Change{Var: "BootOrder", What: "added " + efivar.BootName(idx[s]), Slot: s})
 		}
 	}
 	if len(front) > 0 {
@@ -120,8 +120,6 @@ func Repair(v *efivar.Vars, entries map[uint16]*efivar.LoadOption, e *esp.ESP, s
 	}
 	return changes, nil
 }
-
-func varName(n uint16) string { return fmt.Sprintf("Boot%04X", n) }
 
 // same compares two load options by their encoding, which is what the
 // firmware sees.

@@ -12,7 +12,10 @@ import (
 // BootOrder and BootNext.
 const bootAttrs = AttrNonVolatile | AttrBootserviceAccess | AttrRuntimeAccess
 
-func bootName(n uint16) string { return fmt.Sprintf("Boot%04X", n) }
+// BootName returns the name of load option n's variable, Boot####: four
+// upper-case hex digits, as UEFI 2.10 §3.1.1 requires. It is the one place
+// abboot spells that name; parseBootName reads it back.
+func BootName(n uint16) string { return fmt.Sprintf("Boot%04X", n) }
 
 // parseBootName returns n for a file named Boot####-<GlobalVariable>, with
 // exactly four upper-case hex digits as §3.1.1 requires.
@@ -35,13 +38,13 @@ func parseBootName(file string) (uint16, bool) {
 // BootEntry returns Boot####. A missing entry wraps ErrNotFound, one that
 // does not decode wraps ErrMalformed.
 func (v *Vars) BootEntry(n uint16) (*LoadOption, error) {
-	_, data, err := v.Get(bootName(n), GlobalVariable)
+	_, data, err := v.Get(BootName(n), GlobalVariable)
 	if err != nil {
 		return nil, err
 	}
 	o, err := ParseLoadOption(data)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", bootName(n), err)
+		return nil, fmt.Errorf("%s: %w", BootName(n), err)
 	}
 	return o, nil
 }
@@ -50,14 +53,14 @@ func (v *Vars) BootEntry(n uint16) (*LoadOption, error) {
 func (v *Vars) SetBootEntry(n uint16, o *LoadOption) error {
 	b, err := o.MarshalBinary()
 	if err != nil {
-		return fmt.Errorf("%s: %w", bootName(n), err)
+		return fmt.Errorf("%s: %w", BootName(n), err)
 	}
-	return v.Set(bootName(n), GlobalVariable, bootAttrs, b)
+	return v.Set(BootName(n), GlobalVariable, bootAttrs, b)
 }
 
 // DeleteBootEntry deletes Boot####; a missing entry wraps ErrNotFound.
 func (v *Vars) DeleteBootEntry(n uint16) error {
-	return v.Delete(bootName(n), GlobalVariable)
+	return v.Delete(BootName(n), GlobalVariable)
 }
 
 // bootIndexes returns the indexes of the Boot#### variables that exist.

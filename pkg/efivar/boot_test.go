@@ -176,3 +176,15 @@ func TestBootVariablesMalformed(t *testing.T) {
 		t.Errorf("BootCurrent of 1 byte: %v, want ErrMalformed", err)
 	}
 }
+
+// TestBootName: the name has four upper-case hex digits and reads back.
+func TestBootName(t *testing.T) {
+	for n, want := range map[uint16]string{0: "Boot0000", 0x1a: "Boot001A", 0xffff: "BootFFFF"} {
+		if got := BootName(n); got != want {
+			t.Errorf("BootName(%#x) = %s, want %s", n, got, want)
+		}
+		if back, ok := parseBootName(want + "-" + GlobalVariable.String()); !ok || back != n {
+			t.Errorf("parseBootName(%s) = %#x, %v", want, back, ok)
+		}
+	}
+}

@@ -48,6 +48,15 @@ func (l *Logger) Log(name string, kv ...any) {
 // Log writes one event to Default.
 func Log(name string, kv ...any) { Default.Log(name, kv...) }
 
+// Error writes the event of a failure: kv, then result=error and err, the
+// tail operators grep for. Every failure path logs through it.
+func (l *Logger) Error(name string, err error, kv ...any) {
+	l.Log(name, append(kv[:len(kv):len(kv)], "result", "error", "err", err)...)
+}
+
+// Error writes the event of a failure to Default.
+func Error(name string, err error, kv ...any) { Default.Error(name, err, kv...) }
+
 // Format renders one event line without a newline.
 func Format(name string, kv ...any) string {
 	var b strings.Builder

@@ -2,6 +2,7 @@ package event
 
 import (
 	"bytes"
+	"errors"
 	"strconv"
 	"strings"
 	"testing"
@@ -90,5 +91,31 @@ func TestSince(t *testing.T) {
 	m, _ := Parse(lines[1])
 	if ms, err := strconv.Atoi(m["t_ms"]); err != nil || ms < 1500 || ms > 60000 || m["k"] != "v" {
 		t.Errorf("after Since: %q", lines[1])
+	}
+}
+
+// TestError: a failure's event is the line Log writes with the result=error
+// and err tail, t_ms still last.
+func TestError(t *testing.T) {
+	for _, tc := range []struct {
+		kv   []any
+		want string
+	}{
+		{nil, `abboot: event=esp result=error err="no ESP found"`},
+		{[]any{"dev", "/dev/vda1"}, `abboot: event=esp dev=/dev/vda1 result=error err="no ESP found"`},
+	} {
+		var b bytes.Buffer
+		New(&b).Error("esp", errors.New("no ESP found"), tc.kv...)
+		if got := strings.TrimSuffix(b.String(), "\n"); got != tc.want {
+			t.Errorf("Error(%v) = %s, want %s", tc.kv, got, tc.want)
+		}
+	}
+	var b bytes.Buffer
+	l := New(&b)
+	l.Since(time.Now())
+	l.Error("esp", errors.New("gone"))
+	line := strings.TrimSuffix(b.String(), "\n")
+	if m, _ := Parse(line); !strings.HasSuffix(line, " result=error err=gone t_ms="+m["t_ms"]) || m["t_ms"] == "" {
+		t.Errorf("with Since: %q", b.String())
 	}
 }

@@ -1,6 +1,8 @@
 package handover
 
 import (
+	"errors"
+	"fmt"
 	"io"
 	"testing"
 
@@ -25,7 +27,7 @@ func env(load func(string, func(string) string) error, ents map[uint16]*efivar.L
 	return &Env{ESPDir: "/efi", Entries: ents, Load: load, Log: event.New(io.Discard)}
 }
 
-func TestSettle(t *testing.T) {
+func TestDecide(t *testing.T) {
 	ok := func(string, func(string) string) error { return nil }
 	refused := func(string, func(string) string) error { return kexec.ErrRefused }
 	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
@@ -48,14 +50,91 @@ func TestSettle(t *testing.T) {
 	} {
 		var p *Plan
 		if tc.reboot {
-			p = tc.e.Reboot(tc.in)
+			p = tc.e.DecideReboot(tc.in)
 		} else {
-			p = tc.e.Settle(tc.in)
+			p = tc.e.Decide(tc.in)
 		}
-		got := p.D.State.Get(p.D.Target).Tries
-		if p.D.Action != tc.action || p.Entry != tc.entry || got != tc.tries || p.D.State.Counted != tc.counted || p.D.Write != (p.D.State != tc.in.State) {
+		d := p.Decision
+		got := d.State.Get(d.Target).Tries
+		if d.Action != tc.action || p.Entry != tc.entry || got != tc.tries || d.State.Counted != tc.counted || d.Write != (d.State != tc.in.State) {
 			t.Errorf("%s: %v entry %d tries %d counted %q write %v; want %v entry %d tries %d counted %q",
-				tc.name, p.D.Action, p.Entry, got, p.D.State.Counted, p.D.Write, tc.action, tc.entry, tc.tries, tc.counted)
+				tc.name, d.Action, p.Entry, got, d.State.Counted, d.Write, tc.action, tc.entry, tc.tries, tc.counted)
 		}
 	}
+}
+
+// store is a Store in memory that fails when err is set.
+type store struct {
+	saved []slotstate.State
+	err   error
+}
+
+func (s *store) Save(st slotstate.State) error {
+	if s.err != nil {
+		return s.err
+	}
+	s.saved = append(s.saved, st)
+	return nil
+}
+
+// TestRun: the state is written before each handover is started, a
+// handover that fails is retried the other way with the try counted once,
+// and a failed write starts no handover.
+func TestRun(t *testing.T) {
+	ok := func(string, func(string) string) error { return nil }
+	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
+	counted := slotstate.State{A: committed, B: slotstate.Attrs{Priority: 2, Tries: 2}}
+	markedB := counted
+	markedB.Counted = slot.B
+	for _, tc := range []struct {
+		name    string
+		in      bootcheck.Input
+		reboot  bool
+		fail    map[bootcheck.Action]bool // handovers that return
+		saveErr error
+		started []string         // action:saves-so-far at each Start
+		action  bootcheck.Action // of the plan Run returns
+		saved   []slotstate.State
+	}{
+		{"kexec", pending, false, nil, nil, []string{"kexec:1"}, bootcheck.Kexec, []slotstate.State{counted}},
+		{"kexec fails: BootNext, counted once", pending, false, map[bootcheck.Action]bool{bootcheck.Kexec: true}, nil,
+			[]string{"kexec:1", "firmware:2"}, bootcheck.Firmware, []slotstate.State{counted, markedB}},
+		// The try stays spent: the state keeps what the last write counted.
+		{"both fail: boot on", pending, false, map[bootcheck.Action]bool{bootcheck.Kexec: true, bootcheck.Firmware: true}, nil,
+			[]string{"kexec:1", "firmware:2"}, bootcheck.Continue, []slotstate.State{counted, markedB}},
+		{"write fails: no handover", pending, false, nil, errors.New("disk gone"), nil, bootcheck.Rescue, nil},
+		{"committed boots on without a write", bootcheck.Input{State: slotstate.State{A: committed}, Running: slot.A}, false, nil, errors.New("disk gone"), nil, bootcheck.Continue, nil},
+		{"reboot: kexec fails, BootNext into the running slot", bootcheck.Input{State: slotstate.State{A: committed}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}, true,
+			map[bootcheck.Action]bool{bootcheck.Kexec: true}, nil, []string{"kexec:0", "firmware:0"}, bootcheck.Firmware, nil},
+	} {
+		st := &store{err: tc.saveErr}
+		var started []string
+		e := env(ok, entries)
+		e.Store = st
+		e.Start = func(p *Plan) error {
+			started = append(started, fmt.Sprintf("%v:%d", p.Decision.Action, len(st.saved)))
+			if tc.fail[p.Decision.Action] {
+				return errors.New("still here")
+			}
+			return nil
+		}
+		var written int
+		e.Written = func(*Plan, error) { written++ }
+		p := e.Decide(tc.in)
+		if tc.reboot {
+			p = e.DecideReboot(tc.in)
+		}
+		p = e.Run(p)
+		if p.Decision.Action != tc.action || fmt.Sprint(started) != fmt.Sprint(tc.started) || fmt.Sprint(st.saved) != fmt.Sprint(tc.saved) || written != len(tc.started)+btoi(tc.action != bootcheck.Kexec && tc.action != bootcheck.Firmware) {
+			t.Errorf("%s: %v, started %v, saved %v, written %d times; want %v, started %v, saved %v",
+				tc.name, p.Decision.Action, started, st.saved, written, tc.action, tc.started, tc.saved)
+		}
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +10,7 @@ import (
 
 	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/kexec"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
@@ -50,8 +53,8 @@ func TestTrialKexec(t *testing.T) {
 		loaded, cmdline = p, edit("console=ttyS0 panic=10")
 		return nil
 	})
-	if sel.D.Action != bootcheck.Kexec || sel.D.Target != slot.B {
-		t.Fatalf("decision %+v, want kexec to b", sel.D)
+	if sel.Decision.Action != bootcheck.Kexec || sel.Decision.Target != slot.B {
+		t.Fatalf("decision %+v, want kexec to b", sel.Decision)
 	}
 	if loaded != filepath.Join(r.esp, "EFI/abboot/b.efi") || cmdline != "console=ttyS0 panic=10 abboot.handover=b" {
 		t.Errorf("staged %s with %q", loaded, cmdline)
@@ -66,8 +69,8 @@ func TestTrialKexec(t *testing.T) {
 	// B's own init, started by the kexec, must not count again.
 	before := r.snapshot()
 	_, sel, _ = r.bootSel("abboot.handover=b", nil)
-	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.B || r.snapshot() != before {
-		t.Errorf("after the handover: %+v, state changed %v", sel.D, r.snapshot() != before)
+	if sel.Decision.Action != bootcheck.Continue || sel.Decision.Target != slot.B || r.snapshot() != before {
+		t.Errorf("after the handover: %+v, state changed %v", sel.Decision, r.snapshot() != before)
 	}
 }
 
@@ -77,8 +80,8 @@ func TestTrialKexecRefused(t *testing.T) {
 		return kexec.ErrRefused
 	})
 	b, _ := entryOf(t, r, slot.B)
-	if sel.D.Action != bootcheck.Firmware || sel.Entry != b {
-		t.Fatalf("decision %+v entry %04X, want firmware to Boot%04X", sel.D, sel.Entry, b)
+	if sel.Decision.Action != bootcheck.Firmware || sel.Entry != b {
+		t.Fatalf("decision %+v entry %04X, want firmware to Boot%04X", sel.Decision, sel.Entry, b)
 	}
 	if st := r.state(); st.B.Tries != 2 || st.Counted != slot.B {
 		t.Errorf("state %+v, want B tries 2 and the counted marker on B", st)
@@ -88,14 +91,50 @@ func TestTrialKexecRefused(t *testing.T) {
 	}
 }
 
+// TestKexecReturns: the kexec was staged but did not happen; the init
+// hands over by BootNext instead, with B's try counted once, and logs the
+// failure between the two select events.
+func TestKexecReturns(t *testing.T) {
+	r := pending(t, both)
+	var started []bootcheck.Action
+	r.start = func(p *handover.Plan) error {
+		started = append(started, p.Decision.Action)
+		if p.Decision.Action == bootcheck.Kexec {
+			return errors.New("kexec returned")
+		}
+		return nil
+	}
+	_, sel, lines := r.bootSel("", func(string, func(string) string) error { return nil })
+	b, _ := entryOf(t, r, slot.B)
+	if fmt.Sprint(started) != "[kexec firmware]" || sel.Decision.Action != bootcheck.Firmware || sel.Entry != b {
+		t.Fatalf("started %v, then %+v entry %04X; want kexec, then firmware to Boot%04X", started, sel.Decision, sel.Entry, b)
+	}
+	if st := r.state(); st.B.Tries != 2 || st.Counted != slot.B {
+		t.Errorf("state %+v, want B tries 2 and the counted marker on B", st)
+	}
+	want := []string{
+		`event=select running=a best=b reason=trial tries=3->2 action=kexec write=true`,
+		`event=handover slot=b action=kexec result=error err="kexec returned"`,
+		`event=select running=a best=b reason=trial tries=3->2 action=firmware write=true`,
+	}
+	got := strings.Join(lines, "\n")
+	for i, w := range want {
+		j := strings.Index(got, w)
+		if j < 0 {
+			t.Fatalf("line %d, %s, missing or out of order:\n%s", i, w, strings.Join(lines, "\n"))
+		}
+		got = got[j:]
+	}
+}
+
 // TestHalfWrittenSlot: a slot set active whose UKI is not on the ESP is
 // marked bad instead of being tried.
 func TestHalfWrittenSlot(t *testing.T) {
 	r := pending(t, both)
 	os.Remove(filepath.Join(r.esp, "EFI/abboot/b.efi"))
 	_, sel, lines := r.bootSel("", nil)
-	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.A || r.state().B != slotstate.Bad {
-		t.Errorf("decision %+v, B %v; want continue on A and B bad", sel.D, r.state().B)
+	if sel.Decision.Action != bootcheck.Continue || sel.Decision.Target != slot.A || r.state().B != slotstate.Bad {
+		t.Errorf("decision %+v, B %v; want continue on A and B bad", sel.Decision, r.state().B)
 	}
 	if count(lines, `event=repair slot=b what=marked-bad`) != 1 {
 		t.Errorf("no repair line:\n%s", strings.Join(lines, "\n"))
@@ -107,8 +146,8 @@ func TestHalfWrittenSlot(t *testing.T) {
 func TestRootMissing(t *testing.T) {
 	r := pending(t, both)
 	_, sel, lines := r.bootSel("abboot.handover=b abboot.roothash="+strings.Repeat("ab", 32), nil)
-	if sel.D.Target != slot.A || sel.D.Reason != bootcheck.ReasonRootFailed || r.state().B != slotstate.Bad {
-		t.Errorf("decision %+v, B %v; want A for reason root-failed and B bad", sel.D, r.state().B)
+	if sel.Decision.Target != slot.A || sel.Decision.Reason != bootcheck.ReasonRootFailed || r.state().B != slotstate.Bad {
+		t.Errorf("decision %+v, B %v; want A for reason root-failed and B bad", sel.Decision, r.state().B)
 	}
 	if count(lines, `event=verity roothash=(ab)+ result=error`) != 1 {
 		t.Errorf("no verity error line:\n%s", strings.Join(lines, "\n"))
@@ -145,8 +184,8 @@ func TestUnreadableStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, sel, lines := r.bootSel("", nil)
-	if sel.D.Action != bootcheck.Continue || sel.D.Target != slot.A {
-		t.Errorf("decision %+v, want continue on A", sel.D)
+	if sel.Decision.Action != bootcheck.Continue || sel.Decision.Target != slot.A {
+		t.Errorf("decision %+v, want continue on A", sel.Decision)
 	}
 	if count(lines, `event=repair what=state store=efivar:AbbootSlots state=unreadable err=.* result=ok`) != 1 {
 		t.Errorf("no repair line for the state:\n%s", strings.Join(lines, "\n"))
