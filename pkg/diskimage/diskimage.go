@@ -83,7 +83,8 @@ type PartSpec struct {
 	// SizeMiB is the partition size; 0 means Image's size rounded up
 	// to whole MiB.
 	SizeMiB int
-	// Attributes are the GPT attribute bits (see gpt.WithSlotBits).
+	// Attributes are the GPT attribute bits (slotstore.WithAttrs gives a
+	// slot's root partition its state).
 	Attributes uint64
 }
 

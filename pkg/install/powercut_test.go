@@ -151,16 +151,11 @@ func errs(msgs []string) []error {
 }
 
 // commitCut is abctl mark-good for slot s (pkg/commit) with the power
-// through pw. fallback.Replace writes through the OS, not an afero file
-// system, so the power is cut before or after it as a whole; its own
-// temp-file-and-rename is its package's to test.
+// through pw, the fallback copy's writes included.
 func commitCut(t testing.TB, m *machine, s slot.Slot, pw *powercut.Power) error {
 	vars := efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), m.varsDir)))
 	_, err := commit.Commit(m.store(t, pw), vars, m.espDir, s, func(dir string, s slot.Slot) (bool, error) {
-		if err := pw.Step(); err != nil {
-			return false, err
-		}
-		return fallback.Replace(dir, s)
+		return fallback.ReplaceFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), dir)), s)
 	})
 	return err
 }
