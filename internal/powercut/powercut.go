@@ -10,15 +10,13 @@
 // (Sync on any handle of it); a directory entry (a file created, renamed
 // over or removed, a directory made) once its directory is synced (Sync on
 // a handle of the directory; a rename is its target's directory's). At the
-// cut every change not yet durable is undone on the real file, newest
-// first, so the test sees what a disk would hold after a cut that lost the
-// page cache: leaving out one fsync shows. With Torn set, the other
-// extreme: every write that got through stays, as if written back just in
-// time, and the write that is cut lands half. Real fsyncs are not made:
-// the tests would be slow.
+// cut, the Mode says which of the changes not yet durable reach the disk;
+// the others are undone on the real files, newest first, so the test sees
+// what a disk would hold after the cut: leaving out one fsync shows. Real
+// fsyncs are not made: the tests would be slow.
 //
-// It does not model a partial write-back (some unsynced writes kept,
-// others lost), reordering within synced data, or Truncate.
+// It does not model Truncate, or write-back of a directory's entries in
+// another order than they were made.
 package powercut
 
 import (
@@ -33,10 +31,35 @@ import (
 // ErrCut is the error of every write after the cut.
 var ErrCut = errors.New("power cut")
 
-// Power lets Left writes through, then cuts. A nil *Power never cuts.
+// Mode is what reaches the disk at the cut of what was not synced.
+type Mode int
+
+const (
+	// Lost: nothing; the page cache is lost.
+	Lost Mode = iota
+	// Torn: everything, as if written back just in time, and the write
+	// that is cut lands half.
+	Torn
+	// Even and Odd: write-back in another order than the writes were
+	// made, cut midway: of the data writes not synced, oldest first, the
+	// even-numbered (Even) or odd-numbered (Odd) ones land; the others
+	// and every directory change are lost. This is what a missing fsync
+	// between two writes that must land in order (a GPT's backup copy
+	// before its primary) shows as.
+	Even
+	Odd
+)
+
+// Modes are all the modes, for a test to cut in each.
+var Modes = []Mode{Lost, Torn, Even, Odd}
+
+func (m Mode) String() string { return [...]string{"lost", "torn", "even", "odd"}[m] }
+
+// Power lets Left writes through, then cuts in Mode. A nil *Power never
+// cuts.
 type Power struct {
 	Left int
-	Torn bool
+	Mode Mode
 	cut  bool
 	// pending are the changes not durable yet, oldest first.
 	pending []change
@@ -47,6 +70,7 @@ type Power struct {
 // change is a write not durable yet.
 type change struct {
 	key  any    // what a sync makes it durable with: a *node, a dirKey or a fileKey
+	data bool   // a data write, not a directory change
 	undo func() // restores the real file as it was before the change
 }
 
@@ -59,18 +83,15 @@ type (
 func (p *Power) Cut() bool { return p != nil && p.cut }
 
 // Step counts one write: it returns ErrCut once Left writes went through.
-// The first refused write is the cut: unless Torn, what is not durable is
-// undone then.
+// The first refused write is the cut: what is not durable is undone then,
+// as Mode says.
 func (p *Power) Step() error {
 	if p == nil {
 		return nil
 	}
 	if p.Left == 0 {
-		if !p.cut && !p.Torn {
-			for i := len(p.pending) - 1; i >= 0; i-- {
-				p.pending[i].undo()
-			}
-			p.pending = nil
+		if !p.cut {
+			p.lose()
 		}
 		p.cut = true
 		return ErrCut
@@ -79,10 +100,54 @@ func (p *Power) Step() error {
 	return nil
 }
 
-// record notes a change that is not durable until key is synced.
+// lose undoes, newest first, the changes not durable that Mode loses.
+func (p *Power) lose() {
+	var lost []change
+	data := 0
+	for _, c := range p.pending {
+		keep := false
+		switch p.Mode {
+		case Torn:
+			keep = true
+		case Even, Odd:
+			keep = c.data && data%2 == int(p.Mode-Even)
+		}
+		if c.data {
+			data++
+		}
+		if !keep {
+			lost = append(lost, c)
+		}
+	}
+	for i := len(lost) - 1; i >= 0; i-- {
+		lost[i].undo()
+	}
+	p.pending = nil
+}
+
+// Off cuts the power now, after the code under test has returned: what
+// it did not sync is lost, as in a cut right after it. A test calls it
+// before checking that a finished run's result is durable.
+func (p *Power) Off() {
+	if p != nil && !p.cut {
+		p.Left = 0
+		p.Step()
+	}
+}
+
+// record notes a directory change that is not durable until key is
+// synced.
 func (p *Power) record(key any, undo func()) {
 	if p != nil {
-		p.pending = append(p.pending, change{key, undo})
+		p.pending = append(p.pending, change{key: key, undo: undo})
+	}
+}
+
+// recordData notes a data change that is not durable until key is
+// synced.
+func (p *Power) recordData(key any, undo func()) {
+	if p != nil {
+		p.pending = append(p.pending, change{key: key, data: true, undo: undo})
 	}
 }
 
@@ -101,7 +166,7 @@ func (p *Power) synced(key any) {
 }
 
 // tear reports whether the write about to be cut should land half.
-func (p *Power) tear() bool { return p != nil && p.Left == 0 && p.Torn && !p.cut }
+func (p *Power) tear() bool { return p != nil && p.Left == 0 && p.Mode == Torn && !p.cut }
 
 // storage is what undoing a data write needs of a reopened file.
 type storage interface {
@@ -123,7 +188,7 @@ func (p *Power) writeAt(key any, w io.WriterAt, r io.ReaderAt, size int64, b []b
 		old := make([]byte, len(b))
 		n, _ := r.ReadAt(old, off)
 		old = old[:n]
-		p.record(key, func() {
+		p.recordData(key, func() {
 			f, err := reopen()
 			if err != nil {
 				return
@@ -237,7 +302,7 @@ func (c *cutFS) OpenFile(name string, flag int, perm os.FileMode) (afero.File, e
 		if b, mode, ok := c.saved(name); !ok && flag&os.O_CREATE != 0 {
 			c.p.record(c.dir(name), func() { n.fs.Remove(n.name) })
 		} else if ok && flag&os.O_TRUNC != 0 && len(b) > 0 {
-			c.p.record(n, restore(n, b, mode))
+			c.p.recordData(n, restore(n, b, mode))
 		}
 	}
 	f, err := c.Fs.OpenFile(name, flag, perm)
@@ -285,7 +350,7 @@ func (c *cutFS) Chmod(name string, mode os.FileMode) error {
 	}
 	if fi, err := c.Fs.Stat(name); err == nil {
 		n := c.node(name)
-		c.p.record(n, func() { n.fs.Chmod(n.name, fi.Mode()) })
+		c.p.recordData(n, func() { n.fs.Chmod(n.name, fi.Mode()) })
 	}
 	return c.Fs.Chmod(name, mode)
 }
@@ -303,6 +368,9 @@ func (c *cutFS) Rename(from, to string) error {
 		return err
 	}
 	n, old := c.node(from), c.p.nodes[c.realPath(to)]
+	if old == nil && replaced {
+		old = &node{fs: c.Fs, name: to, real: c.realPath(to)}
+	}
 	delete(c.p.nodes, n.real)
 	n.name, n.real = to, c.realPath(to)
 	c.p.nodes[n.real] = n

@@ -97,19 +97,22 @@ func (f *fixture) installed(t testing.TB, m *machine, v *version) []string {
 }
 
 // cutInstall installs v into slot B of a fresh copy of f.base with the
-// power cut after 0, 1, 2, ... writes, whole and torn, until an install
+// power cut after 0, 1, 2, ... writes, in each powercut.Mode, until an install
 // completes. After every cut the machine must boot (see boots), and an
 // install with the power on must then complete (see installed). It
 // returns the number of cut points tried and of those that failed; the
 // install that completes counts as failed when it installed wrongly.
 func (f *fixture) cutInstall(t *testing.T, v *version) (tried, failed int) {
-	for _, torn := range []bool{false, true} {
+	for _, mode := range powercut.Modes {
 		for n := 0; ; n++ {
 			m := f.base.clone(t)
-			pw := &powercut.Power{Left: n, Torn: torn}
+			pw := &powercut.Power{Left: n, Mode: mode}
 			_, err := f.install(t, m, v, pw, Options{})
 			tried++ // the install that completes is the cut after its last write
 			if !pw.Cut() {
+				// Installed means installed durably: what was not
+				// synced is lost in a cut right after.
+				pw.Off()
 				if err == nil {
 					err = errors.Join(errs(f.installed(t, m, v))...)
 				}
@@ -132,7 +135,7 @@ func (f *fixture) cutInstall(t *testing.T, v *version) (tried, failed int) {
 			}
 			if len(bad) > 0 {
 				failed++
-				t.Logf("install cut after %d writes (torn %v): %v", n, torn, bad)
+				t.Logf("install cut after %d writes (%v): %v", n, mode, bad)
 			}
 			if n > 200 {
 				t.Fatalf("install still cut after %d writes", n)
@@ -163,17 +166,21 @@ func commitCut(t testing.TB, m *machine, s slot.Slot, pw *powercut.Power) error 
 // cutCommit commits slot B of m, which booted it on trial, with the power
 // cut after 0, 1, 2, ... writes until the commit completes.
 func (f *fixture) cutCommit(t *testing.T, m *machine) (tried, failed int) {
-	for _, torn := range []bool{false, true} {
+	for _, mode := range powercut.Modes {
 		for n := 0; ; n++ {
 			c := m.clone(t)
-			pw := &powercut.Power{Left: n, Torn: torn}
+			pw := &powercut.Power{Left: n, Mode: mode}
 			err := commitCut(t, c, slot.B, pw)
 			tried++ // the commit that completes is the cut after its last write
+			done := !pw.Cut()
+			// Committed means committed durably: what was not synced
+			// is lost in a cut right after.
+			pw.Off()
 			if bad := f.boots(t, c); len(bad) > 0 {
 				failed++
-				t.Logf("commit cut after %d writes (torn %v): %v", n, torn, bad)
+				t.Logf("commit cut after %d writes (%v): %v", n, mode, bad)
 			}
-			if !pw.Cut() {
+			if done {
 				if err != nil {
 					t.Fatalf("commit with the power on: %v", err)
 				}
