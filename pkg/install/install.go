@@ -308,7 +308,10 @@ func (in *installer) write() error {
 
 // writePartition writes the root or verity payload at the start of its
 // partition, reading it back as it goes, and syncs it. prepare checked
-// that it fits.
+// that it fits. The sync reports a failed write-back of this partition
+// here, by name; durability alone would not need it, since activate's
+// first GPT fsync, on the same device, comes before the primary table
+// makes the slot active (so no power-cut test fails without it).
 func (in *installer) writePartition(p bundle.Payload, r io.Reader) error {
 	part, ok := in.parts[p.Name]
 	if !ok {
