@@ -87,14 +87,29 @@ func Build(s Spec, out string) error {
 	if _, err := tool.Run("objcopy", args...); err != nil {
 		return fmt.Errorf("building UKI %s: %w", out, err)
 	}
-	b, err := os.ReadFile(part)
-	if err == nil {
-		err = atomicfile.WriteFile(afero.NewOsFs(), out, b, 0o644)
-	}
-	if err != nil {
+	if err := place(part, out); err != nil {
 		return fmt.Errorf("building UKI %s: %w", out, err)
 	}
 	return nil
+}
+
+// place copies the file built at part to out with atomicfile; a
+// whole-OS initramfs can be too large to hold in memory.
+func place(part, out string) error {
+	src, err := os.Open(part)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	f, err := atomicfile.Create(afero.NewOsFs(), out, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Abort()
+		return err
+	}
+	return f.Commit()
 }
 
 // layout returns the stub's image base, the first free RVA after its
