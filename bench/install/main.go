@@ -29,6 +29,7 @@ import (
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/install"
 	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/abboot/abboot/pkg/slotstore"
 	"github.com/abboot/abboot/pkg/uki"
 	"github.com/abboot/abboot/pkg/verity"
@@ -120,7 +121,7 @@ func installOnce(p func(string) string, size int64, pub ed25519.PublicKey, steps
 	mib := int(size>>20) + 2
 	os.Remove(p("disk.img"))
 	if err := diskimage.Build(p("disk.img"), diskimage.Spec{ESPSizeMiB: diskimage.MinESPSizeMiB, Partitions: []diskimage.PartSpec{
-		{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: gpt.WithSlotBits(0, 1, 0, true)},
+		{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: slotstore.WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true})},
 		{Label: slot.A.VerityLabel(), Type: gpt.TypeRootVerityX86_64, SizeMiB: 1},
 		{Label: slot.B.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: mib},
 		{Label: slot.B.VerityLabel(), Type: gpt.TypeRootVerityX86_64, SizeMiB: mib/100 + 2},

@@ -15,6 +15,8 @@ import (
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/pkg/slotstore"
 )
 
 var abctl string
@@ -49,7 +51,7 @@ func newImage(t *testing.T) *image {
 	err := diskimage.Build(im.disk, diskimage.Spec{
 		ESPSizeMiB: diskimage.MinESPSizeMiB,
 		Partitions: []diskimage.PartSpec{
-			{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: gpt.WithSlotBits(1<<60, 1, 0, true)},
+			{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: slotstore.WithAttrs(1<<60, slotstate.Attrs{Priority: 1, Successful: true})},
 			{Label: slot.B.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1},
 		},
 	})

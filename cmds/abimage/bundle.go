@@ -7,11 +7,12 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
+	"github.com/spf13/afero"
+
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/uki"
@@ -90,8 +91,11 @@ func fromUKI(path string, m *bundle.Manifest, rootHash string) error {
 	if err != nil {
 		return err
 	}
-	cmdline := img.Sections[".cmdline"]
-	bp, err := bootparam.Parse(strings.TrimRight(string(cmdline), "\x00"))
+	cmdline, err := img.Cmdline()
+	if err != nil {
+		return fmt.Errorf("%s: %w", path, err)
+	}
+	bp, err := bootparam.Parse(cmdline)
 	if err != nil {
 		return fmt.Errorf("command line of %s: %w", path, err)
 	}
@@ -160,29 +164,16 @@ func created() (string, error) {
 	return t.UTC().Format(time.RFC3339), nil
 }
 
-// writeBundle writes the bundle to out through a temporary file and a
-// rename, so that a failure leaves no partial bundle behind.
+// writeBundle writes the bundle to out with atomicfile, so that a failure
+// leaves no partial bundle behind.
 func writeBundle(out string, m bundle.Manifest, payloads map[string]string, key ed25519.PrivateKey) error {
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*")
+	f, err := atomicfile.Create(afero.NewOsFs(), out, 0o644)
 	if err != nil {
 		return err
 	}
-	err = bundle.Write(f, m, payloads, key)
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), out)
-	}
-	if err != nil {
-		os.Remove(f.Name())
+	if err := bundle.Write(f, m, payloads, key); err != nil {
+		f.Abort()
 		return err
 	}
-	return nil
+	return f.Commit()
 }

@@ -9,6 +9,8 @@ import (
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/pkg/slotstore"
 	"github.com/abboot/abboot/pkg/verity"
 )
 
@@ -114,7 +116,7 @@ func veritySlot(v string, committed bool) ([]diskimage.PartSpec, error) {
 	}
 	var attrs uint64
 	if committed {
-		attrs = gpt.WithSlotBits(0, 1, 0, true)
+		attrs = slotstore.WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true})
 	}
 	rootUUID, verityUUID := verity.PartitionUUIDs(hash)
 	return []diskimage.PartSpec{

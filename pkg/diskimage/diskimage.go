@@ -23,6 +23,9 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/spf13/afero"
+
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/tool"
@@ -80,7 +83,8 @@ type PartSpec struct {
 	// SizeMiB is the partition size; 0 means Image's size rounded up
 	// to whole MiB.
 	SizeMiB int
-	// Attributes are the GPT attribute bits (see gpt.WithSlotBits).
+	// Attributes are the GPT attribute bits (slotstore.WithAttrs gives a
+	// slot's root partition its state).
 	Attributes uint64
 }
 
@@ -137,21 +141,12 @@ func build(out string, s Spec) error {
 		return err
 	}
 
-	f, err := os.CreateTemp(filepath.Dir(out), "."+filepath.Base(out)+".*.tmp")
+	// A disk image is not secret.
+	f, err := atomicfile.Create(afero.NewOsFs(), out, 0o644)
 	if err != nil {
 		return err
 	}
-	done := false
-	defer func() {
-		if !done {
-			f.Close()
-			os.Remove(f.Name())
-		}
-	}()
-	// CreateTemp makes the file 0600; a disk image is not secret.
-	if err := f.Chmod(0o644); err != nil {
-		return err
-	}
+	defer f.Abort()
 	if err := f.Truncate(total); err != nil {
 		return err
 	}
@@ -167,17 +162,7 @@ func build(out string, s Spec) error {
 	if err := gpt.Create(f, total, sectorSize, diskGUID, parts); err != nil {
 		return err
 	}
-	if err := f.Sync(); err != nil {
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(f.Name(), out); err != nil {
-		return err
-	}
-	done = true
-	return syncDir(filepath.Dir(out))
+	return f.Commit()
 }
 
 // plan returns the partitions (without placement) and their sizes.
@@ -296,7 +281,7 @@ func makeESP(img string, size int64, hidden uint64, files map[string]string) err
 // copyInto copies the file src to dst at off, at most limit bytes. Blocks
 // of zeros are skipped, since dst is fresh and reads as zeros there;
 // this keeps the image sparse (an ESP is mostly empty).
-func copyInto(dst *os.File, off, limit int64, src string) error {
+func copyInto(dst io.WriterAt, off, limit int64, src string) error {
 	f, err := os.Open(src)
 	if err != nil {
 		return err
@@ -320,14 +305,4 @@ func copyInto(dst *os.File, off, limit int64, src string) error {
 			return fmt.Errorf("reading %s: %w", src, err)
 		}
 	}
-}
-
-// syncDir makes a rename in dir durable.
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }

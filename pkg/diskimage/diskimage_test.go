@@ -31,7 +31,7 @@ func TestBuild(t *testing.T) {
 	fallback, fallbackBytes := randomFile(t, dir, "boot.efi", 5000)
 	root, rootBytes := randomFile(t, dir, "root.img", 1<<20+512) // rounds up to 2 MiB
 	rootUUID := guid.MustParse("5f1c0001-0203-4405-8607-08090a0b0c0d")
-	rootAttrs := gpt.WithSlotBits(0, 1, 3, false)
+	rootAttrs := uint64(0x31 << 48) // cgpt priority 1, tries 3
 	out := filepath.Join(dir, "disk.img")
 	err := Build(out, Spec{
 		ESPSizeMiB: 40,

@@ -23,6 +23,7 @@ import (
 	"strings"
 	"syscall"
 
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/foxboron/go-uefi/efi/attr"
 	"github.com/foxboron/go-uefi/efi/attributes"
@@ -101,8 +102,7 @@ func openEfivarfs(root afero.Fs, chattr bool) *Vars {
 }
 
 // OpenFS returns the variables at the root of fs, with plain-directory
-// semantics: Set writes a temp file, syncs it and renames it over the
-// variable. It is the fault-injection hook for tests: wrap fs to fail
+// semantics: Set replaces the variable's file with atomicfile.WriteFile. It is the fault-injection hook for tests: wrap fs to fail
 // OpenFile, Write, Sync or Rename (for example with ENOSPC, or a power cut
 // between the temp write and the rename) and the variable keeps its old
 // value. Use afero.NewBasePathFs to point it at a subdirectory.
@@ -167,34 +167,10 @@ func (v *Vars) Set(name string, vendor guid.GUID, attrs uint32, data []byte) err
 	return nil
 }
 
-// writePlain replaces file atomically: temp file, sync, rename.
+// writePlain replaces file atomically and durably (pkg/atomicfile).
+// efivarfs shows variables as 0644.
 func (v *Vars) writePlain(file string, attrs, data []byte) error {
-	f, err := afero.TempFile(v.fs, "/", "."+file+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	err = func() error {
-		if _, err := f.Write(append(attrs, data...)); err != nil {
-			return err
-		}
-		if err := f.Sync(); err != nil {
-			return err
-		}
-		return f.Close()
-	}()
-	if err == nil {
-		// efivarfs shows variables as 0644; TempFile creates 0600.
-		err = v.fs.Chmod(tmp, 0o644)
-	}
-	if err == nil {
-		err = v.fs.Rename(tmp, "/"+file)
-	}
-	if err != nil {
-		f.Close()
-		v.fs.Remove(tmp)
-	}
-	return err
+	return atomicfile.WriteFile(v.fs, "/"+file, append(attrs, data...), 0o644)
 }
 
 // efiGUID converts to go-uefi's GUID, whose first three fields are numbers.

@@ -12,9 +12,11 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
-	"path/filepath"
+	"path"
 
+	"github.com/spf13/afero"
+
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/slot"
 )
@@ -75,46 +77,39 @@ func Same(fsys fs.FS, a, b string) (bool, error) {
 }
 
 // Replace makes the fallback copy on the ESP mounted at dir a copy of slot
-// s's UKI, unless it already is one. It writes a temporary file next to
-// the target, syncs it, renames it over the target and syncs the
-// directory, so that a power cut leaves either the old copy or the new
-// one: FAT updates a directory entry in place within one sector.
-// It reports whether it wrote anything.
+// s's UKI, unless it already is one; see ReplaceFS.
 func Replace(dir string, s slot.Slot) (bool, error) {
-	if same, err := Same(os.DirFS(dir), slot.FallbackPath, s.UKIPath()); err == nil && same {
+	return ReplaceFS(afero.NewBasePathFs(afero.NewOsFs(), dir), s)
+}
+
+// ReplaceFS makes the fallback copy on the ESP esp a copy of slot s's
+// UKI, unless it already is one. The copy replaces the old one with
+// atomicfile, so that a power cut leaves either the old copy or the new
+// one (FAT updates a directory entry in place within one sector), and the
+// new one is durable when ReplaceFS returns. It reports whether it wrote
+// anything.
+func ReplaceFS(esp afero.Fs, s slot.Slot) (bool, error) {
+	if same, err := Same(afero.NewIOFS(esp), slot.FallbackPath, s.UKIPath()); err == nil && same {
 		return false, nil
 	}
-	src, err := os.Open(filepath.Join(dir, s.UKIPath()))
+	src, err := esp.Open(s.UKIPath())
 	if err != nil {
 		return false, fmt.Errorf("fallback copy: %w", err)
 	}
 	defer src.Close()
-	dst := filepath.Join(dir, slot.FallbackPath)
-	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+	if err := esp.MkdirAll(path.Dir(slot.FallbackPath), 0o755); err != nil {
 		return false, fmt.Errorf("fallback copy: %w", err)
 	}
-	tmp := dst + ".new"
-	f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
+	f, err := atomicfile.Create(esp, slot.FallbackPath, 0o644)
 	if err != nil {
 		return false, fmt.Errorf("fallback copy: %w", err)
 	}
-	_, err = io.Copy(f, src)
-	if err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp, dst)
-	}
-	if err != nil {
-		os.Remove(tmp)
+	if _, err := io.Copy(f, src); err != nil {
+		f.Abort()
 		return false, fmt.Errorf("fallback copy of slot %s: %w", s, err)
 	}
-	if d, err := os.Open(filepath.Dir(dst)); err == nil {
-		d.Sync()
-		d.Close()
+	if err := f.Commit(); err != nil {
+		return false, fmt.Errorf("fallback copy of slot %s: %w", s, err)
 	}
 	return true, nil
 }

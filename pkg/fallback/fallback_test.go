@@ -5,6 +5,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -62,7 +63,7 @@ func TestReplace(t *testing.T) {
 	if after, err := os.Stat(filepath.Join(dir, slot.FallbackPath)); err != nil || os.SameFile(before, after) {
 		t.Errorf("the fallback copy was rewritten in place, not replaced by a new file (%v)", err)
 	}
-	if _, err := os.Stat(filepath.Join(dir, slot.FallbackPath+".new")); err == nil {
+	if _, err := os.Stat(filepath.Join(dir, atomicfile.TempPath(slot.FallbackPath))); err == nil {
 		t.Error("temporary file left behind")
 	}
 	if _, err := Replace(espDir(t, map[string]string{"EFI/abboot/a.efi": "v1"}), slot.B); err == nil {

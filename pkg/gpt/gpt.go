@@ -3,8 +3,8 @@
 //
 // It is what abboot needs and no more: find partitions, change the
 // attribute bits and unique GUIDs of one or more partitions in one
-// crash-safe edit (the slot state lives in the ChromeOS cgpt bits, see
-// Priority; a slot's new root is found by the UUIDs its root hash gives),
+// crash-safe edit (pkg/slotstore keeps the slot state in attribute bits;
+// a slot's new root is found by the UUIDs its root hash gives),
 // restore a broken copy of the table from the good one, and write a fresh
 // table for a new image. It does not add, delete, move or resize
 // partitions on an existing disk, does not convert MBR disks, and does not
@@ -45,8 +45,10 @@ type Partition struct {
 	UUID   guid.GUID
 	// FirstLBA and LastLBA are inclusive.
 	FirstLBA, LastLBA uint64
-	// Attributes are the 64 attribute bits: 0-2 defined by UEFI, 48-63
-	// type-specific (cgpt keeps the slot state in 48-56).
+	// Attributes are the 64 attribute bits, plain (UEFI 2.10 §5.3.3
+	// Table 5.8): 0-2 defined by UEFI (required, no block I/O, legacy
+	// BIOS bootable), 48-63 type-specific. What bits 48-63 mean on
+	// abboot's root partitions is pkg/slotstore's.
 	Attributes uint64
 	// Name is the partition label, at most 36 UTF-16 code units.
 	Name string

@@ -45,9 +45,9 @@ func testParts() []Partition {
 	return []Partition{
 		{Type: TypeESP, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000001"), Name: "ESP"},
 		{Type: TypeRootX86_64, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000002"), Name: "abboot-root-a",
-			Attributes: WithSlotBits(0, 2, 0, true)},
+			Attributes: 0x0102 << 48},
 		{Type: TypeRootX86_64, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000003"), Name: "abboot-root-b",
-			Attributes: WithSlotBits(1, 1, 3, false)},
+			Attributes: 0x0031<<48 | 1},
 		{Number: 5, Type: TypeLinuxData, UUID: guid.MustParse("a0000000-0000-4000-8000-000000000005"), Name: "données"},
 	}
 }
@@ -290,7 +290,7 @@ func TestSetAttributes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			attrs := WithSlotBits(parts[2].Attributes, 15, 2, false) | 1<<63
+			attrs := parts[2].Attributes ^ 0xf<<48 | 1<<63
 			if err := d.SetAttributes(3, attrs); err != nil {
 				t.Fatal(err)
 			}
@@ -314,7 +314,7 @@ func TestSetAttributes(t *testing.T) {
 			// Two partitions in one edit: still one write of the entries
 			// and one of the header per copy.
 			c.writes, c.syncs = 0, 0
-			both := map[int]uint64{2: WithSlotBits(parts[1].Attributes, 0, 0, false), 5: 1 << 60}
+			both := map[int]uint64{2: parts[1].Attributes &^ (0x1ff << 48), 5: 1 << 60}
 			if err := d.SetAttributesOf(both); err != nil || c.writes != 4 || c.syncs != 2 {
 				t.Errorf("SetAttributesOf(%v): %v, %d writes, %d syncs; want 4 and 2", both, err, c.writes, c.syncs)
 			}
@@ -443,7 +443,7 @@ func TestCrashSafety(t *testing.T) {
 			for _, withUUID := range []bool{false, true} {
 				for _, numbers := range [][]int{{2}, {2, 3}, {2, 5}} {
 					crashOne(t, ss, torn, numbers, func(p Partition) PartitionEdit {
-						a := WithSlotBits(p.Attributes, 0, 0, false) | 1<<61
+						a := p.Attributes&^(0x1ff<<48) | 1<<61
 						e := PartitionEdit{Attributes: &a}
 						if withUUID {
 							e.UUID = newUUID(p.Number)
@@ -565,34 +565,6 @@ func crashOne(t *testing.T, ss int, torn bool, numbers []int, change func(Partit
 	}
 	if !sawOld || !sawNew {
 		t.Errorf("%d/torn=%v/%v: cuts produced old: %v, new: %v; want both", ss, torn, numbers, sawOld, sawNew)
-	}
-}
-
-func TestCgptBits(t *testing.T) {
-	for _, tc := range []struct {
-		in                 uint64
-		prio, tries        int
-		succ               bool
-		want               uint64
-		wantPrio, wantTrie int
-	}{
-		{0, 0, 0, false, 0, 0, 0},
-		{0, 1, 0, false, 1 << 48, 1, 0},
-		{0, 0, 1, false, 1 << 52, 0, 1},
-		{0, 0, 0, true, 1 << 56, 0, 0},
-		{0, 15, 15, true, 0x01ff << 48, 15, 15},
-		// Other bits (required bit 0, bit 60) survive; old slot bits go.
-		{1<<60 | 1 | 0x01ff<<48, 2, 3, false, 1<<60 | 1 | 0x32<<48, 2, 3},
-		// Out-of-range values are clamped, not spilled.
-		{0, 16, -1, false, 15 << 48, 15, 0},
-	} {
-		got := WithSlotBits(tc.in, tc.prio, tc.tries, tc.succ)
-		if got != tc.want {
-			t.Errorf("WithSlotBits(%#x, %d, %d, %v) = %#x, want %#x", tc.in, tc.prio, tc.tries, tc.succ, got, tc.want)
-		}
-		if Priority(got) != tc.wantPrio || Tries(got) != tc.wantTrie || Successful(got) != tc.succ {
-			t.Errorf("%#x: priority %d tries %d successful %v", got, Priority(got), Tries(got), Successful(got))
-		}
 	}
 }
 

@@ -192,7 +192,7 @@ func newFixture(t testing.TB, withRoot bool) *fixture {
 			a := initial.Get(s)
 			parts = append(parts,
 				diskimage.PartSpec{Label: s.RootLabel(), Type: gpt.TypeRootX86_64, UUID: ru, Image: img("root-"+string(s), v.root), SizeMiB: partMiB,
-					Attributes: gpt.WithSlotBits(0, a.Priority, a.Tries, a.Successful)},
+					Attributes: slotstore.WithAttrs(0, a)},
 				diskimage.PartSpec{Label: s.VerityLabel(), Type: gpt.TypeRootVerityX86_64, UUID: vu, Image: img("verity-"+string(s), v.tree), SizeMiB: partMiB})
 		}
 		if err := diskimage.Build(m.disk, diskimage.Spec{ESPSizeMiB: diskimage.MinESPSizeMiB, Partitions: parts}); err != nil {

@@ -9,7 +9,7 @@
 //     partitions (labels abboot-root-SLOT, abboot-verity-SLOT), each
 //     chunk read back from the device while the next ones are written
 //     (readBack), then synced; and the UKI into a temporary file next to
-//     EFI/abboot/SLOT.efi, synced; a payload whose hash does not match
+//     EFI/abboot/SLOT.efi (atomicfile); a payload whose hash does not match
 //     stops the install at its end, and so does anything after the last
 //     payload;
 //  3. what landed is checked: the UKI read back against the manifest's
@@ -18,7 +18,8 @@
 //     UKI's signed command line must carry that same root hash (none for
 //     an ESP-only bundle), or the slot would boot a kernel that looks for
 //     another root;
-//  4. the UKI is renamed into place and the directory synced;
+//  4. the UKI replaces the old one: synced, renamed into place, the
+//     directory synced (atomicfile.File.Commit);
 //  5. the slot is activated: priority above the running slot and tries N
 //     (slotstate.State.SetActive). With a root, the same GPT edit sets
 //     the slot's root and verity partition UUIDs to the new root hash's
@@ -38,11 +39,13 @@
 //
 // Step 5 on the GPT store is done here and not by slotstore.GPT.Save,
 // which edits attribute bits only: the UUIDs and the state bits must land
-// in one edit (gpt.Disk.Edit). The bits are encoded as the store encodes
-// them (gpt.WithSlotBits on the slots' root partitions, every other bit
-// kept, including the store's counted marker, which SetActive does not
-// change), and the store is read back afterwards to check that it sees
-// exactly the state intended.
+// in one edit (gpt.Disk.Edit). The bits are the store's own edit
+// (slotstore.Edits), and the store is read back afterwards to check that
+// it sees exactly the state intended.
+//
+// Files: install.go holds the steps; partitions.go finds the slot's
+// partitions and sizes; copy.go the copy-and-read-back pipeline; uki.go
+// the checks of the new UKI; state.go the activating GPT edit.
 //
 // The package does not check signatures or versions (bundle.NewReader
 // with bundle.Policy does, before Install is called; SlotSizes gives the
@@ -51,22 +54,14 @@
 package install
 
 import (
-	"bytes"
-	"crypto/sha256"
-	"debug/pe"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"path"
-	"strings"
-	"sync"
 
 	"github.com/spf13/afero"
-	"golang.org/x/sys/unix"
 
-	"github.com/abboot/abboot/pkg/bootparam"
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/gpt"
 	"github.com/abboot/abboot/pkg/guid"
@@ -154,7 +149,9 @@ type installer struct {
 	uuids    map[string]guid.GUID
 	// bufs are the copy buffers (copyBuffers of them), then one for each
 	// read-back worker, allocated once for all payloads.
-	bufs  [][]byte
+	bufs [][]byte
+	// uki is the new UKI, from step 2 until step 4 commits it.
+	uki   *atomicfile.File
 	total int64 // payload bytes in the bundle
 	res   Result
 }
@@ -256,137 +253,6 @@ func prepare(r *bundle.Reader, t Target, o Options) (*installer, error) {
 	return in, nil
 }
 
-// openDisk opens the disk and finds the slot's partitions and the UUIDs
-// its root hash gives them, refusing a root hash that another partition
-// already carries: the init would find that one.
-func (in *installer) openDisk() error {
-	var err error
-	if in.rootHash, err = hex.DecodeString(in.m.RootHash); err != nil || len(in.rootHash) != sha256.Size {
-		return fmt.Errorf("root hash %q: want %d bytes of hex", in.m.RootHash, sha256.Size)
-	}
-	if in.dev, in.disk, err = openDisk(in.t, true); err != nil {
-		return err
-	}
-	tab, err := in.disk.Read()
-	if err != nil {
-		return err
-	}
-	if in.parts, err = slotPartitions(tab, in.t.Slot); err != nil {
-		return err
-	}
-	if in.parts == nil {
-		return fmt.Errorf("%s has no partitions %s and %s", in.t.Disk, in.t.Slot.RootLabel(), in.t.Slot.VerityLabel())
-	}
-	rootUUID, verityUUID := verity.PartitionUUIDs(in.rootHash)
-	in.uuids = map[string]guid.GUID{bundle.PayloadRoot: rootUUID, bundle.PayloadVerity: verityUUID}
-	for name, u := range in.uuids {
-		if p, ok := tab.ByUUID(u); ok && p.Number != in.parts[name].Number {
-			return fmt.Errorf("partition %d (%s) already has UUID %s of root hash %s: is this root installed in the other slot?", p.Number, p.Name, u, in.m.RootHash)
-		}
-	}
-	return nil
-}
-
-// openDisk opens t.Disk as a GPT disk.
-func openDisk(t Target, writable bool) (Device, *gpt.Disk, error) {
-	var dev Device
-	var err error
-	if t.OpenDisk != nil {
-		dev, err = t.OpenDisk()
-	} else {
-		flag := os.O_RDONLY
-		if writable {
-			flag = os.O_RDWR
-		}
-		dev, err = os.OpenFile(t.Disk, flag, 0)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("opening disk: %w", err)
-	}
-	size, err := dev.Seek(0, io.SeekEnd)
-	if err == nil {
-		var d *gpt.Disk
-		if d, err = gpt.OpenFile(dev, t.Disk, size, 0, writable); err == nil {
-			return dev, d, nil
-		}
-	}
-	dev.Close()
-	return nil, nil, fmt.Errorf("opening disk %s: %w", t.Disk, err)
-}
-
-// slotPartitions returns slot s's root and verity partitions by payload
-// name, nil when it has neither.
-func slotPartitions(tab *gpt.Table, s slot.Slot) (map[string]gpt.Partition, error) {
-	parts := map[string]gpt.Partition{}
-	for name, label := range map[string]string{bundle.PayloadRoot: s.RootLabel(), bundle.PayloadVerity: s.VerityLabel()} {
-		var found []gpt.Partition
-		for _, p := range tab.Partitions {
-			if p.Name == label {
-				found = append(found, p)
-			}
-		}
-		switch len(found) {
-		case 1:
-			parts[name] = found[0]
-		case 0:
-		default:
-			return nil, fmt.Errorf("partitions %d and %d are both labelled %s", found[0].Number, found[1].Number, label)
-		}
-	}
-	switch len(parts) {
-	case 0:
-		return nil, nil
-	case 1:
-		return nil, fmt.Errorf("slot %s has only one of the partitions %s and %s", s, s.RootLabel(), s.VerityLabel())
-	}
-	return parts, nil
-}
-
-// tempPath is where the UKI is written before it is renamed into place.
-func tempPath(s slot.Slot) string { return s.UKIPath() + ".new" }
-
-// statfs is unix.Statfs; a test replaces it, since the free space of a
-// file system that other tests write to changes under it.
-var statfs = unix.Statfs
-
-// SlotSizes returns the space for each payload in slot t.Slot, for
-// bundle.SlotSizes: the sizes of its root and verity partitions on
-// t.Disk (none when the disk has neither, or t.Disk is ""), and for the
-// UKI the free space on the ESP at t.ESPDir, plus what a temporary UKI
-// left by an interrupted install takes (it is overwritten). The old UKI
-// stays until the new one is complete, so its space does not count.
-func SlotSizes(t Target) (map[string]int64, error) {
-	var fsStat unix.Statfs_t
-	if err := statfs(t.ESPDir, &fsStat); err != nil {
-		return nil, fmt.Errorf("free space on the ESP at %s: %w", t.ESPDir, err)
-	}
-	free := int64(fsStat.Bavail) * fsStat.Bsize
-	if fi, err := os.Stat(path.Join(t.ESPDir, tempPath(t.Slot))); err == nil {
-		free += fi.Size()
-	}
-	sizes := map[string]int64{bundle.PayloadUKI: free}
-	if t.Disk == "" {
-		return sizes, nil
-	}
-	dev, d, err := openDisk(t, false)
-	if err != nil {
-		return nil, err
-	}
-	defer dev.Close()
-	tab, err := d.Read()
-	if err != nil {
-		return nil, err
-	}
-	parts, err := slotPartitions(tab, t.Slot)
-	if err != nil {
-		return nil, err
-	}
-	for name, p := range parts {
-		sizes[name] = p.Size(tab.SectorSize)
-	}
-	return sizes, nil
-}
-
 func (in *installer) log(step string, kv ...any) {
 	if in.o.Log != nil {
 		in.o.Log("install", append([]any{"slot", in.t.Slot, "step", step}, kv...)...)
@@ -399,10 +265,12 @@ func (in *installer) close() {
 	}
 }
 
-// cleanup removes the temporary UKI after a failure; it is best effort,
-// since a leftover is overwritten by the next install.
+// cleanup drops the new UKI after a failure; it is best effort, since a
+// leftover is overwritten by the next install.
 func (in *installer) cleanup() {
-	in.esp.Remove(tempPath(in.t.Slot))
+	if in.uki != nil {
+		in.uki.Abort()
+	}
 }
 
 // markBad is step 1.
@@ -438,211 +306,12 @@ func (in *installer) write() error {
 	}
 }
 
-// copyBuffers is how many copy buffers are in flight: one being read
-// (and hashed), one being written, up to readBackWorkers being read back,
-// one queued.
-const copyBuffers = readBackWorkers + 3
-
-// readBackWorkers read back chunks at the same time: the device serves
-// several reads and write-outs at once better than one after the other
-// (bench/install.sh: three make the installer about 10% faster than one;
-// more gain nothing).
-const readBackWorkers = 3
-
-// copyPayload copies a payload to w at offset 0; the payload reader's
-// hash check surfaces as the error at its end. Reading (which hashes),
-// writing and, when back is set, reading back what was written run at
-// the same time on a few buffers, so an install costs about one pass over
-// the bytes rather than a hash pass, a write pass and a read-back pass.
-func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload, r io.Reader) error {
-	type chunk struct {
-		b   []byte
-		err error
-	}
-	full, free := make(chan chunk, 1), make(chan []byte, copyBuffers)
-	for _, b := range in.bufs[:copyBuffers] {
-		free <- b
-	}
-	done := make(chan struct{})
-	defer close(done)
-	go func() {
-		for {
-			var b []byte
-			select {
-			case b = <-free:
-			case <-done:
-				return
-			}
-			n, err := io.ReadFull(r, b)
-			if err == io.ErrUnexpectedEOF {
-				err = io.EOF
-			}
-			select {
-			case full <- chunk{b[:n], err}:
-			case <-done:
-				return
-			}
-			if err != nil {
-				return
-			}
-		}
-	}()
-	if back != nil {
-		back.start(free, in.bufs[copyBuffers:])
-		// After an error, the workers may still be reading the device,
-		// which the caller closes next.
-		defer back.wait()
-	}
-	var off int64
-	for c := range full {
-		if len(c.b) > 0 {
-			if _, err := w.WriteAt(c.b, off); err != nil {
-				return fmt.Errorf("writing payload %s after %d bytes: %w", p.Name, off, err)
-			}
-			off += int64(len(c.b))
-			in.res.Bytes += int64(len(c.b))
-			if in.o.Progress != nil {
-				in.o.Progress(in.res.Bytes, in.total)
-			}
-		}
-		switch {
-		case c.err != nil && c.err != io.EOF:
-			return fmt.Errorf("writing payload %s after %d bytes: %w", p.Name, off, c.err)
-		case back != nil:
-			if err := back.check(off-int64(len(c.b)), c.b, c.err == io.EOF); err != nil {
-				return err
-			}
-		default:
-			free <- c.b[:cap(c.b)]
-		}
-		if c.err == io.EOF {
-			return nil
-		}
-	}
-	return nil
-}
-
-// readBack checks, while the copy goes on, that each chunk written to a
-// partition reads back from the device as written (rule 6: "verify what
-// was written"). A chunk is first written out and dropped from the page
-// cache (sync_file_range(2), posix_fadvise(2) POSIX_FADV_DONTNEED), so
-// that the read comes from the device, not from the cache the write just
-// filled. With the payload's sha256 checked against the signed manifest
-// at its end, this proves the partition holds the signed bytes, without a
-// second pass over them after the write.
-type readBack struct {
-	dev  Device
-	base int64 // the partition's offset on dev
-	name string
-	todo chan chunkAt
-	wg   sync.WaitGroup // the workers
-	// stopped is set when todo is closed.
-	stopped bool
-
-	mu  sync.Mutex
-	err error // the first mismatch or read error
-}
-
-type chunkAt struct {
-	off int64
-	b   []byte
-}
-
-// start starts a worker for each buffer to read back into; checked
-// chunks go to free.
-func (rb *readBack) start(free chan<- []byte, bufs [][]byte) {
-	rb.todo = make(chan chunkAt, 1)
-	for _, buf := range bufs {
-		rb.wg.Add(1)
-		go func() {
-			defer rb.wg.Done()
-			for c := range rb.todo {
-				if rb.failed() == nil && len(c.b) > 0 {
-					if err := rb.compare(buf, c.off, c.b); err != nil {
-						rb.mu.Lock()
-						if rb.err == nil {
-							rb.err = err
-						}
-						rb.mu.Unlock()
-					}
-				}
-				free <- c.b[:cap(c.b)]
-			}
-		}()
-	}
-}
-
-// failed returns the first error a worker met, if any yet.
-func (rb *readBack) failed() error {
-	rb.mu.Lock()
-	defer rb.mu.Unlock()
-	return rb.err
-}
-
-// check queues the chunk b written at off; at the last chunk, it waits
-// for every chunk to be checked. It returns the first error met so far,
-// so that a copy stops soon after a chunk fails to read back.
-func (rb *readBack) check(off int64, b []byte, last bool) error {
-	if err := rb.failed(); err != nil {
-		return err
-	}
-	if fd, ok := rb.fd(); ok && len(b) > 0 {
-		// Start writing the chunk out now, so that it is on its way
-		// while the chunks before it are read back. An error shows
-		// again when compare waits for it.
-		unix.SyncFileRange(fd, rb.base+off, int64(len(b)), unix.SYNC_FILE_RANGE_WRITE)
-	}
-	rb.todo <- chunkAt{off, b}
-	if !last {
-		return nil
-	}
-	rb.wait()
-	return rb.failed()
-}
-
-// wait ends the workers once the queue is drained and waits for them.
-func (rb *readBack) wait() {
-	if !rb.stopped {
-		rb.stopped = true
-		close(rb.todo)
-	}
-	rb.wg.Wait()
-}
-
-// fd is the device's file descriptor; a wrapper without one (a test's
-// in-memory disk) is read back from what it holds.
-func (rb *readBack) fd() (int, bool) {
-	f, ok := rb.dev.(interface{ Fd() uintptr })
-	if !ok {
-		return -1, false
-	}
-	return int(f.Fd()), true
-}
-
-// compare reads back into buf the chunk b written at off.
-func (rb *readBack) compare(buf []byte, off int64, b []byte) error {
-	at, n := rb.base+off, int64(len(b))
-	if fd, ok := rb.fd(); ok {
-		if err := unix.SyncFileRange(fd, at, n, unix.SYNC_FILE_RANGE_WAIT_BEFORE|unix.SYNC_FILE_RANGE_WRITE|unix.SYNC_FILE_RANGE_WAIT_AFTER); err != nil {
-			return fmt.Errorf("writing out %s at byte %d: %w", rb.name, off, err)
-		}
-		// Advice: if the kernel keeps the pages, the read below checks
-		// the cache, which is what the write left there.
-		unix.Fadvise(fd, at, n, unix.FADV_DONTNEED)
-	}
-	got := buf[:n]
-	if _, err := rb.dev.ReadAt(got, at); err != nil {
-		return fmt.Errorf("reading back the %s at byte %d: %w", rb.name, off, err)
-	}
-	if !bytes.Equal(got, b) {
-		return fmt.Errorf("reading back the %s: the %d bytes at byte %d differ from what was written", rb.name, n, off)
-	}
-	return nil
-}
-
 // writePartition writes the root or verity payload at the start of its
 // partition, reading it back as it goes, and syncs it. prepare checked
-// that it fits.
+// that it fits. The sync reports a failed write-back of this partition
+// here, by name; durability alone would not need it, since activate's
+// first GPT fsync, on the same device, comes before the primary table
+// makes the slot active (so no power-cut test fails without it).
 func (in *installer) writePartition(p bundle.Payload, r io.Reader) error {
 	part, ok := in.parts[p.Name]
 	if !ok {
@@ -660,27 +329,21 @@ func (in *installer) writePartition(p bundle.Payload, r io.Reader) error {
 	return nil
 }
 
-// writeUKI writes the UKI payload to the temporary file and syncs it.
+// writeUKI writes the UKI payload to its replacement file (atomicfile),
+// which placeUKI commits.
 func (in *installer) writeUKI(p bundle.Payload, r io.Reader) error {
-	tmp := tempPath(in.t.Slot)
-	if err := in.esp.MkdirAll(path.Dir(tmp), 0o755); err != nil {
+	dst := in.t.Slot.UKIPath()
+	if err := in.esp.MkdirAll(path.Dir(dst), 0o755); err != nil {
 		return err
 	}
-	f, err := in.esp.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o644)
-	if err != nil {
+	var err error
+	if in.uki, err = atomicfile.Create(in.esp, dst, 0o644); err != nil {
 		return err
 	}
-	err = in.copyPayload(f, nil, p, r)
-	if err == nil {
-		err = f.Sync()
+	if err := in.copyPayload(in.uki, nil, p, r); err != nil {
+		return fmt.Errorf("writing %s: %w", tempPath(in.t.Slot), err)
 	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("writing %s: %w", tmp, err)
-	}
-	in.log("uki", "file", tmp, "bytes", p.Size)
+	in.log("uki", "file", tempPath(in.t.Slot), "bytes", p.Size)
 	return nil
 }
 
@@ -700,16 +363,14 @@ func (in *installer) verify() error {
 			return fmt.Errorf("checking root hash %s: %w", in.m.RootHash, err)
 		}
 	}
-	f, err := in.esp.Open(tempPath(in.t.Slot))
-	if err != nil {
-		return err
+	if in.uki == nil {
+		return errors.New("the bundle has no UKI")
 	}
-	defer f.Close()
 	p := in.payload(bundle.PayloadUKI)
-	if err := in.checkHash(p.Name, f, p.Size); err != nil {
+	if err := in.checkHash(p.Name, io.NewSectionReader(in.uki, 0, p.Size+1), p.Size); err != nil {
 		return err
 	}
-	got, err := ukiRootHash(f)
+	got, err := ukiRootHash(in.uki)
 	if err != nil {
 		return err
 	}
@@ -720,80 +381,14 @@ func (in *installer) verify() error {
 	return nil
 }
 
-// payload returns the manifest entry of the payload named name.
-func (in *installer) payload(name string) bundle.Payload {
-	for _, p := range in.m.Payloads {
-		if p.Name == name {
-			return p
-		}
-	}
-	return bundle.Payload{}
-}
-
-// checkHash reads size bytes from r and compares their sha256 with the
-// manifest's, and that nothing follows when r is a file.
-func (in *installer) checkHash(name string, r io.Reader, size int64) error {
-	h := sha256.New()
-	n, err := io.CopyBuffer(h, io.LimitReader(r, size+1), in.bufs[0])
-	if err != nil {
-		return fmt.Errorf("reading back %s: %w", name, err)
-	}
-	if n != size {
-		return fmt.Errorf("%s reads back as %d bytes, want %d", name, n, size)
-	}
-	if got, want := hex.EncodeToString(h.Sum(nil)), in.payload(name).SHA256; got != want {
-		return fmt.Errorf("%s reads back with sha256 %s, the manifest says %s", name, got, want)
-	}
-	return nil
-}
-
-// maxCmdline bounds the .cmdline section read; kernels take a few KiB.
-const maxCmdline = 64 << 10
-
-// ukiRootHash returns abboot.roothash from a UKI's .cmdline section, ""
-// when it has none or no .cmdline.
-func ukiRootHash(r io.ReaderAt) (string, error) {
-	f, err := pe.NewFile(r)
-	if err != nil {
-		return "", fmt.Errorf("the UKI is not a PE image: %w", err)
-	}
-	s := f.Section(".cmdline")
-	if s == nil {
-		return "", nil
-	}
-	b, err := io.ReadAll(io.LimitReader(s.Open(), maxCmdline))
-	if err != nil {
-		return "", fmt.Errorf("reading the UKI's .cmdline: %w", err)
-	}
-	// The section's raw data is padded to the file alignment with NULs.
-	if i := bytes.IndexByte(b, 0); i >= 0 {
-		b = b[:i]
-	}
-	p, err := bootparam.Parse(strings.TrimSpace(string(b)))
-	if err != nil {
-		return "", fmt.Errorf("the UKI's command line: %w", err)
-	}
-	return p.RootHash, nil
-}
-
-// placeUKI is step 4: rename the UKI into place and sync the directory,
-// so that the rename is durable before the slot is activated.
+// placeUKI is step 4: the new UKI replaces the old one, durably
+// (atomicfile.File.Commit: synced, renamed, directory synced), before the
+// slot is activated.
 func (in *installer) placeUKI() error {
-	tmp, dst := tempPath(in.t.Slot), in.t.Slot.UKIPath()
-	if err := in.esp.Rename(tmp, dst); err != nil {
+	if err := in.uki.Commit(); err != nil {
 		return err
 	}
-	d, err := in.esp.Open(path.Dir(dst))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	// Some file systems cannot sync a directory (EINVAL); FAT in
-	// Linux can, and it is what makes the rename durable there.
-	if err := d.Sync(); err != nil && !errors.Is(err, unix.EINVAL) {
-		return fmt.Errorf("syncing %s: %w", path.Dir(dst), err)
-	}
-	in.log("place-uki", "file", dst)
+	in.log("place-uki", "file", in.t.Slot.UKIPath())
 	return nil
 }
 
@@ -819,46 +414,5 @@ func (in *installer) activate() error {
 		kv = append(kv, "roothash", in.m.RootHash)
 	}
 	in.log("activate", kv...)
-	return nil
-}
-
-// activateRoot saves next and the slot's new partition UUIDs in one GPT
-// edit, then reads the store back to check that it sees next.
-func (in *installer) activateRoot(next slotstate.State) error {
-	// Like the store's Save: heal a table a cut left half-edited
-	// first; Edit refuses to write over the only good copy.
-	if err := in.disk.Repair(); err != nil {
-		return err
-	}
-	tab, err := in.disk.Read()
-	if err != nil {
-		return err
-	}
-	edits := map[int]gpt.PartitionEdit{}
-	for _, s := range slot.All {
-		p, ok := tab.ByName(s.RootLabel())
-		if !ok {
-			return fmt.Errorf("no partition %s", s.RootLabel())
-		}
-		a := next.Get(s)
-		bits := gpt.WithSlotBits(p.Attributes, a.Priority, a.Tries, a.Successful)
-		edits[p.Number] = gpt.PartitionEdit{Attributes: &bits}
-	}
-	for name, part := range in.parts {
-		e := edits[part.Number]
-		u := in.uuids[name]
-		e.UUID = &u
-		edits[part.Number] = e
-	}
-	if err := in.disk.Edit(edits); err != nil {
-		return err
-	}
-	got, err := in.t.Store.Load()
-	if err != nil {
-		return err
-	}
-	if got != next {
-		return fmt.Errorf("after the GPT edit %s reads %+v, want %+v", in.t.Store, got, next)
-	}
 	return nil
 }

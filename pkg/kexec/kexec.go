@@ -66,7 +66,7 @@ func syscallErr(what string, err error) error {
 
 // Load loads the UKI at path for Exec: its .linux section as the kernel,
 // its .initrd section (if any, and not empty) as the initramfs and its
-// .cmdline, with trailing NULs and white space removed, passed through
+// command line (uki.Image.Cmdline), passed through
 // editCmdline (nil keeps it as is). The init uses editCmdline to append
 // abboot.handover=SLOT (bootparam.WithHandover).
 //
@@ -83,7 +83,7 @@ func Load(path string, editCmdline func(string) string) error {
 	if !ok {
 		return fmt.Errorf("kexec of %s: not a UKI: no .linux section", path)
 	}
-	cmdline, err := prepareCmdline(string(img.Sections[".cmdline"]), editCmdline)
+	cmdline, err := prepareCmdline(img, editCmdline)
 	if err != nil {
 		return fmt.Errorf("kexec of %s: %w", path, err)
 	}
@@ -110,10 +110,13 @@ func Load(path string, editCmdline func(string) string) error {
 	return nil
 }
 
-// prepareCmdline returns the command line to pass: the .cmdline section
-// without the trailing NULs and newlines that UKI builders leave, edited.
-func prepareCmdline(section string, edit func(string) string) (string, error) {
-	c := strings.TrimRight(section, "\x00\r\n\t ")
+// prepareCmdline returns the command line to pass: the image's
+// (uki.Image.Cmdline), edited.
+func prepareCmdline(img *uki.Image, edit func(string) string) (string, error) {
+	c, err := img.Cmdline()
+	if err != nil {
+		return "", err
+	}
 	if edit != nil {
 		c = edit(c)
 	}

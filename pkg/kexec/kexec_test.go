@@ -285,7 +285,7 @@ func TestPrepareCmdline(t *testing.T) {
 		{section: "a", edit: func(c string) string { return c + "\x00" }, wantErr: true},
 	}
 	for _, tt := range tests {
-		got, err := prepareCmdline(tt.section, tt.edit)
+		got, err := prepareCmdline(&uki.Image{Sections: map[string][]byte{".cmdline": []byte(tt.section)}}, tt.edit)
 		if (err != nil) != tt.wantErr || got != tt.want {
 			t.Errorf("prepareCmdline(%q) = %q, %v; want %q, error %v", tt.section, got, err, tt.want, tt.wantErr)
 		}

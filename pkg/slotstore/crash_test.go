@@ -30,30 +30,34 @@ func (c crashCase) String() string {
 }
 
 // checkCuts saves c.new over c.old with the power cut after 0, 1, 2, ...
-// steps, whole or torn, until a Save completes. After every cut, load
-// (with a store made afresh over what is on disk) must return exactly
-// old or new; after the complete Save, new. It returns the number of cut
-// points tried. setup prepares a fresh copy of the old state and returns
-// a store over it whose writes are cut after left steps, and a function
-// reporting whether the power was cut.
+// steps, in each powercut.Mode, until a Save completes. After every cut,
+// load (with a store made afresh over what is on disk) must return
+// exactly old or new; after the complete Save and a cut right after it,
+// new. It returns the number of cut points tried. setup prepares a fresh
+// copy of the old state and returns a store over it whose writes go
+// through pw.
 func checkCuts(t *testing.T, c crashCase,
-	setup func(left int, torn bool) (s Store, cut func() bool, load func() (slotstate.State, error))) int {
+	setup func(pw *powercut.Power) (s Store, load func() (slotstate.State, error))) int {
 	t.Helper()
 	n := 0
-	for _, torn := range []bool{false, true} {
+	for _, mode := range powercut.Modes {
 		sawOld := false
 		for left := 0; ; left++ {
-			s, cut, load := setup(left, torn)
+			pw := &powercut.Power{Left: left, Mode: mode}
+			s, load := setup(pw)
 			saveErr := s.Save(c.new)
+			done := !pw.Cut()
+			pw.Off() // saved means saved durably
+			cut := func() bool { return !done }
 			got, err := load()
 			isOld := c.fresh && errors.Is(err, ErrNoState) || !c.fresh && err == nil && got == c.old
 			switch {
 			case !cut() && (saveErr != nil || err != nil || got != c.new):
-				t.Fatalf("%v, torn=%v: uncut Save: %v; Load = %+v, %v", c, torn, saveErr, got, err)
+				t.Fatalf("%v, %v: uncut Save: %v; Load = %+v, %v", c, mode, saveErr, got, err)
 			case cut() && saveErr == nil:
-				t.Fatalf("%v, torn=%v: Save cut after %d steps reported success", c, torn, left)
+				t.Fatalf("%v, %v: Save cut after %d steps reported success", c, mode, left)
 			case cut() && !isOld && (err != nil || got != c.new):
-				t.Fatalf("%v, torn=%v: Save cut after %d steps: Load = %+v, %v; want old or new", c, torn, left, got, err)
+				t.Fatalf("%v, %v: Save cut after %d steps: Load = %+v, %v; want old or new", c, mode, left, got, err)
 			}
 			sawOld = sawOld || isOld
 			if !cut() {
@@ -65,7 +69,7 @@ func checkCuts(t *testing.T, c crashCase,
 			}
 		}
 		if !sawOld {
-			t.Errorf("%v, torn=%v: no cut left the old state; the test cuts too late", c, torn)
+			t.Errorf("%v, %v: no cut left the old state; the test cuts too late", c, mode)
 		}
 	}
 	return n
@@ -81,7 +85,7 @@ func crashCases() []crashCase {
 	return cs
 }
 
-// TestGPTCrash cuts Save at every write, whole and torn, on a healthy
+// TestGPTCrash cuts Save at every write, in each powercut.Mode, on a healthy
 // disk, on one whose primary table is broken and on one whose backup is
 // one edit ahead (a Save cut earlier), so that the repair Save does first
 // is cut too.
@@ -98,8 +102,9 @@ func TestGPTCrash(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer f.Close()
-			// Two writes: the backup's entries and header.
-			g, err := NewGPTFile(&powercut.File{File: f, P: &powercut.Power{Left: 2}}, path, diskSize)
+			// Two writes: the backup's entries and header, kept at
+			// the cut (Torn) although their sync is refused.
+			g, err := NewGPTFile(&powercut.File{File: f, P: &powercut.Power{Left: 2, Mode: powercut.Torn}}, path, diskSize)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -125,19 +130,18 @@ func TestGPTCrash(t *testing.T) {
 				t.Fatalf("%s: start disk: %v", start.name, err)
 			}
 			path := filepath.Join(dir, "disk.img")
-			total += checkCuts(t, c, func(left int, torn bool) (Store, func() bool, func() (slotstate.State, error)) {
+			total += checkCuts(t, c, func(pw *powercut.Power) (Store, func() (slotstate.State, error)) {
 				copyFile(t, orig, path)
 				f, err := os.OpenFile(path, os.O_RDWR, 0)
 				if err != nil {
 					t.Fatal(err)
 				}
 				t.Cleanup(func() { f.Close() })
-				cf := &powercut.File{File: f, P: &powercut.Power{Left: left, Torn: torn}}
-				s, err := NewGPTFile(cf, path, diskSize)
+				s, err := NewGPTFile(&powercut.File{File: f, P: pw}, path, diskSize)
 				if err != nil {
 					t.Fatal(err)
 				}
-				return s, cf.P.Cut, func() (slotstate.State, error) { return mustGPT(t, path).Load() }
+				return s, func() (slotstate.State, error) { return mustGPT(t, path).Load() }
 			})
 		}
 	}
@@ -162,7 +166,7 @@ func copyFile(t *testing.T, from, to string) {
 }
 
 // TestVarCrash cuts Save at every change to the variable directory,
-// whole and torn, starting from every state and from no variable at all.
+// in each powercut.Mode, starting from every state and from no variable at all.
 func TestVarCrash(t *testing.T) {
 	total := 0
 	cases := crashCases()
@@ -170,15 +174,14 @@ func TestVarCrash(t *testing.T) {
 		cases = append(cases, crashCase{new: st, fresh: true})
 	}
 	for _, c := range cases {
-		total += checkCuts(t, c, func(left int, torn bool) (Store, func() bool, func() (slotstate.State, error)) {
+		total += checkCuts(t, c, func(pw *powercut.Power) (Store, func() (slotstate.State, error)) {
 			dir := t.TempDir()
 			if !c.fresh {
 				if err := NewVar(efivar.Open(dir)).Save(c.old); err != nil {
 					t.Fatal(err)
 				}
 			}
-			pw := &powercut.Power{Left: left, Torn: torn}
-			return NewVar(efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), dir)))), pw.Cut, NewVar(efivar.Open(dir)).Load
+			return NewVar(efivar.OpenFS(pw.FS(afero.NewBasePathFs(afero.NewOsFs(), dir)))), NewVar(efivar.Open(dir)).Load
 		})
 	}
 	t.Logf("variable store: %d cut points tried, each loaded as exactly the old or the new state", total)

@@ -9,6 +9,19 @@ import (
 	"github.com/abboot/abboot/pkg/slotstate"
 )
 
+// The ChromeOS cgpt attribute bits, which Flatcar's gptprio uses too
+// (vboot_reference cgptlib, CGPT_ATTRIBUTE_{PRIORITY,TRIES,SUCCESSFUL}_OFFSET:
+// priority 48-51, tries 52-55, successful 56), on each slot's root
+// partition. They sit in the type-specific upper 16 attribute bits (UEFI
+// 2.10 §5.3.3 Table 5.8), so `cgpt show -P/-T/-S` and `cgpt add -P/-T/-S`
+// read and write the same slot state as abboot.
+const (
+	priorityShift   = 48
+	triesShift      = 52
+	successfulShift = 56
+	nibble          = 0xf
+)
+
 // countedBit marks the root partition of the slot whose try a BootNext
 // handover counted (slotstate.State.Counted, rule 2). UEFI 2.10 §5.3.3
 // Table 5.8 leaves bits 48-63 to the partition type, and bit 61 is free in
@@ -18,6 +31,31 @@ import (
 // uses 59 (grow-file-system), 60 (read-only) and 63 (no-auto).
 const countedBit = 1 << 61
 
+// AttrsOf returns the slot attributes the cgpt bits of a root
+// partition's attribute bits hold.
+func AttrsOf(bits uint64) slotstate.Attrs {
+	return slotstate.Attrs{
+		Priority:   int(bits >> priorityShift & nibble),
+		Tries:      int(bits >> triesShift & nibble),
+		Successful: bits>>successfulShift&1 == 1,
+	}
+}
+
+// WithAttrs returns a root partition's attribute bits with the cgpt
+// bits set to a and every other bit (the counted marker too) kept; it is
+// how an image builder gives a slot its first state. Priority and tries
+// are clamped to 0..15, so an overflow cannot spill into the neighbouring
+// field.
+func WithAttrs(bits uint64, a slotstate.Attrs) uint64 {
+	clamp := func(v int) uint64 { return uint64(max(0, min(v, nibble))) }
+	bits &^= nibble<<priorityShift | nibble<<triesShift | 1<<successfulShift
+	bits |= clamp(a.Priority)<<priorityShift | clamp(a.Tries)<<triesShift
+	if a.Successful {
+		bits |= 1 << successfulShift
+	}
+	return bits
+}
+
 // errNoPartitions says a disk has neither root partition; Open then
 // falls back to the variable store.
 var errNoPartitions = errors.New("no abboot root partitions")
@@ -25,11 +63,12 @@ var errNoPartitions = errors.New("no abboot root partitions")
 // GPT keeps the state in the attribute bits of the slots' root partitions,
 // the partitions labelled slot.A.RootLabel() and slot.B.RootLabel(): the
 // ChromeOS cgpt bits (priority 48-51, tries 52-55, successful 56, see
-// gpt.WithSlotBits), so `cgpt show` and `cgpt add` read and write the
-// same state, and bit 61 on the counted slot's partition as the counted
-// marker. Every other attribute bit is kept.
+// WithAttrs), so `cgpt show` and `cgpt add` read and write the same
+// state, and bit 61 on the counted slot's partition as the counted
+// marker. Every other attribute bit is kept. This package is the only one
+// that knows these bits: the installer asks Edits for them.
 //
-// Save edits both partitions in one gpt.Disk.SetAttributesOf, which is
+// Save edits both partitions in one gpt.Disk.Edit (Edits), which is
 // atomic across a power cut. Load works on a disk whose GPT needs repair
 // (one copy broken or stale), reading the copy gpt.Read trusts; Save first
 // repairs such a disk (gpt.Disk.Repair, itself crash-safe) and then edits
@@ -68,24 +107,50 @@ func newGPT(name string, open func(bool) (*gpt.Disk, error)) (*GPT, error) {
 
 func (g *GPT) String() string { return "gpt:" + g.name }
 
-// read returns the root partitions of slot.All, in that order.
-func (g *GPT) read(d *gpt.Disk) ([]gpt.Partition, error) {
-	tab, err := d.Read()
-	if err != nil {
-		return nil, err
+// label returns the partition labelled name, ok false when there is
+// none; two are an error, since the init would not know which to take.
+func label(tab *gpt.Table, name string) (p gpt.Partition, ok bool, err error) {
+	for _, q := range tab.Partitions {
+		if q.Name != name {
+			continue
+		}
+		if ok {
+			return p, false, fmt.Errorf("partitions %d and %d are both labelled %s", p.Number, q.Number, name)
+		}
+		p, ok = q, true
 	}
+	return p, ok, nil
+}
+
+// Partitions returns slot s's root and verity partitions on tab, the
+// partitions labelled s.RootLabel() and s.VerityLabel(); ok is false
+// when it has neither. One without the other is an error.
+func Partitions(tab *gpt.Table, s slot.Slot) (root, verity gpt.Partition, ok bool, err error) {
+	root, hasRoot, err := label(tab, s.RootLabel())
+	if err != nil {
+		return root, verity, false, err
+	}
+	verity, hasVerity, err := label(tab, s.VerityLabel())
+	switch {
+	case err != nil:
+		return root, verity, false, err
+	case hasRoot != hasVerity:
+		return root, verity, false, fmt.Errorf("slot %s has only one of the partitions %s and %s", s, s.RootLabel(), s.VerityLabel())
+	}
+	return root, verity, hasRoot, nil
+}
+
+// roots returns the root partitions of slot.All, in that order.
+func roots(tab *gpt.Table) ([]gpt.Partition, error) {
 	var parts []gpt.Partition
 	for _, s := range slot.All {
-		var found []gpt.Partition
-		for _, p := range tab.Partitions {
-			if p.Name == s.RootLabel() {
-				found = append(found, p)
-			}
+		p, ok, err := label(tab, s.RootLabel())
+		if err != nil {
+			return nil, err
 		}
-		if len(found) > 1 {
-			return nil, fmt.Errorf("partitions %d and %d are both labelled %s", found[0].Number, found[1].Number, s.RootLabel())
+		if ok {
+			parts = append(parts, p)
 		}
-		parts = append(parts, found...)
 	}
 	switch len(parts) {
 	case 0:
@@ -94,6 +159,38 @@ func (g *GPT) read(d *gpt.Disk) ([]gpt.Partition, error) {
 		return nil, fmt.Errorf("only one root partition: %s", parts[0].Name)
 	}
 	return parts, nil
+}
+
+// read returns the root partitions of slot.All on d, in that order.
+func (g *GPT) read(d *gpt.Disk) ([]gpt.Partition, error) {
+	tab, err := d.Read()
+	if err != nil {
+		return nil, err
+	}
+	return roots(tab)
+}
+
+// Edits returns the edit of tab that saves st: the attribute bits of
+// both slots' root partitions. Save makes it alone; the installer adds the
+// new root's partition UUIDs to it, so that both land in one
+// gpt.Disk.Edit.
+func Edits(tab *gpt.Table, st slotstate.State) (map[int]gpt.PartitionEdit, error) {
+	if err := st.Validate(); err != nil {
+		return nil, err
+	}
+	parts, err := roots(tab)
+	if err != nil {
+		return nil, err
+	}
+	edits := map[int]gpt.PartitionEdit{}
+	for i, s := range slot.All {
+		bits := WithAttrs(parts[i].Attributes, st.Get(s)) &^ countedBit
+		if st.Counted == s {
+			bits |= countedBit
+		}
+		edits[parts[i].Number] = gpt.PartitionEdit{Attributes: &bits}
+	}
+	return edits, nil
 }
 
 // Load reads the state from the root partitions' attribute bits.
@@ -118,7 +215,7 @@ func (g *GPT) load() (slotstate.State, error) {
 	}
 	for i, s := range slot.All {
 		a := parts[i].Attributes
-		st = st.With(s, slotstate.Attrs{Priority: gpt.Priority(a), Tries: gpt.Tries(a), Successful: gpt.Successful(a)})
+		st = st.With(s, AttrsOf(a))
 		if a&countedBit == 0 {
 			continue
 		}
@@ -149,23 +246,18 @@ func (g *GPT) save(st slotstate.State) error {
 		return err
 	}
 	defer d.Close()
-	// Repair does nothing to a healthy disk; SetAttributesOf refuses
-	// an unhealthy one.
+	// Repair does nothing to a healthy disk; Edit refuses an unhealthy
+	// one.
 	if err := d.Repair(); err != nil {
 		return err
 	}
-	parts, err := g.read(d)
+	tab, err := d.Read()
 	if err != nil {
 		return err
 	}
-	edit := map[int]uint64{}
-	for i, s := range slot.All {
-		a := st.Get(s)
-		bits := gpt.WithSlotBits(parts[i].Attributes, a.Priority, a.Tries, a.Successful) &^ countedBit
-		if st.Counted == s {
-			bits |= countedBit
-		}
-		edit[parts[i].Number] = bits
+	edits, err := Edits(tab, st)
+	if err != nil {
+		return err
 	}
-	return d.SetAttributesOf(edit)
+	return d.Edit(edits)
 }

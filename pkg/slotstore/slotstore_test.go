@@ -137,6 +137,36 @@ func TestSaveInvalid(t *testing.T) {
 // TestGPTBits checks the exact bits Save writes: the cgpt fields, bit 61
 // on the counted slot only, and every other bit kept, including the UEFI
 // required bit 0 and the DPS bits 59, 60 and 63.
+// TestAttrBits checks the cgpt encoding against the bit positions of
+// vboot_reference's cgptlib (priority 48-51, tries 52-55, successful 56).
+func TestAttrBits(t *testing.T) {
+	for _, tc := range []struct {
+		in   uint64
+		a    slotstate.Attrs
+		want uint64
+		back slotstate.Attrs // AttrsOf(want)
+	}{
+		{0, slotstate.Attrs{}, 0, slotstate.Attrs{}},
+		{0, slotstate.Attrs{Priority: 1}, 1 << 48, slotstate.Attrs{Priority: 1}},
+		{0, slotstate.Attrs{Tries: 1}, 1 << 52, slotstate.Attrs{Tries: 1}},
+		{0, slotstate.Attrs{Successful: true}, 1 << 56, slotstate.Attrs{Successful: true}},
+		{0, slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}, 0x01ff << 48, slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}},
+		// Other bits (required bit 0, bit 60, the counted marker 61)
+		// survive; old slot bits go.
+		{1<<61 | 1<<60 | 1 | 0x01ff<<48, slotstate.Attrs{Priority: 2, Tries: 3}, 1<<61 | 1<<60 | 1 | 0x32<<48, slotstate.Attrs{Priority: 2, Tries: 3}},
+		// Out-of-range values are clamped, not spilled.
+		{0, slotstate.Attrs{Priority: 16, Tries: -1}, 15 << 48, slotstate.Attrs{Priority: 15}},
+	} {
+		got := WithAttrs(tc.in, tc.a)
+		if got != tc.want {
+			t.Errorf("WithAttrs(%#x, %+v) = %#x, want %#x", tc.in, tc.a, got, tc.want)
+		}
+		if back := AttrsOf(got); back != tc.back {
+			t.Errorf("AttrsOf(%#x) = %+v, want %+v", got, back, tc.back)
+		}
+	}
+}
+
 func TestGPTBits(t *testing.T) {
 	others := []uint64{0, 1, 1 << 60, 1<<63 | 1<<59 | 1<<57 | 1<<47 | 1<<2}
 	for _, otherA := range others {
@@ -155,7 +185,7 @@ func TestGPTBits(t *testing.T) {
 			want := testParts(otherA, otherB)
 			for i, s := range slot.All {
 				a := st.Get(s)
-				want[i+1].Attributes = gpt.WithSlotBits(want[i+1].Attributes, a.Priority, a.Tries, a.Successful)
+				want[i+1].Attributes = WithAttrs(want[i+1].Attributes, a)
 				if st.Counted == s {
 					want[i+1].Attributes |= 1 << 61
 				}
@@ -180,9 +210,9 @@ func TestGPTLoad(t *testing.T) {
 		corrupt bool
 	}{
 		{0, 0, slotstate.State{}, false},
-		{gpt.WithSlotBits(1<<60|1, 15, 3, false), gpt.WithSlotBits(0, 1, 0, true) | 1<<61,
+		{WithAttrs(1<<60|1, slotstate.Attrs{Priority: 15, Tries: 3}), WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true}) | 1<<61,
 			slotstate.State{A: slotstate.Attrs{Priority: 15, Tries: 3}, B: slotstate.Attrs{Priority: 1, Successful: true}, Counted: slot.B}, false},
-		{gpt.WithSlotBits(1<<62, 2, 15, true) | 1<<61, 1 << 57,
+		{WithAttrs(1<<62, slotstate.Attrs{Priority: 2, Tries: 15, Successful: true}) | 1<<61, 1 << 57,
 			slotstate.State{A: slotstate.Attrs{Priority: 2, Tries: 15, Successful: true}, Counted: slot.A}, false},
 		{1 << 61, 1 << 61, slotstate.State{}, true},
 	} {
@@ -199,7 +229,7 @@ func TestGPTLoad(t *testing.T) {
 // TestGPTRepair: a disk whose primary table is broken loads from the
 // backup, and Save repairs it before editing.
 func TestGPTRepair(t *testing.T) {
-	path := writeDisk(t, testParts(gpt.WithSlotBits(0, 3, 1, false), 0))
+	path := writeDisk(t, testParts(WithAttrs(0, slotstate.Attrs{Priority: 3, Tries: 1}), 0))
 	breakPrimary(t, path)
 	g := mustGPT(t, path)
 	want := slotstate.State{A: slotstate.Attrs{Priority: 3, Tries: 1}}
@@ -296,8 +326,8 @@ func snapshot(t testing.TB, dir string) map[string]string {
 // repair, and a variable directory with a good, a missing and a corrupt
 // variable, and checks that nothing changed, not even an mtime.
 func TestLoadNeverWrites(t *testing.T) {
-	healthy := writeDisk(t, testParts(gpt.WithSlotBits(0, 1, 0, true), 0))
-	broken := writeDisk(t, testParts(gpt.WithSlotBits(0, 1, 0, true), 0))
+	healthy := writeDisk(t, testParts(WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true}), 0))
+	broken := writeDisk(t, testParts(WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true}), 0))
 	breakPrimary(t, broken)
 	good, missing, corrupt := t.TempDir(), t.TempDir(), t.TempDir()
 	if err := NewVar(efivar.Open(good)).Save(states[2]); err != nil {
@@ -421,6 +451,28 @@ func TestDecodeVarErrors(t *testing.T) {
 	} {
 		if st, err := decodeVar(b); !errors.Is(err, ErrCorrupt) {
 			t.Errorf("%s: decodeVar(% x) = %+v, %v; want ErrCorrupt", name, b, st, err)
+		}
+	}
+}
+
+func TestPartitions(t *testing.T) {
+	part := func(n int, label string) gpt.Partition { return gpt.Partition{Number: n, Name: label} }
+	rootB, verityB := part(3, slot.B.RootLabel()), part(5, slot.B.VerityLabel())
+	for _, tc := range []struct {
+		name    string
+		parts   []gpt.Partition
+		ok      bool
+		wantErr bool
+	}{
+		{"both", []gpt.Partition{part(2, slot.A.RootLabel()), rootB, part(4, slot.A.VerityLabel()), verityB}, true, false},
+		{"neither", []gpt.Partition{part(2, slot.A.RootLabel())}, false, false},
+		{"root only", []gpt.Partition{rootB}, false, true},
+		{"verity only", []gpt.Partition{verityB}, false, true},
+		{"root twice", []gpt.Partition{rootB, verityB, part(6, slot.B.RootLabel())}, false, true},
+	} {
+		root, verity, ok, err := Partitions(&gpt.Table{Partitions: tc.parts}, slot.B)
+		if ok != tc.ok || (err != nil) != tc.wantErr || ok && (root != rootB || verity != verityB) {
+			t.Errorf("%s: Partitions = %v, %v, %v, %v", tc.name, root, verity, ok, err)
 		}
 	}
 }

@@ -17,7 +17,11 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 
+	"github.com/spf13/afero"
+
+	"github.com/abboot/abboot/pkg/atomicfile"
 	"github.com/abboot/abboot/pkg/osrelease"
 	"github.com/abboot/abboot/pkg/tool"
 )
@@ -34,8 +38,8 @@ type Spec struct {
 	OSRel   string // os-release text; may be empty
 }
 
-// Build writes the UKI to out, through a temporary file and a rename so
-// that a failure never leaves a half-written image behind.
+// Build writes the UKI to out with atomicfile, so that a failure never
+// leaves a half-written image behind.
 func Build(s Spec, out string) error {
 	if s.Stub == "" {
 		s.Stub = DefaultStub
@@ -43,7 +47,7 @@ func Build(s Spec, out string) error {
 	if _, err := os.Stat(s.Stub); err != nil {
 		return fmt.Errorf("UEFI stub %s: %w (apt-get install systemd-boot-efi)", s.Stub, err)
 	}
-	tmp, err := os.MkdirTemp(filepath.Dir(out), ".uki-")
+	tmp, err := os.MkdirTemp("", "abboot-uki-")
 	if err != nil {
 		return err
 	}
@@ -83,10 +87,29 @@ func Build(s Spec, out string) error {
 	if _, err := tool.Run("objcopy", args...); err != nil {
 		return fmt.Errorf("building UKI %s: %w", out, err)
 	}
-	if err := os.Rename(part, out); err != nil {
+	if err := place(part, out); err != nil {
 		return fmt.Errorf("building UKI %s: %w", out, err)
 	}
 	return nil
+}
+
+// place copies the file built at part to out with atomicfile; a
+// whole-OS initramfs can be too large to hold in memory.
+func place(part, out string) error {
+	src, err := os.Open(part)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	f, err := atomicfile.Create(afero.NewOsFs(), out, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, src); err != nil {
+		f.Abort()
+		return err
+	}
+	return f.Commit()
 }
 
 // layout returns the stub's image base, the first free RVA after its
@@ -135,16 +158,9 @@ func Read(r io.ReaderAt, names ...string) (*Image, error) {
 		if len(names) > 0 && !slices.Contains(names, s.Name) {
 			continue
 		}
-		n := min(s.VirtualSize, s.Size)
-		if s.VirtualSize == 0 {
-			n = s.Size
-		}
-		if n > maxSection {
-			return nil, fmt.Errorf("reading UKI: section %s is %d bytes, more than %d", s.Name, n, maxSection)
-		}
-		b := make([]byte, n)
-		if _, err := s.ReadAt(b, 0); err != nil && err != io.EOF {
-			return nil, fmt.Errorf("reading UKI section %s: %w", s.Name, err)
+		b, err := section(s)
+		if err != nil {
+			return nil, err
 		}
 		img.Sections[s.Name] = b
 	}
@@ -154,6 +170,52 @@ func Read(r io.ReaderAt, names ...string) (*Image, error) {
 		}
 	}
 	return img, nil
+}
+
+// section returns s's contents trimmed to its virtual size.
+func section(s *pe.Section) ([]byte, error) {
+	n := min(s.VirtualSize, s.Size)
+	if s.VirtualSize == 0 {
+		n = s.Size
+	}
+	if n > maxSection {
+		return nil, fmt.Errorf("reading UKI: section %s is %d bytes, more than %d", s.Name, n, maxSection)
+	}
+	b := make([]byte, n)
+	if _, err := s.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("reading UKI section %s: %w", s.Name, err)
+	}
+	return b, nil
+}
+
+// Cmdline returns the kernel command line of the .cmdline section, ""
+// when there is none, as the stub passes it: without the trailing NULs
+// (the section's padding; systemd-stub stops at the first NUL) and
+// without trailing white space (space, tab, CR, LF: UKI builders leave a
+// newline, and the kernel ignores it). Leading white space is kept. A NUL
+// with text after it is an error: the stub and a kexec (which takes a
+// C string) would drop that text, so the image does not mean one thing.
+func (img *Image) Cmdline() (string, error) {
+	c := strings.TrimRight(string(img.Sections[".cmdline"]), "\x00\r\n\t ")
+	if i := strings.IndexByte(c, 0); i >= 0 {
+		return "", fmt.Errorf("UKI command line %q has a NUL byte at %d", c, i)
+	}
+	return c, nil
+}
+
+// ReadCmdline returns Cmdline of the UKI r, reading no other section.
+func ReadCmdline(r io.ReaderAt) (string, error) {
+	f, err := pe.NewFile(r)
+	if err != nil {
+		return "", fmt.Errorf("reading UKI: %w", err)
+	}
+	img := &Image{Sections: map[string][]byte{}}
+	if s := f.Section(".cmdline"); s != nil {
+		if img.Sections[s.Name], err = section(s); err != nil {
+			return "", err
+		}
+	}
+	return img.Cmdline()
 }
 
 // ReadFile is Read on a file.

@@ -57,6 +57,50 @@ func TestBuildInterop(t *testing.T) {
 	if v := img.OSRelease()["VERSION_ID"]; v != "2" {
 		t.Errorf("VERSION_ID = %q, want 2", v)
 	}
+	f, err := os.Open(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if c, err := ReadCmdline(f); err != nil || c != spec.Cmdline {
+		t.Errorf("ReadCmdline = %q, %v; want %q", c, err, spec.Cmdline)
+	}
+}
+
+func TestCmdline(t *testing.T) {
+	for _, tc := range []struct {
+		section *string
+		want    string
+		wantErr bool
+	}{
+		{section: nil, want: ""},
+		{section: ptr(""), want: ""},
+		{section: ptr("a b"), want: "a b"},
+		{section: ptr("a b\n"), want: "a b"},
+		{section: ptr("a b\x00\x00\x00"), want: "a b"},
+		{section: ptr("a b \r\n\t\x00"), want: "a b"},
+		{section: ptr("  a"), want: "  a"},
+		{section: ptr("a\x00b"), wantErr: true},
+		{section: ptr("a\x00b \x00"), wantErr: true},
+	} {
+		img := &Image{Sections: map[string][]byte{}}
+		if tc.section != nil {
+			img.Sections[".cmdline"] = []byte(*tc.section)
+		}
+		got, err := img.Cmdline()
+		if (err != nil) != tc.wantErr || got != tc.want {
+			t.Errorf("Cmdline of %q = %q, %v; want %q, error %v", deref(tc.section), got, err, tc.want, tc.wantErr)
+		}
+	}
+}
+
+func ptr(s string) *string { return &s }
+
+func deref(s *string) string {
+	if s == nil {
+		return "(no section)"
+	}
+	return *s
 }
 
 func TestBuildErrors(t *testing.T) {
@@ -85,5 +129,6 @@ func FuzzRead(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Read(bytes.NewReader(b), ".linux")
+		ReadCmdline(bytes.NewReader(b))
 	})
 }
