@@ -52,15 +52,23 @@ func committedOn(t *testing.T, disk string) (*machine, *qemu.VM) {
 	return m, vm
 }
 
+// trialOfB sets B active on a machine running A and reboots it; the init
+// on A must count B's first try and hand over to B by action (kexec or
+// firmware, that is BootNext).
+func trialOfB(t *testing.T, vm *qemu.VM, action string) {
+	t.Helper()
+	command(t, vm, "abctl set-active b")
+	vm.Send("reboot\r")
+	expect(t, vm, `abboot: event=select running=a best=b reason=trial tries=3->2 action=`+action+` write=true`)
+	expect(t, vm, `abboot: event=handover slot=b action=`+action)
+}
+
 // TestTrialCommit: B pending → the init on A counts a try and kexecs B →
 // the demo on B commits → the next cold boot goes straight to B with no
 // writes.
 func TestTrialCommit(t *testing.T) {
 	m, vm := committedA(t, "1", "2")
-	command(t, vm, "abctl set-active b")
-	vm.Send("reboot\r")
-	expect(t, vm, `abboot: event=select running=a best=b reason=trial tries=3->2 action=kexec write=true`)
-	expect(t, vm, `abboot: event=handover slot=b action=kexec`)
+	trialOfB(t, vm, "kexec")
 	expect(t, vm, `abboot: event=start running=b how=handover`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=handover action=continue write=false`)
 	upAs(t, vm, "2", "b")
@@ -137,10 +145,7 @@ func TestUnhealthy(t *testing.T) {
 // OVMF honours it, and B's init does not count the try again.
 func TestNoKexec(t *testing.T) {
 	_, vm := committedA(t, "1-nokexec", "2")
-	command(t, vm, "abctl set-active b")
-	vm.Send("reboot\r")
-	expect(t, vm, `abboot: event=select running=a best=b reason=trial tries=3->2 action=firmware write=true`)
-	expect(t, vm, `abboot: event=handover slot=b action=firmware`)
+	trialOfB(t, vm, "firmware")
 	expect(t, vm, `BdsDxe: starting Boot\S+ "abboot B"`)
 	expect(t, vm, `abboot: event=start running=b how=bootcurrent`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=handover action=continue write=true`)
@@ -156,8 +161,7 @@ func TestNoKexec(t *testing.T) {
 // init puts the entries back with B first.
 func TestEntriesWipedAfterCommit(t *testing.T) {
 	m, vm := committedA(t, "1", "2")
-	command(t, vm, "abctl set-active b")
-	vm.Send("reboot\r")
+	trialOfB(t, vm, "kexec")
 	upAs(t, vm, "2", "b")
 	ents := entries(command(t, vm, "efibootmgr"))
 	for _, n := range ents {
