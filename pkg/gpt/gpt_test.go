@@ -6,38 +6,13 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
-	"io"
 	"reflect"
 	"slices"
 	"testing"
 
+	"github.com/abboot/abboot/internal/testutil"
 	"github.com/abboot/abboot/pkg/guid"
 )
-
-// memFile is an in-memory disk.
-type memFile struct{ b []byte }
-
-func (m *memFile) ReadAt(p []byte, off int64) (int, error) {
-	if off < 0 || off > int64(len(m.b)) {
-		return 0, io.EOF
-	}
-	n := copy(p, m.b[off:])
-	if n < len(p) {
-		return n, io.EOF
-	}
-	return n, nil
-}
-
-func (m *memFile) WriteAt(p []byte, off int64) (int, error) {
-	if off < 0 || off+int64(len(p)) > int64(len(m.b)) {
-		return 0, fmt.Errorf("write of %d bytes at %d past the end of a %d-byte disk", len(p), off, len(m.b))
-	}
-	return copy(m.b[off:], p), nil
-}
-
-func (m *memFile) Sync() error { return nil }
-
-func (m *memFile) clone() *memFile { return &memFile{append([]byte(nil), m.b...)} }
 
 // testParts is a typical abboot disk: ESP, two roots, a data partition
 // at entry 5 (a gap in the numbering).
@@ -55,14 +30,14 @@ func testParts() []Partition {
 var testDiskGUID = guid.MustParse("d15c0000-0000-4000-8000-00000000d15c")
 
 // newImage returns an in-memory disk of 8 MiB with testParts laid out.
-func newImage(t testing.TB, sectorSize int) (*memFile, []Partition) {
+func newImage(t testing.TB, sectorSize int) (*testutil.MemFile, []Partition) {
 	t.Helper()
 	const size = 8 << 20
 	parts := testParts()
 	if err := Layout(size, sectorSize, parts, []int64{2 << 20, 1 << 20, 1 << 20, 100 << 10}); err != nil {
 		t.Fatal(err)
 	}
-	m := &memFile{make([]byte, size)}
+	m := testutil.NewDisk(size)
 	if err := Create(m, size, sectorSize, testDiskGUID, parts); err != nil {
 		t.Fatal(err)
 	}
@@ -73,16 +48,16 @@ func newImage(t testing.TB, sectorSize int) (*memFile, []Partition) {
 	return m, parts
 }
 
-func openMem(t testing.TB, m *memFile, sectorSize int, writable bool) *Disk {
+func openMem(t testing.TB, m *testutil.MemFile, sectorSize int, writable bool) *Disk {
 	t.Helper()
-	d, err := OpenFile(m, "mem", int64(len(m.b)), sectorSize, writable)
+	d, err := OpenFile(m, "mem", int64(len(m.B)), sectorSize, writable)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return d
 }
 
-func readMem(t testing.TB, m *memFile) *Table {
+func readMem(t testing.TB, m *testutil.MemFile) *Table {
 	t.Helper()
 	tab, err := openMem(t, m, 0, false).Read()
 	if err != nil {
@@ -97,7 +72,7 @@ func TestCreateRead(t *testing.T) {
 			m, parts := newImage(t, ss)
 			tab := readMem(t, m)
 			n := uint64(16384 / ss)
-			last := uint64(len(m.b)/ss) - 1
+			last := uint64(len(m.B)/ss) - 1
 			if tab.SectorSize != ss || tab.DiskGUID != testDiskGUID || tab.FirstUsableLBA != 2+n ||
 				tab.LastUsableLBA != last-1-n || tab.EntryCount != 128 || tab.EntrySize != 128 {
 				t.Errorf("table = %+v", tab)
@@ -124,7 +99,7 @@ func TestCreateRead(t *testing.T) {
 				t.Errorf("ByName(nope) found something")
 			}
 			// Protective MBR (UEFI 2.10 §5.2.3).
-			mbr := m.b[:512]
+			mbr := m.B[:512]
 			if mbr[450] != 0xee || mbr[510] != 0x55 || mbr[511] != 0xaa ||
 				binary.LittleEndian.Uint32(mbr[454:]) != 1 || binary.LittleEndian.Uint32(mbr[458:]) != uint32(last) {
 				t.Errorf("protective MBR record % x", mbr[446:462])
@@ -137,7 +112,7 @@ func TestDetectSectorSize(t *testing.T) {
 	for _, ss := range []int{512, 4096} {
 		m, _ := newImage(t, ss)
 		// With the primary wiped, the backup header still tells.
-		clear(m.b[ss : 2*ss])
+		clear(m.B[ss : 2*ss])
 		if got := openMem(t, m, 0, false).SectorSize(); got != ss {
 			t.Errorf("detected sector size %d, want %d", got, ss)
 		}
@@ -146,59 +121,59 @@ func TestDetectSectorSize(t *testing.T) {
 
 // rewriteEntries changes the entries of the copy whose header is at lba
 // and fixes both CRCs, producing a copy that is valid by checksum.
-func rewriteEntries(m *memFile, ss int, lba uint64, edit func(entries []byte)) {
-	h, err := parseHeader(m.b[int(lba)*ss:][:ss])
+func rewriteEntries(m *testutil.MemFile, ss int, lba uint64, edit func(entries []byte)) {
+	h, err := parseHeader(m.B[int(lba)*ss:][:ss])
 	if err != nil {
 		panic(err)
 	}
 	off := int(h.entriesLBA) * ss
-	entries := m.b[off : off+int(h.entryCount*h.entrySize)]
+	entries := m.B[off : off+int(h.entryCount*h.entrySize)]
 	edit(entries)
 	h.entriesCRC = crc32.ChecksumIEEE(entries)
-	copy(m.b[int(lba)*ss:], h.marshal(ss))
+	copy(m.B[int(lba)*ss:], h.marshal(ss))
 }
 
 func TestCorruption(t *testing.T) {
 	for _, ss := range []int{512, 4096} {
-		lastLBA := func(m *memFile) uint64 { return uint64(len(m.b)/ss) - 1 }
-		backupEntries := func(m *memFile) int { return int(lastLBA(m)-uint64(16384/ss)) * ss }
+		lastLBA := func(m *testutil.MemFile) uint64 { return uint64(len(m.B)/ss) - 1 }
+		backupEntries := func(m *testutil.MemFile) int { return int(lastLBA(m)-uint64(16384/ss)) * ss }
 		for _, tc := range []struct {
 			name                string
-			corrupt             func(m *memFile)
+			corrupt             func(m *testutil.MemFile)
 			primaryOK, backupOK bool
 		}{
-			{"primary header CRC", func(m *memFile) { m.b[ss+60] ^= 1 }, false, true},
-			{"primary signature", func(m *memFile) { clear(m.b[ss : ss+8]) }, false, true},
-			{"primary entries CRC", func(m *memFile) { m.b[2*ss+128+60] ^= 0x80 }, false, true},
-			{"primary header zeroed", func(m *memFile) { clear(m.b[ss : 2*ss]) }, false, true},
-			{"backup header CRC", func(m *memFile) { m.b[int(lastLBA(m))*ss+40] ^= 1 }, true, false},
-			{"backup entries CRC", func(m *memFile) { m.b[backupEntries(m)+5] ^= 1 }, true, false},
-			{"backup one edit ahead", func(m *memFile) {
+			{"primary header CRC", func(m *testutil.MemFile) { m.B[ss+60] ^= 1 }, false, true},
+			{"primary signature", func(m *testutil.MemFile) { clear(m.B[ss : ss+8]) }, false, true},
+			{"primary entries CRC", func(m *testutil.MemFile) { m.B[2*ss+128+60] ^= 0x80 }, false, true},
+			{"primary header zeroed", func(m *testutil.MemFile) { clear(m.B[ss : 2*ss]) }, false, true},
+			{"backup header CRC", func(m *testutil.MemFile) { m.B[int(lastLBA(m))*ss+40] ^= 1 }, true, false},
+			{"backup entries CRC", func(m *testutil.MemFile) { m.B[backupEntries(m)+5] ^= 1 }, true, false},
+			{"backup one edit ahead", func(m *testutil.MemFile) {
 				rewriteEntries(m, ss, lastLBA(m), func(e []byte) { e[48+128] ^= 1 })
 			}, true, false},
-			{"primary partition outside usable range", func(m *memFile) {
+			{"primary partition outside usable range", func(m *testutil.MemFile) {
 				rewriteEntries(m, ss, 1, func(e []byte) { binary.LittleEndian.PutUint64(e[40:], 1<<40) })
 			}, false, true},
-			{"primary partitions overlap", func(m *memFile) {
+			{"primary partitions overlap", func(m *testutil.MemFile) {
 				rewriteEntries(m, ss, 1, func(e []byte) { copy(e[128+32:128+40], e[32:40]) })
 			}, false, true},
-			{"primary entry array over usable range", func(m *memFile) {
-				h, _ := parseHeader(m.b[ss : 2*ss])
+			{"primary entry array over usable range", func(m *testutil.MemFile) {
+				h, _ := parseHeader(m.B[ss : 2*ss])
 				h.entriesLBA = h.firstUsable
-				copy(m.b[ss:], h.marshal(ss))
+				copy(m.B[ss:], h.marshal(ss))
 			}, false, true},
-			{"primary misplaced", func(m *memFile) {
-				h, _ := parseHeader(m.b[ss : 2*ss])
+			{"primary misplaced", func(m *testutil.MemFile) {
+				h, _ := parseHeader(m.B[ss : 2*ss])
 				h.myLBA = 7
-				copy(m.b[ss:], h.marshal(ss))
+				copy(m.B[ss:], h.marshal(ss))
 			}, false, true},
-			{"both headers", func(m *memFile) { m.b[ss+60] ^= 1; m.b[int(lastLBA(m))*ss+60] ^= 1 }, false, false},
+			{"both headers", func(m *testutil.MemFile) { m.B[ss+60] ^= 1; m.B[int(lastLBA(m))*ss+60] ^= 1 }, false, false},
 		} {
 			t.Run(fmt.Sprintf("%d/%s", ss, tc.name), func(t *testing.T) {
 				orig, parts := newImage(t, ss)
-				m := orig.clone()
+				m := orig.Clone()
 				tc.corrupt(m)
-				corrupted := m.clone()
+				corrupted := m.Clone()
 				d := openMem(t, m, ss, true)
 				tab, err := d.Read()
 				if !tc.primaryOK && !tc.backupOK {
@@ -208,7 +183,7 @@ func TestCorruption(t *testing.T) {
 					if err := d.Repair(); err == nil {
 						t.Errorf("Repair of a disk with both copies broken succeeded")
 					}
-					if !bytes.Equal(m.b, corrupted.b) {
+					if !bytes.Equal(m.B, corrupted.B) {
 						t.Errorf("failed Repair wrote to the disk")
 					}
 					return
@@ -216,7 +191,7 @@ func TestCorruption(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				if !bytes.Equal(m.b, corrupted.b) {
+				if !bytes.Equal(m.B, corrupted.B) {
 					t.Errorf("Read wrote to the disk")
 				}
 				if (tab.PrimaryErr == nil) != tc.primaryOK || (tab.BackupErr == nil) != tc.backupOK {
@@ -228,7 +203,7 @@ func TestCorruption(t *testing.T) {
 				if err := d.SetAttributes(2, 0); !errors.Is(err, ErrNeedsRepair) {
 					t.Errorf("SetAttributes on a broken disk: %v, want ErrNeedsRepair", err)
 				}
-				if !bytes.Equal(m.b, corrupted.b) {
+				if !bytes.Equal(m.B, corrupted.B) {
 					t.Errorf("refused SetAttributes wrote to the disk")
 				}
 				if err := d.Repair(); err != nil {
@@ -236,7 +211,7 @@ func TestCorruption(t *testing.T) {
 				}
 				// Our tables keep the primary entries at LBA 2, so a
 				// repair restores the very bytes Create wrote.
-				if !bytes.Equal(m.b, orig.b) {
+				if !bytes.Equal(m.B, orig.B) {
 					t.Errorf("repaired disk differs from the original")
 				}
 			})
@@ -246,7 +221,7 @@ func TestCorruption(t *testing.T) {
 
 func TestRepairGrownDisk(t *testing.T) {
 	m, parts := newImage(t, 512)
-	m.b = append(m.b, make([]byte, 1<<20)...)
+	m.B = append(m.B, make([]byte, 1<<20)...)
 	d := openMem(t, m, 0, true)
 	tab, err := d.Read()
 	if err != nil {
@@ -262,8 +237,8 @@ func TestRepairGrownDisk(t *testing.T) {
 	if tab.NeedsRepair() || !reflect.DeepEqual(tab.Partitions, parts) {
 		t.Errorf("after repair: %v, %v, %v", tab.PrimaryErr, tab.BackupErr, tab.Partitions)
 	}
-	h, _ := parseHeader(m.b[512:1024])
-	if want := uint64(len(m.b)/512 - 1); h.altLBA != want {
+	h, _ := parseHeader(m.B[512:1024])
+	if want := uint64(len(m.B)/512 - 1); h.altLBA != want {
 		t.Errorf("primary AlternateLBA = %d, want %d", h.altLBA, want)
 	}
 }
@@ -286,7 +261,7 @@ func TestSetAttributes(t *testing.T) {
 		t.Run(fmt.Sprint(ss), func(t *testing.T) {
 			m, parts := newImage(t, ss)
 			c := &countingFile{File: m}
-			d, err := OpenFile(c, "mem", int64(len(m.b)), 0, true)
+			d, err := OpenFile(c, "mem", int64(len(m.B)), 0, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -326,7 +301,7 @@ func TestSetAttributes(t *testing.T) {
 			if err := d.SetAttributesOf(nil); err != nil || c.writes != 0 {
 				t.Errorf("empty SetAttributesOf: %v, %d writes", err, c.writes)
 			}
-			before := m.clone()
+			before := m.Clone()
 			for _, n := range []int{0, 4, 6, 129, -1} {
 				if err := d.SetAttributes(n, 1); err == nil {
 					t.Errorf("SetAttributes(%d) succeeded on an unused entry", n)
@@ -341,7 +316,7 @@ func TestSetAttributes(t *testing.T) {
 			if err := openMem(t, m, 0, false).Repair(); err == nil {
 				t.Errorf("Repair on a read-only disk succeeded")
 			}
-			if !bytes.Equal(before.b, m.b) {
+			if !bytes.Equal(before.B, m.B) {
 				t.Errorf("refused calls wrote to the disk")
 			}
 		})
@@ -373,9 +348,9 @@ func TestEdit(t *testing.T) {
 		for _, ss := range []int{512, 4096} {
 			t.Run(fmt.Sprintf("%s/%d", tc.name, ss), func(t *testing.T) {
 				m, parts := newImage(t, ss)
-				before := m.clone()
+				before := m.Clone()
 				c := &countingFile{File: m}
-				d, err := OpenFile(c, "mem", int64(len(m.b)), 0, true)
+				d, err := OpenFile(c, "mem", int64(len(m.B)), 0, true)
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -387,7 +362,7 @@ func TestEdit(t *testing.T) {
 					t.Errorf("Edit made %d writes and %d syncs, want %d and %d", c.writes, c.syncs, tc.writes, tc.writes/2)
 				}
 				if tc.writes == 0 {
-					if !bytes.Equal(before.b, m.b) {
+					if !bytes.Equal(before.B, m.B) {
 						t.Errorf("Edit changed the disk")
 					}
 					return
@@ -406,7 +381,7 @@ func TestEdit(t *testing.T) {
 // cutFile stops writing after a number of writes, as a power cut
 // would; with torn set, the write that is cut lands half.
 type cutFile struct {
-	*memFile
+	*testutil.MemFile
 	left int
 	torn bool
 }
@@ -416,13 +391,13 @@ var errCut = errors.New("power cut")
 func (c *cutFile) WriteAt(p []byte, off int64) (int, error) {
 	if c.left == 0 {
 		if c.torn {
-			c.memFile.WriteAt(p[:len(p)/2], off)
+			c.MemFile.WriteAt(p[:len(p)/2], off)
 			c.torn = false
 		}
 		return 0, errCut
 	}
 	c.left--
-	return c.memFile.WriteAt(p, off)
+	return c.MemFile.WriteAt(p, off)
 }
 
 // TestCrashSafety cuts SetAttributesOf, and Edit changing UUIDs and
@@ -511,9 +486,9 @@ func crashOne(t *testing.T, ss int, torn bool, numbers []int, change func(Partit
 	sawOld, sawNew := false, false
 	for cut := 0; cut <= 4; cut++ {
 		t.Run(fmt.Sprintf("%d/torn=%v/%v/uuid=%v/cut=%d", ss, torn, numbers, attrsOnly == nil, cut), func(t *testing.T) {
-			m := orig.clone()
-			cf := &cutFile{memFile: m, left: cut, torn: torn}
-			d, err := OpenFile(cf, "mem", int64(len(m.b)), 0, true)
+			m := orig.Clone()
+			cf := &cutFile{MemFile: m, left: cut, torn: torn}
+			d, err := OpenFile(cf, "mem", int64(len(m.B)), 0, true)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -543,10 +518,10 @@ func crashOne(t *testing.T, ss int, torn bool, numbers []int, change func(Partit
 			if cut == 4 && !got {
 				t.Fatal("complete edit left the old state")
 			}
-			cutState := m.clone()
+			cutState := m.Clone()
 			for rcut := 0; ; rcut++ {
-				m := cutState.clone()
-				d, _ := OpenFile(&cutFile{memFile: m, left: rcut, torn: torn}, "mem", int64(len(m.b)), 0, true)
+				m := cutState.Clone()
+				d, _ := OpenFile(&cutFile{MemFile: m, left: rcut, torn: torn}, "mem", int64(len(m.B)), 0, true)
 				err := d.Repair()
 				if isNew(t, readMem(t, m).Partitions) != got {
 					t.Fatalf("Repair cut after %d writes changed new=%v", rcut, got)
@@ -615,18 +590,18 @@ func TestCreateErrors(t *testing.T) {
 		{"number too big", testDiskGUID, []Partition{{Number: 129, Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095}}},
 		{"long name", testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095, Name: "0123456789012345678901234567890123456"}}},
 	} {
-		m := &memFile{make([]byte, 8<<20)}
-		if err := Create(m, int64(len(m.b)), 512, tc.disk, tc.parts); err == nil {
+		m := testutil.NewDisk(8 << 20)
+		if err := Create(m, int64(len(m.B)), 512, tc.disk, tc.parts); err == nil {
 			t.Errorf("%s: Create succeeded", tc.name)
 		}
-		if !bytes.Equal(m.b, make([]byte, len(m.b))) {
+		if !bytes.Equal(m.B, make([]byte, len(m.B))) {
 			t.Errorf("%s: failed Create wrote to the disk", tc.name)
 		}
 	}
 	// 36 UTF-16 units is the limit; a rune outside the BMP takes two.
-	m := &memFile{make([]byte, 8<<20)}
+	m := testutil.NewDisk(8 << 20)
 	name := "012345678901234567890123456789012\U0001F600"
-	if err := Create(m, int64(len(m.b)), 512, testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095, Name: name}}); err != nil {
+	if err := Create(m, int64(len(m.B)), 512, testDiskGUID, []Partition{{Type: TypeESP, UUID: u(1), FirstLBA: 2048, LastLBA: 4095, Name: name}}); err != nil {
 		t.Fatal(err)
 	}
 	if got := readMem(t, m).Partitions[0].Name; got != name {
@@ -643,13 +618,13 @@ func TestCreateErrors(t *testing.T) {
 func FuzzRead(f *testing.F) {
 	for _, ss := range []int{512, 4096} {
 		m, _ := newSmallImage(f, ss)
-		f.Add(m.b, false)
-		b := m.clone()
-		b.b[ss+70] ^= 1
-		f.Add(b.b, false)
-		b = m.clone()
-		clear(b.b[len(b.b)-ss:])
-		f.Add(b.b, true)
+		f.Add(m.B, false)
+		b := m.Clone()
+		b.B[ss+70] ^= 1
+		f.Add(b.B, false)
+		b = m.Clone()
+		clear(b.B[len(b.B)-ss:])
+		f.Add(b.B, true)
 	}
 	f.Fuzz(func(t *testing.T, data []byte, fix bool) {
 		// Repair writes; the fuzzer's input must stay as it is.
@@ -657,7 +632,7 @@ func FuzzRead(f *testing.F) {
 		if fix {
 			fixCRCs(data)
 		}
-		d, err := OpenFile(&memFile{data}, "fuzz", int64(len(data)), 0, true)
+		d, err := OpenFile(&testutil.MemFile{B: data, Fixed: true}, "fuzz", int64(len(data)), 0, true)
 		if err != nil {
 			return
 		}
@@ -715,15 +690,15 @@ func fixCRCs(b []byte) {
 
 // newSmallImage is a fuzz seed: the smallest disk that has room for a
 // partition of a few sectors.
-func newSmallImage(t testing.TB, ss int) (*memFile, []Partition) {
+func newSmallImage(t testing.TB, ss int) (*testutil.MemFile, []Partition) {
 	t.Helper()
-	m := &memFile{make([]byte, (2*16384/ss+8)*ss)}
-	first, last, err := usableRange(int64(len(m.b)), ss)
+	m := testutil.NewDisk((2*16384/ss + 8) * ss)
+	first, last, err := usableRange(int64(len(m.B)), ss)
 	if err != nil {
 		t.Fatal(err)
 	}
 	parts := []Partition{{Number: 1, Type: TypeRootX86_64, UUID: testDiskGUID, FirstLBA: first, LastLBA: last, Name: "r", Attributes: 1 << 48}}
-	if err := Create(m, int64(len(m.b)), ss, testDiskGUID, parts); err != nil {
+	if err := Create(m, int64(len(m.B)), ss, testDiskGUID, parts); err != nil {
 		t.Fatal(err)
 	}
 	return m, parts

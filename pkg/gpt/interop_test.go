@@ -43,7 +43,7 @@ func writeImage(t *testing.T) (string, []Partition) {
 	t.Helper()
 	m, parts := newImage(t, 512)
 	path := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(path, m.b, 0o644); err != nil {
+	if err := os.WriteFile(path, m.B, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return path, parts
@@ -260,7 +260,7 @@ func TestInteropBlockDevice(t *testing.T) {
 	}
 	m, parts := newImage(t, 4096)
 	path := filepath.Join(t.TempDir(), "disk.img")
-	if err := os.WriteFile(path, m.b, 0o644); err != nil {
+	if err := os.WriteFile(path, m.B, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	out, err := exec.Command("losetup", "--find", "--show", "--sector-size", "4096", path).CombinedOutput()
@@ -278,8 +278,8 @@ func TestInteropBlockDevice(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.Close()
-	if d.SectorSize() != 4096 || d.Size() != int64(len(m.b)) {
-		t.Errorf("%s: sector size %d, size %d; want 4096, %d", dev, d.SectorSize(), d.Size(), len(m.b))
+	if d.SectorSize() != 4096 || d.Size() != int64(len(m.B)) {
+		t.Errorf("%s: sector size %d, size %d; want 4096, %d", dev, d.SectorSize(), d.Size(), len(m.B))
 	}
 	attrs := parts[1].Attributes&^(0x1ff<<48) | 0x49<<48
 	if err := d.SetAttributes(2, attrs); err != nil {
