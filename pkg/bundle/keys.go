@@ -75,17 +75,7 @@ func ParseKeys(data []byte) (Keyring, error) {
 }
 
 // LoadKeys reads a trust file (see ParseKeys).
-func LoadKeys(path string) (Keyring, error) {
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading trusted keys: %w", err)
-	}
-	keys, err := ParseKeys(data)
-	if err != nil {
-		return nil, fmt.Errorf("trusted keys %s: %w", path, err)
-	}
-	return keys, nil
-}
+func LoadKeys(path string) (Keyring, error) { return load(path, "trusted keys", ParseKeys) }
 
 // MarshalPublicKey returns pub as a PEM "PUBLIC KEY" block.
 func MarshalPublicKey(pub ed25519.PublicKey) ([]byte, error) {
@@ -131,15 +121,22 @@ func ParsePrivateKey(data []byte) (ed25519.PrivateKey, error) {
 
 // LoadPrivateKey reads a private key file (see ParsePrivateKey).
 func LoadPrivateKey(path string) (ed25519.PrivateKey, error) {
+	return load(path, "signing key", ParsePrivateKey)
+}
+
+// load reads the file at path and parses it, naming what it holds in
+// the errors.
+func load[T any](path, what string, parse func([]byte) (T, error)) (T, error) {
+	var zero T
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading signing key: %w", err)
+		return zero, fmt.Errorf("reading %s: %w", what, err)
 	}
-	priv, err := ParsePrivateKey(data)
+	v, err := parse(data)
 	if err != nil {
-		return nil, fmt.Errorf("signing key %s: %w", path, err)
+		return zero, fmt.Errorf("%s %s: %w", what, path, err)
 	}
-	return priv, nil
+	return v, nil
 }
 
 // verify returns the key of keys whose signature sig of manifest is. When

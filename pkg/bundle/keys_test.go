@@ -9,6 +9,8 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"encoding/pem"
+	"errors"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -81,6 +83,45 @@ func TestPrivateKeyRoundTrip(t *testing.T) {
 	}
 	if _, err := ParsePrivateKey(append(b, b...)); err == nil {
 		t.Error("ParsePrivateKey took two keys")
+	}
+}
+
+// TestLoadErrors: a missing file and a file of the wrong kind of key are
+// refused with errors that say which file and what it was to hold.
+func TestLoadErrors(t *testing.T) {
+	dir := t.TempDir()
+	pubPath, keyPath := filepath.Join(dir, "k.pub"), filepath.Join(dir, "k.key")
+	priv, err := MarshalPrivateKey(testKey(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(pubPath, mustPEM(t, testKey(1)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyPath, priv, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	missing := filepath.Join(dir, "missing")
+	loadKeys := func(path string) error { _, err := LoadKeys(path); return err }
+	loadPrivate := func(path string) error { _, err := LoadPrivateKey(path); return err }
+	for _, tt := range []struct {
+		name string
+		load func(string) error
+		path string
+		want string
+	}{
+		{"trust file missing", loadKeys, missing, "reading trusted keys: "},
+		{"private key as trust file", loadKeys, keyPath, "trusted keys " + keyPath + ": "},
+		{"signing key missing", loadPrivate, missing, "reading signing key: "},
+		{"public key to sign", loadPrivate, pubPath, "signing key " + pubPath + ": "},
+	} {
+		err := tt.load(tt.path)
+		if err == nil || !strings.HasPrefix(err.Error(), tt.want) {
+			t.Errorf("%s: %v, want an error starting %q", tt.name, err, tt.want)
+		}
+		if tt.path == missing && !errors.Is(err, fs.ErrNotExist) {
+			t.Errorf("%s: %v does not wrap fs.ErrNotExist", tt.name, err)
+		}
 	}
 }
 
