@@ -52,15 +52,24 @@ func flaky(t *testing.T, content []byte, cut int, ranges bool) *httptest.Server 
 	return s
 }
 
+// open opens url with a millisecond backoff, failing the test on error,
+// and closes it when the test ends.
+func open(t *testing.T, url string, o Options) io.ReadCloser {
+	t.Helper()
+	o.Backoff = time.Millisecond
+	r, err := Open(context.Background(), url, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Close() })
+	return r
+}
+
 func TestResume(t *testing.T) {
 	content := make([]byte, 1<<20+123)
 	rand.Read(content)
 	s := flaky(t, content, 300<<10, true)
-	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer r.Close()
+	r := open(t, s.URL, Options{})
 	got, err := io.ReadAll(r)
 	if err != nil {
 		t.Fatal(err)
@@ -77,10 +86,7 @@ func TestResume(t *testing.T) {
 func TestNoRangeSupport(t *testing.T) {
 	content := make([]byte, 100<<10)
 	s := flaky(t, content, 40<<10, false)
-	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := open(t, s.URL, Options{})
 	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "cannot resume") {
 		t.Errorf("ReadAll = %v, want a resume error", err)
 	}
@@ -89,10 +95,7 @@ func TestNoRangeSupport(t *testing.T) {
 func TestSlowButSteady(t *testing.T) {
 	content := make([]byte, 100<<10)
 	s := flaky(t, content, 1<<10, true)
-	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond, Retries: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := open(t, s.URL, Options{Retries: 2})
 	// Every connection delivers 1 KiB, so the download progresses and
 	// never runs out of reconnects.
 	got, err := io.ReadAll(r)
@@ -117,10 +120,7 @@ func TestGiveUpWithoutProgress(t *testing.T) {
 		c.Close()
 	}))
 	defer s.Close()
-	r, err := Open(context.Background(), s.URL, Options{Backoff: time.Millisecond, Retries: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := open(t, s.URL, Options{Retries: 2})
 	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "2 in a row without progress") {
 		t.Errorf("ReadAll = %v, want to give up after 2 reconnects without progress", err)
 	}
@@ -144,10 +144,7 @@ func TestReconnectFails(t *testing.T) {
 	rand.Read(content)
 	s := flaky(t, content, 30<<10, true)
 	c := &http.Client{Transport: &failEvery{}}
-	r, err := Open(context.Background(), s.URL, Options{Client: c, Backoff: time.Millisecond, Retries: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := open(t, s.URL, Options{Client: c, Retries: 2})
 	got, err := io.ReadAll(r)
 	if err != nil || !bytes.Equal(got, content) {
 		t.Fatalf("ReadAll = %d bytes, %v; want the %d served, failed reconnects retried", len(got), err, len(content))
@@ -160,10 +157,7 @@ func TestReconnectFails(t *testing.T) {
 		}
 		return http.DefaultTransport.RoundTrip(r)
 	})}
-	r, err = Open(context.Background(), s.URL, Options{Client: never, Backoff: time.Millisecond, Retries: 2})
-	if err != nil {
-		t.Fatal(err)
-	}
+	r = open(t, s.URL, Options{Client: never, Retries: 2})
 	if _, err := io.ReadAll(r); err == nil || !strings.Contains(err.Error(), "2 in a row without progress") || !strings.Contains(err.Error(), "connection refused") {
 		t.Errorf("ReadAll = %v, want to give up after 2 failed reconnects", err)
 	}
