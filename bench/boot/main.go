@@ -15,10 +15,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"time"
 
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/qemu"
@@ -110,14 +110,11 @@ func boot(img, vars string, cpus int) (map[string]float64, error) {
 	return s, vm.Wait()
 }
 
+// median is the median of key over the samples.
 func median(samples []map[string]float64, key string) float64 {
-	var v []float64
+	v := make([]float64, 0, len(samples))
 	for _, s := range samples {
 		v = append(v, s[key])
 	}
-	slices.Sort(v)
-	if len(v) == 0 {
-		return 0
-	}
-	return v[len(v)/2]
+	return stats.Median(v)
 }

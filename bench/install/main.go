@@ -21,9 +21,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"slices"
 	"time"
 
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/gpt"
@@ -104,7 +104,7 @@ func run(size int64) error {
 		}
 		ddsum = append(ddsum, time.Since(start))
 	}
-	o, d, ds := median(ours), median(dd), median(ddsum)
+	o, d, ds := stats.Median(ours), stats.Median(dd), stats.Median(ddsum)
 	fmt.Printf("install bench: %d MiB root into a file-backed slot, medians of %d alternating rounds\n", size>>20, rounds)
 	fmt.Printf("  abctl's installer (write + hash + read back)  %6.2f s  %v\n", o.Seconds(), ours)
 	fmt.Printf("  dd conv=fsync                                %6.2f s  %v\n", d.Seconds(), dd)
@@ -157,12 +157,6 @@ func installOnce(p func(string) string, size int64, pub ed25519.PublicKey, steps
 		return 0, err
 	}
 	return time.Since(start), nil
-}
-
-func median(d []time.Duration) time.Duration {
-	s := slices.Clone(d)
-	slices.Sort(s)
-	return s[len(s)/2]
 }
 
 func randomFile(path string, size int64) error {

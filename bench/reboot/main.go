@@ -12,11 +12,11 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/qemu"
 )
@@ -86,8 +86,8 @@ func run(n int) error {
 			}
 		}
 	}
-	k, f := median(took["kexec"]), median(took["firmware"])
-	ko, fo := median(own["kexec"]), median(own["firmware"])
+	k, f := stats.Median(took["kexec"]), stats.Median(took["firmware"])
+	ko, fo := stats.Median(own["kexec"]), stats.Median(own["firmware"])
 	fmt.Printf("reboot bench: %d reboots each, TCG, median time from the reboot command (decision, kexec staging) to the next init's start event\n", n)
 	fmt.Printf("                 total   before the new kernel   kernel + init\n")
 	fmt.Printf("  kexec       %6.2f s   %6.2f s                %6.2f s\n", k.Seconds(), (k - ko).Seconds(), ko.Seconds())
@@ -95,11 +95,6 @@ func run(n int) error {
 	fmt.Printf("  firmware / kexec  %5.2f (want >= 3)\n", f.Seconds()/k.Seconds())
 	fmt.Printf("  firmware / (kernel + init): %5.2f, the most a kexec costing nothing could reach here\n", f.Seconds()/ko.Seconds())
 	return nil
-}
-
-func median(d []time.Duration) time.Duration {
-	slices.Sort(d)
-	return d[len(d)/2]
 }
 
 // stamp prints the console's kexec-path lines with the host time, for
