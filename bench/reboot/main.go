@@ -10,10 +10,10 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/abboot/abboot/bench/internal/stats"
@@ -50,7 +50,7 @@ func run(n int) error {
 	if err := qemu.NewVars(vars); err != nil {
 		return err
 	}
-	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, Log: serialLog, Timeout: 30 * time.Minute, Echo: &stamp{}})
+	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, Log: serialLog, Timeout: 30 * time.Minute, Echo: trace()})
 	if err != nil {
 		return err
 	}
@@ -97,21 +97,13 @@ func run(n int) error {
 	return nil
 }
 
-// stamp prints the console's kexec-path lines with the host time, for
-// seeing where a reboot spends its time.
-type stamp struct{ partial string }
-
-func (s *stamp) Write(p []byte) (int, error) {
+// trace prints the console's lines with the host time when
+// ABBOOT_BENCH_TRACE is set, for seeing where a reboot spends its time.
+func trace() io.Writer {
 	if os.Getenv("ABBOOT_BENCH_TRACE") == "" {
-		return len(p), nil
+		return nil
 	}
-	s.partial += string(p)
-	for {
-		i := strings.IndexByte(s.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05.000"), strings.TrimRight(s.partial[:i], "\r"))
-		s.partial = s.partial[i+1:]
-	}
+	return qemu.LineWriter(func(line string) {
+		fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("15:04:05.000"), line)
+	})
 }

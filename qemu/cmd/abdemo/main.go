@@ -78,7 +78,7 @@ func (d *demo) run() error {
 	}
 	vm, err := qemu.Start(context.Background(), qemu.Options{
 		Disks: []string{img, bundles}, VarsFile: vars, Watchdog: true,
-		Log: filepath.Join(d.out, "serial.log"), Timeout: 20 * time.Minute, Echo: &lineFilter{d: d},
+		Log: filepath.Join(d.out, "serial.log"), Timeout: 20 * time.Minute, Echo: qemu.LineWriter(d.echo),
 	})
 	if err != nil {
 		return err
@@ -141,33 +141,19 @@ func (d *demo) note(s string) {
 	d.timeline = append(d.timeline, fmt.Sprintf("%6.1fs  %s", time.Since(d.start).Seconds(), s))
 }
 
-// lineFilter echoes the console lines a person wants to see: abboot's
-// events, the demo OS and the output of the commands it runs; not the
-// kernel's messages or the firmware's screen control.
-type lineFilter struct {
-	d       *demo
-	partial string
-}
-
-func (f *lineFilter) Write(p []byte) (int, error) {
-	f.partial += string(p)
-	for {
-		i := strings.IndexByte(f.partial, '\n')
-		if i < 0 {
-			return len(p), nil
-		}
-		line := strings.TrimRight(f.partial[:i], "\r")
-		f.partial = f.partial[i+1:]
-		// A carriage return starts the line over, as on a terminal.
-		if j := strings.LastIndexByte(line, '\r'); j >= 0 {
-			line = line[j+1:]
-		}
-		if strings.HasPrefix(line, "[") || strings.Contains(line, "\x1b") || strings.TrimSpace(line) == "" {
-			continue
-		}
-		fmt.Println(line)
-		if m, ok := event.Parse(line); ok && m["event"] != "modules" && m["event"] != "esp" {
-			f.d.note("    " + strings.TrimPrefix(line, "abboot: "))
-		}
+// echo prints the console lines a person wants to see: abboot's events,
+// the demo OS and the output of the commands it runs; not the kernel's
+// messages or the firmware's screen control.
+func (d *demo) echo(line string) {
+	// A carriage return starts the line over, as on a terminal.
+	if j := strings.LastIndexByte(line, '\r'); j >= 0 {
+		line = line[j+1:]
+	}
+	if strings.HasPrefix(line, "[") || strings.Contains(line, "\x1b") || strings.TrimSpace(line) == "" {
+		return
+	}
+	fmt.Println(line)
+	if m, ok := event.Parse(line); ok && m["event"] != "modules" && m["event"] != "esp" {
+		d.note("    " + strings.TrimPrefix(line, "abboot: "))
 	}
 }
