@@ -45,6 +45,21 @@ func vsParams(p Params) []string {
 
 var rootLine = regexp.MustCompile(`(?m)^Root hash:\s+([0-9a-f]{64})$`)
 
+// vsFormat runs veritysetup format with args and returns the root hash it
+// printed.
+func vsFormat(t *testing.T, args ...string) string {
+	t.Helper()
+	out, err := veritysetup(t, append([]string{"format"}, args...)...)
+	if err != nil {
+		t.Fatalf("veritysetup format: %v\n%s", err, out)
+	}
+	m := rootLine.FindStringSubmatch(out)
+	if m == nil {
+		t.Fatalf("no root hash in veritysetup's output:\n%s", out)
+	}
+	return m[1]
+}
+
 type interopCase struct {
 	blocks int
 	p      Params
@@ -96,16 +111,8 @@ func TestInterop(t *testing.T) {
 			if err := os.WriteFile(ours, h.B, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err := veritysetup(t, append([]string{"format", data, theirs}, vsParams(c.p)...)...)
-			if err != nil {
-				t.Fatalf("veritysetup format: %v\n%s", err, out)
-			}
-			m := rootLine.FindStringSubmatch(out)
-			if m == nil {
-				t.Fatalf("no root hash in veritysetup's output:\n%s", out)
-			}
-			if got := hex.EncodeToString(root); got != m[1] {
-				t.Errorf("root hash %s, veritysetup %s", got, m[1])
+			if got, want := hex.EncodeToString(root), vsFormat(t, append([]string{data, theirs}, vsParams(c.p)...)...); got != want {
+				t.Errorf("root hash %s, veritysetup %s", got, want)
 			}
 			tb, err := os.ReadFile(theirs)
 			if err != nil {
@@ -136,15 +143,7 @@ func TestVerifyVeritysetupTree(t *testing.T) {
 			if err := os.WriteFile(data, d, 0o644); err != nil {
 				t.Fatal(err)
 			}
-			out, err := veritysetup(t, "format", data, hash)
-			if err != nil {
-				t.Fatalf("veritysetup format: %v\n%s", err, out)
-			}
-			m := rootLine.FindStringSubmatch(out)
-			if m == nil {
-				t.Fatalf("no root hash in veritysetup's output:\n%s", out)
-			}
-			root, err := ParseRootHash(m[1])
+			root, err := ParseRootHash(vsFormat(t, data, hash))
 			if err != nil {
 				t.Fatal(err)
 			}
