@@ -30,10 +30,25 @@
 // etcd's concurrency package has a mutex but no counting semaphore, so this
 // package uses the standard recipe: every node that wants a place creates
 // P/places/NAME under its session lease; the keys ordered by create
-// revision form a FIFO queue, and a node holds a place while its key is
-// among the first MaxRebooting. A waiter watches the prefix for deletions.
+// revision form a FIFO queue, and a node holds a place while fewer than
+// MaxRebooting keys are older than its own. A waiter reads the MaxRebooting
+// keys nearest ahead of it (a bounded read) and watches only the farthest
+// of them for its deletion, from the revision after the read: etcd's lock
+// recipe, which watches the one key ahead, widened to MaxRebooting. A
+// release therefore wakes about one waiter, not the queue, and a rollout
+// costs each node a constant number of requests whatever the fleet's size.
 // A node that dies stops renewing its lease, and etcd deletes its key when
 // the lease's TTL runs out, so its place frees itself.
+//
+// # Cost
+//
+// Nothing is written when nothing changes, and nothing polls etcd: an idle,
+// committed or halted agent waits on its watch of P/desired (and of the
+// halted key); a waiter on its one watch, with no deadline but the end of
+// its window. Every read of a list is bounded (a count, or a limit), except
+// Status, which is the operator's. After an error the agent backs off,
+// doubling from a second up to Poll, with jitter, so that a slow etcd gets
+// fewer requests, not more.
 //
 // # A place survives the reboot
 //
@@ -172,15 +187,6 @@ func newerThan(a, b string) (bool, error) {
 }
 
 func holding(s State) bool { return s == StateDraining || s == StateRebooting }
-
-func sortedKeys(m map[string]string) []string {
-	s := make([]string, 0, len(m))
-	for k := range m {
-		s = append(s, k)
-	}
-	sort.Strings(s)
-	return s
-}
 
 // SetDesired sets the version the fleet under prefix should run.
 func SetDesired(ctx context.Context, cli *clientv3.Client, prefix string, d Desired) error {
