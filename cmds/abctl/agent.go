@@ -33,6 +33,8 @@ func agentCmd(g *globals, args []string) error {
 	spec := fs.String("window", "*", "maintenance window in the local time zone, e.g. \"Sat,Sun 02:00-05:00\"")
 	maxRebooting := fs.Int("max-rebooting", 1, "nodes that may reboot at once")
 	maxFailures := fs.Int("max-failures", 1, "rollbacks that halt a rollout")
+	canaries := fs.Int("canaries", 0, "nodes that start a rollout alone; a failed canary halts it")
+	soak := fs.Duration("soak", 10*time.Minute, "how long the canaries must stay healthy before the rest start")
 	ttl := fs.Duration("lease-ttl", 10*time.Minute, "how long a place outlives its holder; must cover a reboot")
 	channel := fs.String("channel", "", "URL of a signed channel file to take the desired version from, instead of etcd")
 	keys := fs.String("keys", "/etc/abboot/keys.pub", "public keys to trust for bundles and the channel file")
@@ -45,13 +47,13 @@ func agentCmd(g *globals, args []string) error {
 		return err
 	}
 	if len(args) > 0 || *how != "kexec" && *how != "firmware" && *how != "any" {
-		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
+		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
 	}
 	w, err := window.Parse(*spec, time.Local)
 	if err != nil {
 		return err
 	}
-	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Window: w, LeaseTTL: *ttl}
+	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Canaries: *canaries, Soak: *soak, Window: w, LeaseTTL: *ttl}
 	if *channel != "" {
 		k, err := bundle.LoadKeys(*keys)
 		if err != nil {

@@ -58,6 +58,11 @@ type Config struct {
 	MaxRebooting int           // places in the semaphore (at least 1)
 	MaxFailures  int           // failures that halt a rollout (at least 1)
 	Window       window.Window // when the node may reboot; the zero Window never opens, window.Parse("*") always is
+	// Canaries is how many nodes start a rollout alone (0: none); the
+	// others start once each canary committed and stayed healthy for
+	// Soak. See the package documentation.
+	Canaries int
+	Soak     time.Duration
 	// LeaseTTL is how long a place outlives its holder's last renewal. It
 	// must cover a reboot. Default 10 minutes; etcd counts it in seconds.
 	LeaseTTL time.Duration
@@ -77,9 +82,13 @@ type Agent struct {
 	cfg  Config
 	p    keys
 	rec  Record // as last written to etcd
-	// haltRev is the revision at which the rollout of rec.Target was
-	// seen halted, for the watch that sees the halt cleared.
-	haltRev int64
+	// until, set by a step, is what the node waits for besides the
+	// desired version: a halt cleared, the canaries' gate.
+	until until
+	// gate is what lets this node start rec.Target: its canary slot, or
+	// the canaries' gate (nothing without canaries); canary says which.
+	gate   []clientv3.Cmp
+	canary bool
 
 	mu      sync.Mutex
 	want    Desired       // P/desired as last seen by the session's watch
@@ -127,6 +136,8 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("node name %q: want a non-empty name without / or line breaks", a.node.Name())
 	case a.cfg.MaxRebooting < 1 || a.cfg.MaxFailures < 1:
 		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", a.cfg.MaxRebooting, a.cfg.MaxFailures)
+	case a.cfg.Canaries < 0 || a.cfg.Soak < 0:
+		return fmt.Errorf("canaries %d, soak %v: want neither negative", a.cfg.Canaries, a.cfg.Soak)
 	case a.cfg.LeaseTTL < time.Second:
 		return fmt.Errorf("lease TTL %v: want at least a second", a.cfg.LeaseTTL)
 	}
@@ -196,9 +207,9 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 			watchEnded <- fmt.Errorf("watching %s: the watch ended", a.p.desired())
 		}()
 	}
-	var halt clientv3.WatchChan // the halted key's watch while the node is halted
-	stopHalt := func() {}
-	defer func() { stopHalt() }()
+	var until clientv3.WatchChan // watches a.until.prefix
+	watching, stopUntil := "", func() {}
+	defer func() { stopUntil() }()
 	for {
 		changed := a.change()
 		wait, err := a.step(ctx, sess, sem)
@@ -211,11 +222,12 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 		default:
 			b.reset()
 		}
-		if a.rec.State != StateHalted {
-			stopHalt()
-			halt = nil
-		} else if halt == nil {
-			halt, stopHalt = a.watchDeletion(wctx, a.p.halted(a.rec.Target), a.haltRev+1)
+		if a.until.prefix != watching {
+			stopUntil()
+			until, watching = nil, a.until.prefix
+			if watching != "" {
+				until, stopUntil = a.watch(wctx, a.until.prefix, a.until.rev+1)
+			}
 		}
 		if wait == idle && a.cfg.Channel != nil {
 			wait = a.cfg.Poll
@@ -229,18 +241,25 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 			timer = time.NewTimer(wait)
 			fired = timer.C
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-sess.Done():
-			return errLeaseLost
-		case err := <-watchEnded:
-			return err
-		case <-changed:
-		case <-halt:
-			stopHalt()
-			halt = nil
-		case <-fired:
+		for woke := false; !woke; {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-sess.Done():
+				return errLeaseLost
+			case err := <-watchEnded:
+				return err
+			case <-changed:
+				woke = true
+			case wr, ok := <-until:
+				woke = !ok || wr.Err() != nil || slices.ContainsFunc(wr.Events, a.until.wake)
+				if woke {
+					stopUntil()
+					until, watching = nil, ""
+				}
+			case <-fired:
+				woke = true
+			}
 		}
 		if timer != nil {
 			timer.Stop()
@@ -257,11 +276,19 @@ func (a *Agent) untilWindow(start, now time.Time) time.Duration {
 	return max(min(start.Sub(now), a.cfg.Poll), 0)
 }
 
-// watchDeletion watches key for its deletion from revision rev on, until
-// the returned function is called or ctx ends.
-func (a *Agent) watchDeletion(ctx context.Context, key string, rev int64) (clientv3.WatchChan, context.CancelFunc) {
+// until is something a node waits for: an event under prefix after
+// revision rev for which wake is true.
+type until struct {
+	prefix string
+	rev    int64
+	wake   func(*clientv3.Event) bool
+}
+
+// watch watches everything under prefix from revision rev on, until the
+// returned function is called or ctx ends.
+func (a *Agent) watch(ctx context.Context, prefix string, rev int64) (clientv3.WatchChan, context.CancelFunc) {
 	ctx, cancel := context.WithCancel(ctx)
-	return a.cli.Watch(ctx, key, clientv3.WithFilterPut(), clientv3.WithRev(rev)), cancel
+	return a.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)), cancel
 }
 
 // step takes the node one step further in a rollout and returns how long
@@ -271,6 +298,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 	if a.rec.State == StateRebooting {
 		return a.afterReboot(ctx, sem)
 	}
+	a.until = until{}
 	changed := a.change()
 	d, err := a.desired(ctx)
 	if err != nil {
@@ -284,6 +312,9 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		return 0, err
 	}
 	if !newer {
+		if a.rec.State == StateCommitted && a.rec.Canary == canarySoaking && a.rec.Target == d.Version {
+			return a.soak(ctx, d.Version)
+		}
 		return idle, a.stay(ctx, sem, a.settled(), "", "")
 	}
 	now := a.cfg.Clock()
@@ -308,7 +339,10 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		return idle, errors.Join(err, a.stay(ctx, sem, StateRolledBack, d.Version, ro.failed))
 	}
 	if ro.halted != "" {
-		a.haltRev = ro.rev
+		halted := a.p.halted(d.Version)
+		a.until = until{prefix: halted, rev: ro.rev, wake: func(ev *clientv3.Event) bool {
+			return ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == halted
+		}}
 		return idle, a.stay(ctx, sem, StateHalted, d.Version, ro.halted)
 	}
 	if ops != nil {
@@ -320,6 +354,9 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 
 	if !a.cfg.Window.Contains(now) {
 		return a.untilWindow(start, now), a.stay(ctx, sem, StateWaitingWindow, d.Version, "window opens "+start.Format(time.RFC3339))
+	}
+	if wait, ok, err := a.canaries(ctx, sess, sem, d.Version); err != nil || !ok {
+		return wait, err
 	}
 	rec := a.record(StateWaitingPlace, d.Version, "")
 	if err := sem.queue(ctx, clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))); err != nil {
@@ -364,8 +401,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 	}
 	rec = a.record(StateDraining, d.Version, "")
 	resp, err := a.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.LeaseValue(sem.key), "=", sess.Lease()),
-			clientv3.Compare(clientv3.CreateRevision(a.p.halted(d.Version)), "=", 0)).
+		If(a.mayStart(sess, sem, d.Version)...).
 		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))).
 		Commit()
 	if err != nil {
@@ -387,9 +423,11 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *semaphore, v string) (time.Duration, error) {
 	rec := a.record(StateRebooting, v, "")
 	rec.Lease, rec.BootID = int64(sess.Lease()), a.node.BootID()
+	if a.canary {
+		rec.Canary = canarySoaking
+	}
 	resp, err := a.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.LeaseValue(sem.key), "=", sess.Lease()),
-			clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0)).
+		If(a.mayStart(sess, sem, v)...).
 		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec)),
 			clientv3.OpPut(a.p.started(v, a.node.Name()), "")).
 		Commit()
@@ -397,7 +435,7 @@ func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *sema
 		return a.callOff(ctx, sem, v, "recording the reboot: "+err.Error())
 	}
 	if !resp.Succeeded {
-		return a.callOff(ctx, sem, v, "the place was lost or the rollout halted before the reboot")
+		return a.callOff(ctx, sem, v, "the place was lost, the rollout halted or the canaries' gate closed before the reboot")
 	}
 	a.wrote(rec)
 	select {
@@ -456,6 +494,112 @@ func (a *Agent) afterReboot(ctx context.Context, sem *semaphore) (time.Duration,
 	return 0, sem.release(ctx)
 }
 
+// The values of Record.Canary.
+const (
+	canarySoaking = "soaking" // started as a canary; not yet soaked
+	canarySoaked  = "soaked"
+)
+
+// mayStart is what must hold for the node to drain and to reboot into v:
+// its place is still there under its live lease, the rollout has not
+// halted, and its canary slot or the canaries' gate lets it.
+func (a *Agent) mayStart(sess *concurrency.Session, sem *semaphore, v string) []clientv3.Cmp {
+	return append([]clientv3.Cmp{
+		clientv3.Compare(clientv3.LeaseValue(sem.key), "=", sess.Lease()),
+		clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0),
+	}, a.gate...)
+}
+
+// canaries finds out whether the node may queue for v: always without
+// canaries; with them, once the gate is open, or as a canary if it holds
+// or can claim one of the Canaries slots. Otherwise the node waits for the
+// gate to open or a slot to free up. One bounded read (the gate and at
+// most Canaries slots), and a claim when a slot is free.
+func (a *Agent) canaries(ctx context.Context, sess *concurrency.Session, sem *semaphore, v string) (time.Duration, bool, error) {
+	a.gate, a.canary = nil, false
+	if a.cfg.Canaries == 0 {
+		return 0, true, nil
+	}
+	gate := a.p.gate(v)
+	resp, err := a.cli.Txn(ctx).Then(
+		clientv3.OpGet(gate, clientv3.WithCountOnly()),
+		clientv3.OpGet(a.p.canaries(v)+"slot/", clientv3.WithPrefix(), clientv3.WithLimit(int64(a.cfg.Canaries))),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("reading the canaries of %s: %w", v, err)
+	}
+	if resp.Responses[0].GetResponseRange().Count > 0 {
+		a.gate = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(gate), ">", 0)}
+		return 0, true, nil
+	}
+	taken := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		taken[string(kv.Key)] = true
+		if string(kv.Value) == a.node.Name() && clientv3.LeaseID(kv.Lease) == sess.Lease() {
+			a.gate, a.canary = []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(string(kv.Key)), "=", sess.Lease())}, true
+			return 0, true, nil
+		}
+	}
+	for i := range a.cfg.Canaries {
+		slot := a.p.canarySlot(v, i)
+		if taken[slot] {
+			continue
+		}
+		claim, err := a.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(slot), "=", 0)).
+			Then(clientv3.OpPut(slot, a.node.Name(), clientv3.WithLease(sess.Lease()))).
+			Commit()
+		if err != nil {
+			return 0, false, fmt.Errorf("claiming canary slot %d of %s: %w", i, v, err)
+		}
+		if claim.Succeeded {
+			a.log("fleet-canary", "target", v, "slot", i)
+			a.gate, a.canary = []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(slot), "=", sess.Lease())}, true
+			return 0, true, nil
+		}
+		return 0, false, nil // somebody was faster: look again
+	}
+	// Wake when the gate opens, a slot frees up (a canary died) or the
+	// rollout halts, not for every claim, start, failure and soak.
+	a.until = until{prefix: a.p.rollout(v), rev: resp.Header.Revision, wake: func(ev *clientv3.Event) bool {
+		k := string(ev.Kv.Key)
+		return k == gate || k == a.p.halted(v) || ev.Type == mvccpb.DELETE && strings.HasPrefix(k, a.p.canaries(v)+"slot/")
+	}}
+	return idle, false, a.stay(ctx, sem, StateWaitingCanary, v, fmt.Sprintf("%d canaries first", a.cfg.Canaries))
+}
+
+// soak waits until the canary committed Soak ago, asks Node.Healthy again,
+// and records that it soaked, opening the gate if it is the last of the
+// canaries to; or records the failure, which halts the rollout.
+func (a *Agent) soak(ctx context.Context, v string) (time.Duration, error) {
+	if left := a.rec.Updated.Add(a.cfg.Soak).Sub(a.cfg.Clock()); left > 0 {
+		return left, nil
+	}
+	if ok, err := a.node.Healthy(ctx); err != nil {
+		return 0, fmt.Errorf("health check: %w", err)
+	} else if !ok {
+		return idle, a.fail(ctx, v, fmt.Sprintf("unhealthy on %s after a soak of %v", v, a.cfg.Soak))
+	}
+	rec := a.record(StateCommitted, v, "")
+	rec.Canary = canarySoaked
+	resp, err := a.cli.Txn(ctx).Then(
+		clientv3.OpPut(a.p.soaked(v, a.node.Name()), ""),
+		clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec)),
+		clientv3.OpGet(a.p.canaries(v)+"soaked/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("recording the soak: %w", err)
+	}
+	a.wrote(rec)
+	if n := resp.Responses[2].GetResponseRange().Count; n >= int64(a.cfg.Canaries) {
+		if _, err := a.cli.Put(ctx, a.p.gate(v), fmt.Sprintf("%d canaries soaked", n)); err != nil {
+			return 0, fmt.Errorf("opening the canaries' gate: %w", err)
+		}
+		a.log("fleet-canaries-soaked", "target", v, "canaries", n)
+	}
+	return idle, nil
+}
+
 // fail records that the node rolled back from v and halts the rollout if
 // that spends the budget.
 func (a *Agent) fail(ctx context.Context, v, why string) error {
@@ -478,7 +622,8 @@ func (a *Agent) fail(ctx context.Context, v, why string) error {
 // budget returns why ro is halted, halting it if its failures reached
 // MaxFailures, or "" if it may go on.
 func (a *Agent) budget(ctx context.Context, ro rollout) (string, error) {
-	if ro.halted != "" || ro.failures < int64(a.cfg.MaxFailures) {
+	canary := ro.failed != "" && a.rec.Canary != "" && a.rec.Target == ro.version
+	if ro.halted != "" || ro.failures < int64(a.cfg.MaxFailures) && !canary {
 		return ro.halted, nil
 	}
 	// The failures are at most MaxFailures+MaxRebooting-1 (see the package
@@ -492,6 +637,9 @@ func (a *Agent) budget(ctx context.Context, ro rollout) (string, error) {
 		who = append(who, strings.TrimPrefix(string(kv.Key), a.p.rollout(ro.version)+"failures/")+": "+string(kv.Value))
 	}
 	reason := fmt.Sprintf("%d nodes failed %s, the budget is %d (%s)", ro.failures, ro.version, a.cfg.MaxFailures, strings.Join(who, "; "))
+	if canary {
+		reason = fmt.Sprintf("canary %s failed %s: %s", a.node.Name(), ro.version, ro.failed)
+	}
 	halted := a.p.halted(ro.version)
 	tresp, err := a.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(halted), "=", 0)).
@@ -620,7 +768,11 @@ func (a *Agent) load(kvs []*mvccpb.KeyValue) error {
 
 // record returns a.rec moved to state s.
 func (a *Agent) record(s State, target, why string) Record {
-	return Record{Name: a.node.Name(), Version: a.node.Version(), State: s, Target: target, Reason: why, Updated: a.cfg.Clock().UTC()}
+	r := Record{Name: a.node.Name(), Version: a.node.Version(), State: s, Target: target, Reason: why, Updated: a.cfg.Clock().UTC()}
+	if target == a.rec.Target {
+		r.Canary = a.rec.Canary
+	}
+	return r
 }
 
 // set records that the node is in state s, writing only on a change.

@@ -93,10 +93,13 @@ func TestBench(t *testing.T) {
 	stopWatch()
 	at := <-released
 
-	var end time.Time
+	var end, first time.Time
 	var holds []time.Duration
 	for _, n := range fleet {
 		n.mu.Lock()
+		if first.IsZero() || n.preReboot.Before(first) {
+			first = n.preReboot
+		}
 		if r, ok := at[n.name]; ok && !n.preReboot.IsZero() {
 			holds = append(holds, r.Sub(n.preReboot))
 			if r.After(end) {
@@ -120,7 +123,7 @@ func TestBench(t *testing.T) {
 	}
 	row += fmt.Sprintf(" %d | %.1f | %.1f | %.1f s | %.1f s |", most, req/float64(nodes), wr/float64(nodes),
 		(ru1 - ru0).Seconds(), m1["process_cpu_seconds_total"]-m0["process_cpu_seconds_total"])
-	fmt.Println(row)
+	fmt.Println(row + fmt.Sprintf(" %.1f s |", first.Sub(start).Seconds()))
 	if most > maxRebooting {
 		t.Errorf("%d nodes held a place at once, max %d", most, maxRebooting)
 	}

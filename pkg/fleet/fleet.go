@@ -24,6 +24,9 @@
 //	P/rollouts/V/started/NAME       NAME took a place and went to reboot into V
 //	P/rollouts/V/failures/NAME      NAME rolled back from V, and why
 //	P/rollouts/V/halted             why the rollout of V halted
+//	P/rollouts/V/canary/slot/I      canary I of V (0 <= I < Canaries), the node's name, under its lease
+//	P/rollouts/V/canary/soaked/NAME canary NAME stayed healthy for the soak time
+//	P/rollouts/V/canary/gate        the canaries soaked: every other node may start V
 //
 // # The semaphore
 //
@@ -89,6 +92,18 @@
 // from. To resume, the operator sets a new desired version (or deletes the
 // rollout's keys).
 //
+// # Canaries
+//
+// With Canaries C > 0 a rollout starts on C canary nodes only: a node that
+// finds fewer than C canary slots taken claims one (under its lease, so a
+// canary that dies frees its slot) and goes as usual; the others wait. A
+// canary that commits waits Soak, asks Node.Healthy again and records
+// that it soaked; the last of the C opens the gate, and the other nodes
+// go. A canary that fails halts the rollout whatever the budget, so a bad
+// release halts after the canaries alone. The draining and rebooting
+// transactions check the node's slot (a canary) or the gate (the rest)
+// with the place and the halted key.
+//
 // Stopping an agent (its context ends) is treated like a crash: it does not
 // release its place, and an agent started again for the same node adopts it.
 package fleet
@@ -138,6 +153,7 @@ const (
 	StateCommitted     State = "committed"      // came back on the target and healthy
 	StateRolledBack    State = "rolled-back"    // came back on another version or unhealthy
 	StateHalted        State = "halted"         // the rollout of its target halted
+	StateWaitingCanary State = "waiting-canary" // staged, in its window, waiting for the canaries to soak
 )
 
 // Record is a node's entry in P/nodes/NAME.
@@ -149,6 +165,7 @@ type Record struct {
 	Reason  string    `json:"reason,omitempty"` // why it is in State, when that is not obvious
 	Lease   int64     `json:"lease,omitempty"`  // its place's lease while rebooting
 	BootID  string    `json:"boot_id,omitempty"`
+	Canary  string    `json:"canary,omitempty"` // "soaking" or "soaked" if the node is one of its target's canaries
 	Updated time.Time `json:"updated"`
 }
 
@@ -165,6 +182,12 @@ func (p keys) rollout(v string) string       { return p.rollouts() + v + "/" }
 func (p keys) started(v, name string) string { return p.rollout(v) + "started/" + name }
 func (p keys) failure(v, name string) string { return p.rollout(v) + "failures/" + name }
 func (p keys) halted(v string) string        { return p.rollout(v) + "halted" }
+func (p keys) canaries(v string) string      { return p.rollout(v) + "canary/" }
+func (p keys) canarySlot(v string, i int) string {
+	return fmt.Sprintf("%sslot/%d", p.canaries(v), i)
+}
+func (p keys) soaked(v, name string) string { return p.canaries(v) + "soaked/" + name }
+func (p keys) gate(v string) string         { return p.canaries(v) + "gate" }
 
 // valid reports whether p is an absolute etcd path without a trailing
 // slash, so that the keys above cannot run into a neighbour's.
