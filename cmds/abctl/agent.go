@@ -36,6 +36,8 @@ func agentCmd(g *globals, args []string) error {
 	canaries := fs.Int("canaries", 0, "nodes that start a rollout alone; a failed canary halts it")
 	soak := fs.Duration("soak", 10*time.Minute, "how long the canaries must stay healthy before the rest start")
 	ttl := fs.Duration("lease-ttl", 10*time.Minute, "how long a place outlives its holder; must cover a reboot")
+	fleetlock := fs.String("fleetlock", "", "base URL of a FleetLock server (airlock, a Kubernetes FleetLock server) to take the reboot place from, instead of etcd")
+	group := fs.String("group", "default", "the node's reboot group on the FleetLock server")
 	channel := fs.String("channel", "", "URL of a signed channel file to take the desired version from, instead of etcd")
 	keys := fs.String("keys", "/etc/abboot/keys.pub", "public keys to trust for bundles and the channel file")
 	how := fs.String("reboot", "any", "kexec, firmware, or any (kexec, falling back to the firmware)")
@@ -47,13 +49,16 @@ func agentCmd(g *globals, args []string) error {
 		return err
 	}
 	if len(args) > 0 || *how != "kexec" && *how != "firmware" && *how != "any" {
-		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
+		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
 	}
 	w, err := window.Parse(*spec, time.Local)
 	if err != nil {
 		return err
 	}
 	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Canaries: *canaries, Soak: *soak, Window: w, LeaseTTL: *ttl}
+	if *fleetlock != "" {
+		cfg.FleetLock = &fleet.FleetLock{URL: *fleetlock, ID: *name, Group: *group}
+	}
 	if *channel != "" {
 		k, err := bundle.LoadKeys(*keys)
 		if err != nil {

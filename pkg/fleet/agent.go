@@ -72,7 +72,11 @@ type Config struct {
 	Poll    time.Duration
 	Clock   func() time.Time // the time the window is checked at; default time.Now
 	Channel *Channel         // if set, the desired version comes from it and not from P/desired
-	Log     *event.Logger    // default event.Default
+	// FleetLock, if set, gives the node its place instead of etcd's
+	// semaphore: airlock or a Kubernetes FleetLock server coordinates
+	// the reboots (MaxRebooting is the server's then).
+	FleetLock *FleetLock
+	Log       *event.Logger // default event.Default
 }
 
 // Agent rolls updates onto one node. See the package documentation.
@@ -164,9 +168,9 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 	// its place (to adopt the lease of a place it holds already: one taken
 	// before a reboot, or by an agent that was stopped) and the desired
 	// version, which the watch below follows from this revision on.
-	place := a.p.place(a.node.Name())
+	key := a.p.place(a.node.Name())
 	resp, err := a.cli.Txn(ctx).Then(
-		clientv3.OpGet(a.p.node(a.node.Name())), clientv3.OpGet(place), clientv3.OpGet(a.p.desired()),
+		clientv3.OpGet(a.p.node(a.node.Name())), clientv3.OpGet(key), clientv3.OpGet(a.p.desired()),
 	).Commit()
 	if err != nil {
 		return fmt.Errorf("reading the node's record and place: %w", err)
@@ -188,7 +192,10 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 	// Stop renewing, never revoke: a place this node holds must outlive
 	// the process (see the package documentation).
 	defer sess.Orphan()
-	sem := &semaphore{cli: a.cli, prefix: a.p.places(), key: place, lease: sess.Lease(), n: a.cfg.MaxRebooting, rev: rev}
+	var pl place = &semaphore{cli: a.cli, prefix: a.p.places(), key: key, lease: sess.Lease(), n: a.cfg.MaxRebooting, rev: rev}
+	if a.cfg.FleetLock != nil {
+		pl = &fleetLockPlace{f: a.cfg.FleetLock, cli: a.cli, max: a.cfg.Poll, log: a.log}
+	}
 
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
 	defer cancel()
@@ -212,7 +219,7 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 	defer func() { stopUntil() }()
 	for {
 		changed := a.change()
-		wait, err := a.step(ctx, sess, sem)
+		wait, err := a.step(ctx, sess, pl)
 		switch {
 		case errors.Is(err, errRebooted), errors.Is(err, errLeaseLost), ctx.Err() != nil:
 			return err
@@ -294,9 +301,9 @@ func (a *Agent) watch(ctx context.Context, prefix string, rev int64) (clientv3.W
 // step takes the node one step further in a rollout and returns how long
 // to wait, at most, before the next step: 0 for at once, idle for until
 // something changes.
-func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaphore) (time.Duration, error) {
+func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (time.Duration, error) {
 	if a.rec.State == StateRebooting {
-		return a.afterReboot(ctx, sem)
+		return a.afterReboot(ctx, pl)
 	}
 	a.until = until{}
 	changed := a.change()
@@ -305,7 +312,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		return 0, err
 	}
 	if d.Version == "" {
-		return idle, a.stay(ctx, sem, a.settled(), "", "no desired version")
+		return idle, a.stay(ctx, pl, a.settled(), "", "no desired version")
 	}
 	newer, err := newerThan(d.Version, a.node.Version())
 	if err != nil {
@@ -315,7 +322,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		if a.rec.State == StateCommitted && a.rec.Canary == canarySoaking && a.rec.Target == d.Version {
 			return a.soak(ctx, d.Version)
 		}
-		return idle, a.stay(ctx, sem, a.settled(), "", "")
+		return idle, a.stay(ctx, pl, a.settled(), "", "")
 	}
 	now := a.cfg.Clock()
 	start, end := a.cfg.Window.Next(now)
@@ -336,14 +343,14 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		// Only a node that failed checks the budget: halting is its job,
 		// which a crash may have kept it from.
 		_, err := a.budget(ctx, ro)
-		return idle, errors.Join(err, a.stay(ctx, sem, StateRolledBack, d.Version, ro.failed))
+		return idle, errors.Join(err, a.stay(ctx, pl, StateRolledBack, d.Version, ro.failed))
 	}
 	if ro.halted != "" {
 		halted := a.p.halted(d.Version)
 		a.until = until{prefix: halted, rev: ro.rev, wake: func(ev *clientv3.Event) bool {
 			return ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == halted
 		}}
-		return idle, a.stay(ctx, sem, StateHalted, d.Version, ro.halted)
+		return idle, a.stay(ctx, pl, StateHalted, d.Version, ro.halted)
 	}
 	if ops != nil {
 		a.wrote(staging)
@@ -353,13 +360,13 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 	}
 
 	if !a.cfg.Window.Contains(now) {
-		return a.untilWindow(start, now), a.stay(ctx, sem, StateWaitingWindow, d.Version, "window opens "+start.Format(time.RFC3339))
+		return a.untilWindow(start, now), a.stay(ctx, pl, StateWaitingWindow, d.Version, "window opens "+start.Format(time.RFC3339))
 	}
-	if wait, ok, err := a.canaries(ctx, sess, sem, d.Version); err != nil || !ok {
+	if wait, ok, err := a.canaries(ctx, sess, pl, d.Version); err != nil || !ok {
 		return wait, err
 	}
 	rec := a.record(StateWaitingPlace, d.Version, "")
-	if err := sem.queue(ctx, clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))); err != nil {
+	if err := pl.queue(ctx, clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))); err != nil {
 		return 0, err
 	}
 	a.wrote(rec)
@@ -380,7 +387,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 		}
 		cancel()
 	}()
-	err = sem.acquire(actx)
+	err = pl.acquire(actx)
 	ended := actx.Err() != nil
 	cancel()
 	switch {
@@ -397,45 +404,45 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaph
 	// (a channel file is fetched again), the place is still this node's,
 	// the rollout has not halted and the window is open.
 	if again, err := a.desired(ctx); err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) {
-		return 0, errors.Join(err, sem.release(ctx))
+		return 0, errors.Join(err, pl.release(ctx))
 	}
 	rec = a.record(StateDraining, d.Version, "")
 	resp, err := a.cli.Txn(ctx).
-		If(a.mayStart(sess, sem, d.Version)...).
+		If(a.mayStart(sess, pl, d.Version)...).
 		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))).
 		Commit()
 	if err != nil {
-		return 0, errors.Join(fmt.Errorf("recording state %s: %w", StateDraining, err), sem.release(ctx))
+		return 0, errors.Join(fmt.Errorf("recording state %s: %w", StateDraining, err), pl.release(ctx))
 	}
 	if !resp.Succeeded {
-		return 0, sem.release(ctx) // the next step finds out why
+		return 0, pl.release(ctx) // the next step finds out why
 	}
 	a.wrote(rec)
 	if err := a.node.PreReboot(ctx); err != nil {
-		return a.callOff(ctx, sem, d.Version, "pre-reboot hook: "+err.Error())
+		return a.callOff(ctx, pl, d.Version, "pre-reboot hook: "+err.Error())
 	}
-	return a.reboot(ctx, sess, sem, d.Version)
+	return a.reboot(ctx, sess, pl, d.Version)
 }
 
 // reboot reboots the node, which holds a place, into version v, but only
 // if its place is still there under its live lease and the rollout has
 // not halted.
-func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *semaphore, v string) (time.Duration, error) {
+func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, pl place, v string) (time.Duration, error) {
 	rec := a.record(StateRebooting, v, "")
 	rec.Lease, rec.BootID = int64(sess.Lease()), a.node.BootID()
 	if a.canary {
 		rec.Canary = canarySoaking
 	}
 	resp, err := a.cli.Txn(ctx).
-		If(a.mayStart(sess, sem, v)...).
+		If(a.mayStart(sess, pl, v)...).
 		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec)),
 			clientv3.OpPut(a.p.started(v, a.node.Name()), "")).
 		Commit()
 	if err != nil {
-		return a.callOff(ctx, sem, v, "recording the reboot: "+err.Error())
+		return a.callOff(ctx, pl, v, "recording the reboot: "+err.Error())
 	}
 	if !resp.Succeeded {
-		return a.callOff(ctx, sem, v, "the place was lost, the rollout halted or the canaries' gate closed before the reboot")
+		return a.callOff(ctx, pl, v, "the place was lost, the rollout halted or the canaries' gate closed before the reboot")
 	}
 	a.wrote(rec)
 	select {
@@ -446,7 +453,7 @@ func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *sema
 	default:
 	}
 	if err := a.node.Reboot(ctx); err != nil {
-		return a.callOff(ctx, sem, v, "reboot: "+err.Error())
+		return a.callOff(ctx, pl, v, "reboot: "+err.Error())
 	}
 	return 0, errRebooted
 }
@@ -454,23 +461,23 @@ func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *sema
 // callOff undoes what taking the place started when the node does not
 // reboot after all: PostCommit undoes PreReboot, the node goes back to
 // staged and gives its place back.
-func (a *Agent) callOff(ctx context.Context, sem *semaphore, v, why string) (time.Duration, error) {
+func (a *Agent) callOff(ctx context.Context, pl place, v, why string) (time.Duration, error) {
 	a.log("fleet-call-off", "target", v, "reason", why)
 	err := a.node.PostCommit(ctx)
 	if err != nil {
 		err = fmt.Errorf("post-commit hook: %w", err)
 	}
-	return a.cfg.Poll, errors.Join(err, a.set(ctx, StateStaged, v, why), sem.release(ctx))
+	return a.cfg.Poll, errors.Join(err, a.set(ctx, StateStaged, v, why), pl.release(ctx))
 }
 
 // afterReboot reports how the reboot recorded in a.rec went and gives the
 // place back.
-func (a *Agent) afterReboot(ctx context.Context, sem *semaphore) (time.Duration, error) {
+func (a *Agent) afterReboot(ctx context.Context, pl place) (time.Duration, error) {
 	v := a.rec.Target
 	if a.rec.BootID == a.node.BootID() {
-		return a.callOff(ctx, sem, v, "the reboot did not happen")
+		return a.callOff(ctx, pl, v, "the reboot did not happen")
 	}
-	if sem.rev == 0 { // the session found no place to adopt
+	if !pl.adopted() {
 		a.log("fleet-place-lost", "target", v, "lease_ttl", a.cfg.LeaseTTL)
 	}
 	var why string
@@ -491,7 +498,7 @@ func (a *Agent) afterReboot(ctx context.Context, sem *semaphore) (time.Duration,
 	if err := a.node.PostCommit(ctx); err != nil {
 		a.log("fleet-hook", "hook", "post-commit", "err", err)
 	}
-	return 0, sem.release(ctx)
+	return 0, pl.release(ctx)
 }
 
 // The values of Record.Canary.
@@ -503,11 +510,8 @@ const (
 // mayStart is what must hold for the node to drain and to reboot into v:
 // its place is still there under its live lease, the rollout has not
 // halted, and its canary slot or the canaries' gate lets it.
-func (a *Agent) mayStart(sess *concurrency.Session, sem *semaphore, v string) []clientv3.Cmp {
-	return append([]clientv3.Cmp{
-		clientv3.Compare(clientv3.LeaseValue(sem.key), "=", sess.Lease()),
-		clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0),
-	}, a.gate...)
+func (a *Agent) mayStart(sess *concurrency.Session, pl place, v string) []clientv3.Cmp {
+	return append(append(pl.holds(), clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0)), a.gate...)
 }
 
 // canaries finds out whether the node may queue for v: always without
@@ -515,7 +519,7 @@ func (a *Agent) mayStart(sess *concurrency.Session, sem *semaphore, v string) []
 // or can claim one of the Canaries slots. Otherwise the node waits for the
 // gate to open or a slot to free up. One bounded read (the gate and at
 // most Canaries slots), and a claim when a slot is free.
-func (a *Agent) canaries(ctx context.Context, sess *concurrency.Session, sem *semaphore, v string) (time.Duration, bool, error) {
+func (a *Agent) canaries(ctx context.Context, sess *concurrency.Session, pl place, v string) (time.Duration, bool, error) {
 	a.gate, a.canary = nil, false
 	if a.cfg.Canaries == 0 {
 		return 0, true, nil
@@ -565,7 +569,7 @@ func (a *Agent) canaries(ctx context.Context, sess *concurrency.Session, sem *se
 		k := string(ev.Kv.Key)
 		return k == gate || k == a.p.halted(v) || ev.Type == mvccpb.DELETE && strings.HasPrefix(k, a.p.canaries(v)+"slot/")
 	}}
-	return idle, false, a.stay(ctx, sem, StateWaitingCanary, v, fmt.Sprintf("%d canaries first", a.cfg.Canaries))
+	return idle, false, a.stay(ctx, pl, StateWaitingCanary, v, fmt.Sprintf("%d canaries first", a.cfg.Canaries))
 }
 
 // soak waits until the canary committed Soak ago, asks Node.Healthy again,
@@ -661,8 +665,8 @@ func (a *Agent) budget(ctx context.Context, ro rollout) (string, error) {
 
 // stay records that the node waits in state s and gives back its place in
 // the queue, if it has one, so that it does not block others.
-func (a *Agent) stay(ctx context.Context, sem *semaphore, s State, target, why string) error {
-	return errors.Join(sem.release(ctx), a.set(ctx, s, target, why))
+func (a *Agent) stay(ctx context.Context, pl place, s State, target, why string) error {
+	return errors.Join(pl.release(ctx), a.set(ctx, s, target, why))
 }
 
 // settled is the state of a node that has nothing to do: committed if it

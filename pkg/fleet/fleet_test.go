@@ -45,6 +45,7 @@ type fakeNode struct {
 	block     chan struct{} // if set, PreReboot waits for it or the end of ctx
 	cli       *clientv3.Client
 	cancel    context.CancelFunc
+	cfg       *Config // if set, the node's agents run with it instead of the sim's
 }
 
 func newSim(t *testing.T, cfg Config) *sim {
@@ -78,12 +79,18 @@ func (s *sim) node(name, version string, bad bool) *fakeNode {
 
 // start runs a new Agent for n, as the agent's service does at boot.
 func (s *sim) start(n *fakeNode) {
+	n.mu.Lock()
+	cfg := n.cfg
+	n.mu.Unlock()
+	if cfg == nil {
+		cfg = &s.cfg
+	}
 	cli := newClient(s.t, s.endpoint)
 	ctx, cancel := context.WithCancel(s.ctx)
 	n.mu.Lock()
 	n.cli, n.cancel = cli, cancel
 	n.mu.Unlock()
-	a := NewAgent(cli, n, s.cfg)
+	a := NewAgent(cli, n, *cfg)
 	s.wg.Add(1)
 	go func() {
 		defer s.wg.Done()
@@ -94,6 +101,12 @@ func (s *sim) start(n *fakeNode) {
 		}
 		cancel()
 	}()
+}
+
+// startWith runs n with its own configuration.
+func (s *sim) startWith(n *fakeNode, cfg Config) {
+	n.cfg = &cfg
+	s.start(n)
 }
 
 // kill makes n die on the spot: its client closes without releasing

@@ -4,9 +4,26 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
+
+// place is how a node takes its place among those that may reboot: etcd's
+// semaphore, or a FleetLock server.
+type place interface {
+	// queue commits ops (the node's record) and queues the node.
+	queue(ctx context.Context, ops ...clientv3.Op) error
+	// acquire waits until the node holds a place, or ctx ends.
+	acquire(ctx context.Context) error
+	// release gives the place, or the spot in the queue, back.
+	release(ctx context.Context) error
+	// holds is what holds in etcd as long as the place is the node's.
+	holds() []clientv3.Cmp
+	// adopted reports whether the session found a place taken before
+	// it started (before the reboot).
+	adopted() bool
+}
 
 // semaphore is a counting semaphore of n places in etcd, the standard
 // recipe (see the package documentation): one key per node under a prefix,
@@ -111,6 +128,12 @@ func (s *semaphore) acquire(ctx context.Context) error {
 	}
 }
 
+func (s *semaphore) holds() []clientv3.Cmp {
+	return []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(s.key), "=", s.lease)}
+}
+
+func (s *semaphore) adopted() bool { return s.rev != 0 }
+
 // release gives s's place (or its spot in the queue) back, if it has one.
 // A key under another lease is not s's to delete.
 func (s *semaphore) release(ctx context.Context) error {
@@ -127,3 +150,61 @@ func (s *semaphore) release(ctx context.Context) error {
 	s.rev = 0
 	return nil
 }
+
+// fleetLockPlace takes the place from a FleetLock server, which holds it by
+// the node's ID across the reboot.
+type fleetLockPlace struct {
+	f   *FleetLock
+	cli *clientv3.Client
+	max time.Duration // the longest wait between tries
+	log func(string, ...any)
+	// held is whether the server may hold a slot for the node: unknown
+	// (so true) when the session starts, as after a crash.
+	held *bool
+}
+
+func (f *fleetLockPlace) queue(ctx context.Context, ops ...clientv3.Op) error {
+	if _, err := f.cli.Txn(ctx).Then(ops...).Commit(); err != nil {
+		return fmt.Errorf("recording the wait for a place: %w", err)
+	}
+	return nil
+}
+
+// acquire asks for a slot until it gets one, backing off (with jitter)
+// while the semaphore is full or the server fails.
+func (f *fleetLockPlace) acquire(ctx context.Context) error {
+	b := backoff{max: f.max}
+	for {
+		err := f.f.Lock(ctx)
+		if err == nil {
+			held := true
+			f.held = &held
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		var e *FleetLockError
+		if !errors.As(err, &e) || e.Kind != fleetLockFull {
+			f.log("fleet-error", "err", err)
+		}
+		if !sleep(ctx, b.wait()) {
+			return ctx.Err()
+		}
+	}
+}
+
+func (f *fleetLockPlace) release(ctx context.Context) error {
+	if f.held != nil && !*f.held {
+		return nil
+	}
+	if err := f.f.Unlock(ctx); err != nil {
+		return err
+	}
+	held := false
+	f.held = &held
+	return nil
+}
+
+func (f *fleetLockPlace) holds() []clientv3.Cmp { return nil }
+func (f *fleetLockPlace) adopted() bool         { return true }
