@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -43,13 +47,14 @@ func agentCmd(g *globals, args []string) error {
 	how := fs.String("reboot", "any", "kexec, firmware, or any (kexec, falling back to the firmware)")
 	pre := fs.String("pre-reboot", "", "shell command to run before the reboot (drain)")
 	post := fs.String("post-commit", "", "shell command to run after the report that follows the reboot (uncordon)")
+	metrics := fs.String("metrics", "", "address to serve Prometheus metrics on, e.g. :9477 (default: none)")
 	health := fs.String("health", "", "shell command that must succeed before the new version is committed")
 	args, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(args) > 0 || *how != "kexec" && *how != "firmware" && *how != "any" {
-		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
+		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--metrics ADDR] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
 	}
 	w, err := window.Parse(*spec, time.Local)
 	if err != nil {
@@ -65,6 +70,18 @@ func agentCmd(g *globals, args []string) error {
 			return err
 		}
 		cfg.Channel = &fleet.Channel{URL: *channel, Keys: k}
+	}
+	if *metrics != "" {
+		reg := prometheus.NewRegistry()
+		if cfg.Metrics, err = fleet.NewMetrics(reg); err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", *metrics)
+		if err != nil {
+			return fmt.Errorf("serving metrics: %w", err)
+		}
+		defer l.Close()
+		go http.Serve(l, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	}
 	cli, err := c.client()
 	if err != nil {

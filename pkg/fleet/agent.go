@@ -77,6 +77,7 @@ type Config struct {
 	// the reboots (MaxRebooting is the server's then).
 	FleetLock *FleetLock
 	Log       *event.Logger // default event.Default
+	Metrics   *Metrics      // if set, the agent keeps them current
 }
 
 // Agent rolls updates onto one node. See the package documentation.
@@ -311,6 +312,7 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (
 	if err != nil {
 		return 0, err
 	}
+	a.cfg.Metrics.versions(a.node.Version(), d.Version)
 	if d.Version == "" {
 		return idle, a.stay(ctx, pl, a.settled(), "", "no desired version")
 	}
@@ -793,6 +795,7 @@ func (a *Agent) set(ctx context.Context, s State, target, why string) error {
 
 // wrote notes that rec is in etcd now.
 func (a *Agent) wrote(rec Record) {
+	a.cfg.Metrics.wrote(a.rec, rec)
 	if rec.State != a.rec.State || rec.Reason != a.rec.Reason {
 		a.log("fleet-state", "state", rec.State, "version", rec.Version, "target", rec.Target, "reason", rec.Reason)
 	}

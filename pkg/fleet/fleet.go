@@ -316,3 +316,52 @@ func Status(ctx context.Context, cli *clientv3.Client, prefix string) (FleetStat
 	})
 	return st, nil
 }
+
+// Progress is how far the rollout of the desired version has come.
+type Progress struct {
+	Version   string        `json:"version"`
+	Total     int           `json:"total"`     // nodes with a record
+	Committed int           `json:"committed"` // running Version: committed, or idle on it
+	InFlight  int           `json:"in_flight"` // holding a place: draining or rebooting
+	Failed    int           `json:"failed"`    // rolled back from Version
+	Halted    bool          `json:"halted"`
+	Left      time.Duration `json:"left"` // estimated time until the rest committed, 0 if unknown
+}
+
+// Progress sums up st's nodes against the desired version. The estimate
+// of the time left assumes the rate of commits so far (between the first
+// and the last commit recorded) goes on; it needs two commits.
+func (st FleetStatus) Progress() Progress {
+	p := Progress{Version: st.Desired.Version, Total: len(st.Nodes)}
+	var first, last time.Time
+	commits := 0 // by this rollout
+	for _, r := range st.Nodes {
+		switch {
+		case holding(r.State):
+			p.InFlight++
+		case r.State == StateRolledBack && r.Target == p.Version:
+			p.Failed++
+		case r.Version == p.Version && (r.State == StateCommitted || r.State == StateIdle):
+			p.Committed++
+			if r.State == StateCommitted && r.Target == p.Version {
+				commits++
+				if first.IsZero() || r.Updated.Before(first) {
+					first = r.Updated
+				}
+				if r.Updated.After(last) {
+					last = r.Updated
+				}
+			}
+		}
+	}
+	for _, ro := range st.Rollouts {
+		if ro.Version == p.Version && ro.Halted != "" {
+			p.Halted = true
+		}
+	}
+	if left := p.Total - p.Committed - p.Failed; left > 0 && !p.Halted && last.After(first) && commits > 1 {
+		perNode := last.Sub(first) / time.Duration(commits-1)
+		p.Left = perNode * time.Duration(left)
+	}
+	return p
+}

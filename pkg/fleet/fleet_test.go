@@ -447,3 +447,40 @@ func TestWindowWaits(t *testing.T) {
 	mu.Unlock()
 	s.waitFor("all committed", 20*time.Second, func(st FleetStatus) bool { return countStates(st)[StateCommitted] == 4 })
 }
+
+func TestProgress(t *testing.T) {
+	at := func(s int) time.Time { return time.Date(2026, 1, 1, 0, 0, s, 0, time.UTC) }
+	desired := Desired{Version: "2.0"}
+	for _, tc := range []struct {
+		name  string
+		nodes []Record
+		halt  bool
+		want  Progress
+	}{
+		{"nothing yet", []Record{{Version: "1.0", State: StateIdle}, {Version: "1.0", State: StateWaitingPlace, Target: "2.0"}}, false,
+			Progress{Version: "2.0", Total: 2}},
+		{"one commit: no estimate", []Record{{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(10)}, {Version: "1.0", State: StateRebooting, Target: "2.0"}}, false,
+			Progress{Version: "2.0", Total: 2, Committed: 1, InFlight: 1}},
+		{"a commit every 10 s, 2 left", []Record{
+			{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(10)},
+			{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(30)},
+			{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(20)},
+			{Version: "1.0", State: StateRolledBack, Target: "2.0"},
+			{Version: "1.0", State: StateDraining, Target: "2.0"},
+			{Version: "1.0", State: StateStaged, Target: "2.0"},
+		}, false, Progress{Version: "2.0", Total: 6, Committed: 3, InFlight: 1, Failed: 1, Left: 20 * time.Second}},
+		{"halted: no estimate", []Record{
+			{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(10)},
+			{Version: "2.0", State: StateCommitted, Target: "2.0", Updated: at(20)},
+			{Version: "1.0", State: StateHalted, Target: "2.0"},
+		}, true, Progress{Version: "2.0", Total: 3, Committed: 2, Halted: true}},
+	} {
+		st := FleetStatus{Desired: desired, Nodes: tc.nodes}
+		if tc.halt {
+			st.Rollouts = []Rollout{{Version: "2.0", Halted: "budget spent"}}
+		}
+		if got := st.Progress(); got != tc.want {
+			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)
+		}
+	}
+}
