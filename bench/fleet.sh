@@ -4,7 +4,8 @@
 # etcd started here on loopback with its own data directory, max-rebooting
 # 10, and prints a table: makespan against the ideal (ceil(N/M) median
 # holds of the same run), the most places held at one etcd revision, etcd
-# requests and raft writes per node, CPU of the agents and of etcd. See
+# requests and raft writes per node, CPU of the agents and of etcd, and
+# how long after the desired version was set the first node drained. See
 # TestBench in pkg/fleet.
 #
 #	bench/fleet.sh [NODES...]     default: 50 200 1000
@@ -26,8 +27,8 @@ go test -c -o "$tmp/fleet.test" ./pkg/fleet/
 
 port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
-echo "| nodes | M | makespan | ideal | ratio | max held | requests/node | writes/node | agents CPU | etcd CPU |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
+echo "| nodes | M | makespan | ideal | ratio | max held | requests/node | writes/node | agents CPU | etcd CPU | first drain |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|"
 sizes=("$@")
 [ $# -gt 0 ] || sizes=(50 200 1000)
 for n in "${sizes[@]}"; do
@@ -41,6 +42,6 @@ for n in "${sizes[@]}"; do
 	for _ in $(seq 100); do curl -sf "$client/health" >/dev/null && break; sleep 0.1; done
 	(cd pkg/fleet && ABBOOT_FLEET_BENCH_ETCD=$client ABBOOT_FLEET_BENCH_NODES=$n \
 		ABBOOT_FLEET_BENCH_TIMEOUT=${TIMEOUT:-5m} "$tmp/fleet.test" -test.run '^TestBench$' -test.timeout 30m |
-		grep '^|' || echo "| $n | 10 | bench failed |")
+		grep "^|" || echo "| $n | 10 | bench failed |")
 	kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
 done

@@ -53,6 +53,10 @@
 // doubling from a second up to Poll, with jitter, so that a slow etcd gets
 // fewer requests, not more.
 //
+// With Config.FleetLock the place comes from a FleetLock server instead
+// (see FleetLock), which holds it by the node's ID across the reboot;
+// etcd keeps everything else.
+//
 // # A place survives the reboot
 //
 // A node counts as rebooting from taking its place until its report after
