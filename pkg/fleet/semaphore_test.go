@@ -31,7 +31,7 @@ func TestSemaphoreProperty(t *testing.T) {
 		prefix := fmt.Sprintf("/prop/%d/", round)
 		var wg sync.WaitGroup
 		var mu sync.Mutex
-		holding, died := 0, 0
+		died := 0
 		for i := range waiters {
 			// Each waiter draws its fate here, so that the seed decides it.
 			fate, hold, delay := rnd.IntN(10), time.Duration(5+rnd.IntN(40))*time.Millisecond, time.Duration(rnd.IntN(200))*time.Millisecond
@@ -75,16 +75,10 @@ func TestSemaphoreProperty(t *testing.T) {
 				if err != nil || !resp.Succeeded {
 					return // lost on the way; not holding
 				}
-				mu.Lock()
-				holding++
-				if holding > n {
-					t.Errorf("%d waiters hold at once, max %d", holding, n)
-				}
-				mu.Unlock()
+				// No count in the process: a revoked lease (fate 1 may
+				// strike now) ends the hold in etcd before this sleep
+				// ends, and etcd's history is what is checked.
 				time.Sleep(hold)
-				mu.Lock()
-				holding--
-				mu.Unlock()
 				switch fate {
 				case 2: // dies holding: the place frees itself when the lease expires
 					mu.Lock()
