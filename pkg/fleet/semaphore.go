@@ -44,6 +44,9 @@ type semaphore struct {
 	lease  clientv3.LeaseID
 	n      int
 	rev    int64 // the create revision of key, 0 if this agent knows of no key
+	// in is set by queue when the key it created was among the first n:
+	// acquire need not read.
+	in bool
 }
 
 // errNotQueued is returned by acquire when s's key is gone: its lease
@@ -54,9 +57,12 @@ var errNotQueued = errors.New("the place's key is gone")
 // (the node's record), whichever way it goes. Queueing again keeps the old
 // key and so the node's place in the queue.
 func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
+	// The count, after the put, is of s's key and the older ones: the
+	// new key is the newest. Counting (no filter, no sort) is cheap.
 	resp, err := s.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(s.key), "=", 0)).
-		Then(append([]clientv3.Op{clientv3.OpPut(s.key, "", clientv3.WithLease(s.lease))}, ops...)...).
+		Then(append([]clientv3.Op{clientv3.OpPut(s.key, "", clientv3.WithLease(s.lease)),
+			clientv3.OpGet(s.prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())}, ops...)...).
 		Else(append([]clientv3.Op{clientv3.OpGet(s.key)}, ops...)...).
 		Commit()
 	if err != nil {
@@ -64,6 +70,7 @@ func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
 	}
 	if resp.Succeeded {
 		s.rev = resp.Header.Revision
+		s.in = resp.Responses[1].GetResponseRange().Count <= int64(s.n)
 		return nil
 	}
 	kvs := resp.Responses[0].GetResponseRange().Kvs
@@ -73,7 +80,7 @@ func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
 	if clientv3.LeaseID(kvs[0].Lease) != s.lease {
 		return fmt.Errorf("place %s is held under lease %x, not this agent's %x", s.key, kvs[0].Lease, s.lease)
 	}
-	s.rev = kvs[0].CreateRevision
+	s.rev, s.in = kvs[0].CreateRevision, false
 	return nil
 }
 
@@ -84,6 +91,10 @@ func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
 func (s *semaphore) acquire(ctx context.Context) error {
 	if s.rev == 0 {
 		return errNotQueued
+	}
+	if s.in {
+		s.in = false
+		return nil // keys only join the queue behind s's
 	}
 	for {
 		// A serializable read is enough: it shows s's key, so the member
@@ -147,7 +158,7 @@ func (s *semaphore) release(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("releasing place %s: %w", s.key, err)
 	}
-	s.rev = 0
+	s.rev, s.in = 0, false
 	return nil
 }
 
