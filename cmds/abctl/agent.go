@@ -5,6 +5,8 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -12,6 +14,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.uber.org/zap"
 
@@ -33,31 +37,51 @@ func agentCmd(g *globals, args []string) error {
 	spec := fs.String("window", "*", "maintenance window in the local time zone, e.g. \"Sat,Sun 02:00-05:00\"")
 	maxRebooting := fs.Int("max-rebooting", 1, "nodes that may reboot at once")
 	maxFailures := fs.Int("max-failures", 1, "rollbacks that halt a rollout")
+	canaries := fs.Int("canaries", 0, "nodes that start a rollout alone; a failed canary halts it")
+	soak := fs.Duration("soak", 10*time.Minute, "how long the canaries must stay healthy before the rest start")
 	ttl := fs.Duration("lease-ttl", 10*time.Minute, "how long a place outlives its holder; must cover a reboot")
+	fleetlock := fs.String("fleetlock", "", "base URL of a FleetLock server (airlock, a Kubernetes FleetLock server) to take the reboot place from, instead of etcd")
+	group := fs.String("group", "default", "the node's reboot group on the FleetLock server")
 	channel := fs.String("channel", "", "URL of a signed channel file to take the desired version from, instead of etcd")
 	keys := fs.String("keys", "/etc/abboot/keys.pub", "public keys to trust for bundles and the channel file")
 	how := fs.String("reboot", "any", "kexec, firmware, or any (kexec, falling back to the firmware)")
 	pre := fs.String("pre-reboot", "", "shell command to run before the reboot (drain)")
 	post := fs.String("post-commit", "", "shell command to run after the report that follows the reboot (uncordon)")
+	metrics := fs.String("metrics", "", "address to serve Prometheus metrics on, e.g. :9477 (default: none)")
 	health := fs.String("health", "", "shell command that must succeed before the new version is committed")
 	args, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(args) > 0 || *how != "kexec" && *how != "firmware" && *how != "any" {
-		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
+		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--metrics ADDR] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
 	}
 	w, err := window.Parse(*spec, time.Local)
 	if err != nil {
 		return err
 	}
-	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Window: w, LeaseTTL: *ttl}
+	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Canaries: *canaries, Soak: *soak, Window: w, LeaseTTL: *ttl}
+	if *fleetlock != "" {
+		cfg.FleetLock = &fleet.FleetLock{URL: *fleetlock, ID: *name, Group: *group}
+	}
 	if *channel != "" {
 		k, err := bundle.LoadKeys(*keys)
 		if err != nil {
 			return err
 		}
 		cfg.Channel = &fleet.Channel{URL: *channel, Keys: k}
+	}
+	if *metrics != "" {
+		reg := prometheus.NewRegistry()
+		if cfg.Metrics, err = fleet.NewMetrics(reg); err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", *metrics)
+		if err != nil {
+			return fmt.Errorf("serving metrics: %w", err)
+		}
+		defer l.Close()
+		go http.Serve(l, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
 	}
 	cli, err := c.client()
 	if err != nil {

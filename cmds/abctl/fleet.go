@@ -17,7 +17,7 @@ import (
 
 // fleetCmd is the operator's side of a fleet:
 //
-//	abctl fleet status [--json]          versions, states, places, rollouts
+//	abctl fleet status [--json]          progress, versions, states, places, rollouts
 //	abctl fleet set-version VERSION URL  roll VERSION out
 //	abctl fleet sign-channel --key K VERSION URL   print a signed channel file
 func fleetCmd(g *globals, args []string) error {
@@ -66,7 +66,10 @@ func fleetCmd(g *globals, args []string) error {
 		if g.json {
 			e := json.NewEncoder(os.Stdout)
 			e.SetIndent("", "  ")
-			return e.Encode(st)
+			return e.Encode(struct {
+				fleet.FleetStatus
+				Progress fleet.Progress `json:"progress"`
+			}{st, st.Progress()})
 		}
 		return printFleet(st)
 	}
@@ -75,7 +78,18 @@ func fleetCmd(g *globals, args []string) error {
 
 func printFleet(st fleet.FleetStatus) error {
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(w, "desired: %s %s\n\n", or(st.Desired.Version, "(none)"), st.Desired.URL)
+	fmt.Fprintf(w, "desired: %s %s\n", or(st.Desired.Version, "(none)"), st.Desired.URL)
+	if p := st.Progress(); p.Version != "" {
+		left := "unknown"
+		if p.Left > 0 {
+			left = p.Left.Round(time.Second).String()
+		}
+		if p.Halted {
+			left = "halted"
+		}
+		fmt.Fprintf(w, "progress: %d of %d committed, %d in flight, %d failed, time left: %s\n", p.Committed, p.Total, p.InFlight, p.Failed, left)
+	}
+	fmt.Fprintln(w)
 	fmt.Fprintln(w, "NODE\tVERSION\tSTATE\tTARGET\tUPDATED\tREASON")
 	for _, n := range st.Nodes {
 		fmt.Fprintf(w, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Version, n.State, or(n.Target, "-"), n.Updated.Format(time.RFC3339), n.Reason)

@@ -5,9 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math/rand/v2"
+	"slices"
 	"strings"
+	"sync"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 	"go.etcd.io/etcd/client/v3/concurrency"
 
@@ -54,13 +58,26 @@ type Config struct {
 	MaxRebooting int           // places in the semaphore (at least 1)
 	MaxFailures  int           // failures that halt a rollout (at least 1)
 	Window       window.Window // when the node may reboot; the zero Window never opens, window.Parse("*") always is
+	// Canaries is how many nodes start a rollout alone (0: none); the
+	// others start once each canary committed and stayed healthy for
+	// Soak. See the package documentation.
+	Canaries int
+	Soak     time.Duration
 	// LeaseTTL is how long a place outlives its holder's last renewal. It
 	// must cover a reboot. Default 10 minutes; etcd counts it in seconds.
 	LeaseTTL time.Duration
-	Poll     time.Duration    // how often to look again without a watch event; default 30 s
-	Clock    func() time.Time // the time the window is checked at; default time.Now
-	Channel  *Channel         // if set, the desired version comes from it and not from P/desired
-	Log      *event.Logger    // default event.Default
+	// Poll is how often the Channel is fetched, and the longest the agent
+	// backs off after an error. The etcd side needs no polling: the agent
+	// waits on watches. Default 30 s.
+	Poll    time.Duration
+	Clock   func() time.Time // the time the window is checked at; default time.Now
+	Channel *Channel         // if set, the desired version comes from it and not from P/desired
+	// FleetLock, if set, gives the node its place instead of etcd's
+	// semaphore: airlock or a Kubernetes FleetLock server coordinates
+	// the reboots (MaxRebooting is the server's then).
+	FleetLock *FleetLock
+	Log       *event.Logger // default event.Default
+	Metrics   *Metrics      // if set, the agent keeps them current
 }
 
 // Agent rolls updates onto one node. See the package documentation.
@@ -70,6 +87,18 @@ type Agent struct {
 	cfg  Config
 	p    keys
 	rec  Record // as last written to etcd
+	// until, set by a step, is what the node waits for besides the
+	// desired version: a halt cleared, the canaries' gate.
+	until until
+	// gate is what lets this node start rec.Target: its canary slot, or
+	// the canaries' gate (nothing without canaries); canary says which.
+	gate   []clientv3.Cmp
+	canary bool
+
+	mu      sync.Mutex
+	want    Desired       // P/desired as last seen by the session's watch
+	wantErr error         // why that value is not valid
+	changed chan struct{} // closed when want changes
 }
 
 // NewAgent returns an agent for node n that coordinates through cli.
@@ -87,7 +116,7 @@ func NewAgent(cli *clientv3.Client, n Node, c Config) *Agent {
 	if c.Log == nil {
 		c.Log = event.Default
 	}
-	return &Agent{cli: cli, node: n, cfg: c, p: keys(c.Prefix)}
+	return &Agent{cli: cli, node: n, cfg: c, p: keys(c.Prefix), changed: make(chan struct{})}
 }
 
 var (
@@ -97,9 +126,13 @@ var (
 	errLeaseLost = errors.New("lost the etcd lease")
 )
 
+// idle, returned by a step, means: wait for something to change (the
+// desired version, the session, a watched key), however long that takes.
+const idle time.Duration = -1
+
 // Run runs the agent until ctx ends, or until the node reboots (it returns
-// nil then). It survives etcd being down or unreachable: it waits and
-// tries again, and never reboots without holding a place.
+// nil then). It survives etcd being down, slow or unreachable: it backs
+// off and tries again, and never reboots without holding a place.
 func (a *Agent) Run(ctx context.Context) error {
 	switch {
 	case !a.p.valid():
@@ -108,11 +141,14 @@ func (a *Agent) Run(ctx context.Context) error {
 		return fmt.Errorf("node name %q: want a non-empty name without / or line breaks", a.node.Name())
 	case a.cfg.MaxRebooting < 1 || a.cfg.MaxFailures < 1:
 		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", a.cfg.MaxRebooting, a.cfg.MaxFailures)
+	case a.cfg.Canaries < 0 || a.cfg.Soak < 0:
+		return fmt.Errorf("canaries %d, soak %v: want neither negative", a.cfg.Canaries, a.cfg.Soak)
 	case a.cfg.LeaseTTL < time.Second:
 		return fmt.Errorf("lease TTL %v: want at least a second", a.cfg.LeaseTTL)
 	}
+	b := backoff{max: a.cfg.Poll}
 	for {
-		err := a.session(ctx)
+		err := a.session(ctx, &b)
 		if errors.Is(err, errRebooted) {
 			return nil
 		}
@@ -120,7 +156,7 @@ func (a *Agent) Run(ctx context.Context) error {
 			return ctx.Err()
 		}
 		a.log("fleet-error", "err", err)
-		if !sleep(ctx, a.cfg.Poll) {
+		if !sleep(ctx, b.wait()) {
 			return ctx.Err()
 		}
 	}
@@ -128,20 +164,27 @@ func (a *Agent) Run(ctx context.Context) error {
 
 // session runs the agent on one etcd session (one lease) until the lease
 // is lost, the node reboots or ctx ends.
-func (a *Agent) session(ctx context.Context) error {
-	if err := a.load(ctx); err != nil {
+func (a *Agent) session(ctx context.Context, b *backoff) error {
+	// One read for everything the session starts from: the node's record,
+	// its place (to adopt the lease of a place it holds already: one taken
+	// before a reboot, or by an agent that was stopped) and the desired
+	// version, which the watch below follows from this revision on.
+	key := a.p.place(a.node.Name())
+	resp, err := a.cli.Txn(ctx).Then(
+		clientv3.OpGet(a.p.node(a.node.Name())), clientv3.OpGet(key), clientv3.OpGet(a.p.desired()),
+	).Commit()
+	if err != nil {
+		return fmt.Errorf("reading the node's record and place: %w", err)
+	}
+	if err := a.load(resp.Responses[0].GetResponseRange().Kvs); err != nil {
 		return err
 	}
-	// Adopt the lease of a place this node holds already: one taken
-	// before a reboot, or by an agent that was stopped.
-	place := a.p.place(a.node.Name())
-	resp, err := a.cli.Get(ctx, place)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", place, err)
-	}
+	a.see(resp.Responses[2].GetResponseRange().Kvs)
 	opts := []concurrency.SessionOption{concurrency.WithTTL(int(a.cfg.LeaseTTL.Seconds())), concurrency.WithContext(ctx)}
-	if len(resp.Kvs) == 1 {
-		opts = append(opts, concurrency.WithLease(clientv3.LeaseID(resp.Kvs[0].Lease)))
+	var rev int64
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+		opts = append(opts, concurrency.WithLease(clientv3.LeaseID(kvs[0].Lease)))
+		rev = kvs[0].CreateRevision
 	}
 	sess, err := concurrency.NewSession(a.cli, opts...)
 	if err != nil {
@@ -150,155 +193,258 @@ func (a *Agent) session(ctx context.Context) error {
 	// Stop renewing, never revoke: a place this node holds must outlive
 	// the process (see the package documentation).
 	defer sess.Orphan()
-	sem := &semaphore{cli: a.cli, prefix: a.p.places(), key: place, lease: sess.Lease(), n: a.cfg.MaxRebooting}
+	var pl place = &semaphore{cli: a.cli, prefix: a.p.places(), key: key, lease: sess.Lease(), n: a.cfg.MaxRebooting, rev: rev}
+	if a.cfg.FleetLock != nil {
+		pl = &fleetLockPlace{f: a.cfg.FleetLock, cli: a.cli, max: a.cfg.Poll, log: a.log}
+	}
 
-	wake := make(chan struct{}, 1)
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	watchEnded := make(chan error, 1)
 	if a.cfg.Channel == nil {
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		defer cancel()
 		go func() {
-			for range a.cli.Watch(wctx, a.p.desired()) {
-				select {
-				case wake <- struct{}{}:
-				default:
+			for wr := range a.cli.Watch(wctx, a.p.desired(), clientv3.WithRev(resp.Header.Revision+1)) {
+				if err := wr.Err(); err != nil {
+					watchEnded <- fmt.Errorf("watching %s: %w", a.p.desired(), err)
+					return
+				}
+				for _, ev := range wr.Events {
+					a.see([]*mvccpb.KeyValue{ev.Kv})
 				}
 			}
+			watchEnded <- fmt.Errorf("watching %s: the watch ended", a.p.desired())
 		}()
 	}
+	var until clientv3.WatchChan // watches a.until.prefix
+	watching, stopUntil := "", func() {}
+	defer func() { stopUntil() }()
 	for {
-		wait, err := a.step(ctx, sess, sem)
+		changed := a.change()
+		wait, err := a.step(ctx, sess, pl)
 		switch {
 		case errors.Is(err, errRebooted), errors.Is(err, errLeaseLost), ctx.Err() != nil:
 			return err
 		case err != nil:
 			a.log("fleet-error", "err", err)
+			wait = b.wait()
+		default:
+			b.reset()
+		}
+		if a.until.prefix != watching {
+			stopUntil()
+			until, watching = nil, a.until.prefix
+			if watching != "" {
+				until, stopUntil = a.watch(wctx, a.until.prefix, a.until.rev+1)
+			}
+		}
+		if wait == idle && a.cfg.Channel != nil {
 			wait = a.cfg.Poll
 		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-sess.Done():
-			return errLeaseLost
-		case <-wake:
-		case <-time.After(wait):
+		if wait == 0 {
+			continue
+		}
+		var timer *time.Timer
+		var fired <-chan time.Time
+		if wait > 0 {
+			timer = time.NewTimer(wait)
+			fired = timer.C
+		}
+		for woke := false; !woke; {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-sess.Done():
+				return errLeaseLost
+			case err := <-watchEnded:
+				return err
+			case <-changed:
+				woke = true
+			case wr, ok := <-until:
+				woke = !ok || wr.Err() != nil || slices.ContainsFunc(wr.Events, a.until.wake)
+				if woke {
+					stopUntil()
+					until, watching = nil, ""
+				}
+			case <-fired:
+				woke = true
+			}
+		}
+		if timer != nil {
+			timer.Stop()
 		}
 	}
 }
 
-// step takes the node one step further in a rollout and returns how long
-// to wait, at most, before the next step.
-func (a *Agent) step(ctx context.Context, sess *concurrency.Session, sem *semaphore) (time.Duration, error) {
-	if a.rec.State == StateRebooting {
-		return a.afterReboot(ctx, sem)
+// untilWindow returns how long to wait for the window that opens at start,
+// or at most Poll: the clock can jump (suspend, NTP, a test's clock).
+func (a *Agent) untilWindow(start, now time.Time) time.Duration {
+	if start.IsZero() {
+		return a.cfg.Poll
 	}
+	return max(min(start.Sub(now), a.cfg.Poll), 0)
+}
+
+// until is something a node waits for: an event under prefix after
+// revision rev for which wake is true.
+type until struct {
+	prefix string
+	rev    int64
+	wake   func(*clientv3.Event) bool
+}
+
+// watch watches everything under prefix from revision rev on, until the
+// returned function is called or ctx ends.
+func (a *Agent) watch(ctx context.Context, prefix string, rev int64) (clientv3.WatchChan, context.CancelFunc) {
+	ctx, cancel := context.WithCancel(ctx)
+	return a.cli.Watch(ctx, prefix, clientv3.WithPrefix(), clientv3.WithRev(rev)), cancel
+}
+
+// step takes the node one step further in a rollout and returns how long
+// to wait, at most, before the next step: 0 for at once, idle for until
+// something changes.
+func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (time.Duration, error) {
+	if a.rec.State == StateRebooting {
+		return a.afterReboot(ctx, pl)
+	}
+	a.until = until{}
+	changed := a.change()
 	d, err := a.desired(ctx)
 	if err != nil {
 		return 0, err
 	}
+	a.cfg.Metrics.versions(a.node.Version(), d.Version)
 	if d.Version == "" {
-		return a.cfg.Poll, a.set(ctx, a.settled(), "", "no desired version")
+		return idle, a.stay(ctx, pl, a.settled(), "", "no desired version")
 	}
 	newer, err := newerThan(d.Version, a.node.Version())
 	if err != nil {
 		return 0, err
 	}
 	if !newer {
-		return a.cfg.Poll, a.set(ctx, a.settled(), "", "")
-	}
-	ro, err := a.rollout(ctx, d.Version)
-	if err != nil {
-		return 0, err
-	}
-	if why, ok := ro.Failures[a.node.Name()]; ok {
-		return a.cfg.Poll, a.set(ctx, StateRolledBack, d.Version, why)
-	}
-	if stop, err := a.budget(ctx, ro); err != nil || stop != "" {
-		if err == nil {
-			err = a.stay(ctx, sem, StateHalted, d.Version, stop)
+		if a.rec.State == StateCommitted && a.rec.Canary == canarySoaking && a.rec.Target == d.Version {
+			return a.soak(ctx, d.Version)
 		}
-		return a.cfg.Poll, err
+		return idle, a.stay(ctx, pl, a.settled(), "", "")
 	}
-	switch a.rec.State {
-	case StateStaged, StateWaitingWindow, StateWaitingPlace, StateHalted:
-		if a.rec.Target == d.Version {
-			break
-		}
-		fallthrough
-	default:
-		if err := a.set(ctx, StateStaging, d.Version, ""); err != nil {
-			return 0, err
-		}
-		if err := a.node.Stage(ctx, d); err != nil {
-			return a.cfg.Poll, a.set(ctx, StateStaging, d.Version, "staging failed: "+err.Error())
-		}
-		if err := a.set(ctx, StateStaged, d.Version, ""); err != nil {
-			return 0, err
-		}
-	}
-
 	now := a.cfg.Clock()
 	start, end := a.cfg.Window.Next(now)
-	if !a.cfg.Window.Contains(now) {
-		wait := a.cfg.Poll
-		if !start.IsZero() {
-			wait = min(wait, start.Sub(now))
-		}
-		return wait, a.stay(ctx, sem, StateWaitingWindow, d.Version, "window opens "+start.Format(time.RFC3339))
+	if !a.cfg.Window.Contains(now) && a.rec.State == StateWaitingWindow && a.rec.Target == d.Version {
+		return a.untilWindow(start, now), nil // nothing changed: no need to ask etcd
 	}
-	if err := a.set(ctx, StateWaitingPlace, d.Version, ""); err != nil {
-		return 0, err
+	// The staging record goes in the transaction that checks the rollout.
+	var ops []clientv3.Op
+	staging := a.record(StateStaging, d.Version, "")
+	if a.rec.Target != d.Version || !slices.Contains([]State{StateStaged, StateWaitingWindow, StateWaitingPlace, StateHalted}, a.rec.State) {
+		ops = append(ops, clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(staging)))
 	}
-	wait := a.cfg.Poll
-	if !end.IsZero() {
-		wait = min(wait, end.Sub(now))
-	}
-	actx, cancel := context.WithTimeout(ctx, wait)
-	err = sem.acquire(actx)
-	timedOut := actx.Err() != nil && ctx.Err() == nil
-	cancel()
-	if timedOut {
-		return 0, nil // still queued; look at everything again
-	}
+	ro, err := a.rollout(ctx, d.Version, ops...)
 	if err != nil {
 		return 0, err
 	}
+	if ro.failed != "" {
+		// Only a node that failed checks the budget: halting is its job,
+		// which a crash may have kept it from.
+		_, err := a.budget(ctx, ro)
+		return idle, errors.Join(err, a.stay(ctx, pl, StateRolledBack, d.Version, ro.failed))
+	}
+	if ro.halted != "" {
+		halted := a.p.halted(d.Version)
+		a.until = until{prefix: halted, rev: ro.rev, wake: func(ev *clientv3.Event) bool {
+			return ev.Type == mvccpb.DELETE && string(ev.Kv.Key) == halted
+		}}
+		return idle, a.stay(ctx, pl, StateHalted, d.Version, ro.halted)
+	}
+	if ops != nil {
+		a.wrote(staging)
+		if err := a.node.Stage(ctx, d); err != nil {
+			return 0, errors.Join(fmt.Errorf("staging %s: %w", d.Version, err), a.set(ctx, StateStaging, d.Version, "staging failed: "+err.Error()))
+		}
+	}
 
-	// Holding a place. What was true when the node queued may not be now.
-	if again, err := a.desired(ctx); err != nil || again != d {
-		return 0, errors.Join(err, sem.release(ctx))
+	if !a.cfg.Window.Contains(now) {
+		return a.untilWindow(start, now), a.stay(ctx, pl, StateWaitingWindow, d.Version, "window opens "+start.Format(time.RFC3339))
 	}
-	if ro, err = a.rollout(ctx, d.Version); err != nil {
-		return 0, errors.Join(err, sem.release(ctx))
+	if wait, ok, err := a.canaries(ctx, sess, pl, d.Version); err != nil || !ok {
+		return wait, err
 	}
-	if stop, err := a.budget(ctx, ro); err != nil || stop != "" || !a.cfg.Window.Contains(a.cfg.Clock()) {
-		return 0, errors.Join(err, sem.release(ctx))
+	rec := a.record(StateWaitingPlace, d.Version, "")
+	if err := pl.queue(ctx, clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))); err != nil {
+		return 0, err
 	}
-	if err := a.set(ctx, StateDraining, d.Version, ""); err != nil {
-		return 0, errors.Join(err, sem.release(ctx))
+	a.wrote(rec)
+
+	// Wait for a place as long as the window is open, the desired version
+	// stays and the session lives.
+	actx, cancel := context.WithCancel(ctx)
+	if !end.IsZero() {
+		var closes context.CancelFunc
+		actx, closes = context.WithTimeout(actx, end.Sub(now)) // by the Clock's time
+		defer closes()
 	}
+	go func() {
+		select {
+		case <-changed:
+		case <-sess.Done():
+		case <-actx.Done():
+		}
+		cancel()
+	}()
+	err = pl.acquire(actx)
+	ended := actx.Err() != nil
+	cancel()
+	switch {
+	case err == nil:
+	case ctx.Err() != nil:
+		return 0, ctx.Err()
+	case ended, errors.Is(err, errNotQueued):
+		return 0, nil // the window closed, the desired version changed or the lease is gone: look again
+	default:
+		return 0, err
+	}
+
+	// Holding a place. Drain only while the desired version is the same
+	// (a channel file is fetched again), the place is still this node's,
+	// the rollout has not halted and the window is open.
+	if again, err := a.desired(ctx); err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) {
+		return 0, errors.Join(err, pl.release(ctx))
+	}
+	rec = a.record(StateDraining, d.Version, "")
+	resp, err := a.cli.Txn(ctx).
+		If(a.mayStart(sess, pl, d.Version)...).
+		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))).
+		Commit()
+	if err != nil {
+		return 0, errors.Join(fmt.Errorf("recording state %s: %w", StateDraining, err), pl.release(ctx))
+	}
+	if !resp.Succeeded {
+		return 0, pl.release(ctx) // the next step finds out why
+	}
+	a.wrote(rec)
 	if err := a.node.PreReboot(ctx); err != nil {
-		return a.callOff(ctx, sem, d.Version, "pre-reboot hook: "+err.Error())
+		return a.callOff(ctx, pl, d.Version, "pre-reboot hook: "+err.Error())
 	}
-	return a.reboot(ctx, sess, sem, d.Version)
+	return a.reboot(ctx, sess, pl, d.Version)
 }
 
 // reboot reboots the node, which holds a place, into version v, but only
 // if its place is still there under its live lease and the rollout has
 // not halted.
-func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *semaphore, v string) (time.Duration, error) {
+func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, pl place, v string) (time.Duration, error) {
 	rec := a.record(StateRebooting, v, "")
 	rec.Lease, rec.BootID = int64(sess.Lease()), a.node.BootID()
+	if a.canary {
+		rec.Canary = canarySoaking
+	}
 	resp, err := a.cli.Txn(ctx).
-		If(clientv3.Compare(clientv3.LeaseValue(sem.key), "=", sess.Lease()),
-			clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0)).
+		If(a.mayStart(sess, pl, v)...).
 		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec)),
 			clientv3.OpPut(a.p.started(v, a.node.Name()), "")).
 		Commit()
 	if err != nil {
-		return a.callOff(ctx, sem, v, "recording the reboot: "+err.Error())
+		return a.callOff(ctx, pl, v, "recording the reboot: "+err.Error())
 	}
 	if !resp.Succeeded {
-		return a.callOff(ctx, sem, v, "the place was lost or the rollout halted before the reboot")
+		return a.callOff(ctx, pl, v, "the place was lost, the rollout halted or the canaries' gate closed before the reboot")
 	}
 	a.wrote(rec)
 	select {
@@ -309,7 +455,7 @@ func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *sema
 	default:
 	}
 	if err := a.node.Reboot(ctx); err != nil {
-		return a.callOff(ctx, sem, v, "reboot: "+err.Error())
+		return a.callOff(ctx, pl, v, "reboot: "+err.Error())
 	}
 	return 0, errRebooted
 }
@@ -317,25 +463,23 @@ func (a *Agent) reboot(ctx context.Context, sess *concurrency.Session, sem *sema
 // callOff undoes what taking the place started when the node does not
 // reboot after all: PostCommit undoes PreReboot, the node goes back to
 // staged and gives its place back.
-func (a *Agent) callOff(ctx context.Context, sem *semaphore, v, why string) (time.Duration, error) {
+func (a *Agent) callOff(ctx context.Context, pl place, v, why string) (time.Duration, error) {
 	a.log("fleet-call-off", "target", v, "reason", why)
 	err := a.node.PostCommit(ctx)
 	if err != nil {
 		err = fmt.Errorf("post-commit hook: %w", err)
 	}
-	return a.cfg.Poll, errors.Join(err, a.set(ctx, StateStaged, v, why), sem.release(ctx))
+	return a.cfg.Poll, errors.Join(err, a.set(ctx, StateStaged, v, why), pl.release(ctx))
 }
 
 // afterReboot reports how the reboot recorded in a.rec went and gives the
 // place back.
-func (a *Agent) afterReboot(ctx context.Context, sem *semaphore) (time.Duration, error) {
+func (a *Agent) afterReboot(ctx context.Context, pl place) (time.Duration, error) {
 	v := a.rec.Target
 	if a.rec.BootID == a.node.BootID() {
-		return a.callOff(ctx, sem, v, "the reboot did not happen")
+		return a.callOff(ctx, pl, v, "the reboot did not happen")
 	}
-	if held, err := sem.holds(ctx); err != nil {
-		return 0, err
-	} else if !held {
+	if !pl.adopted() {
 		a.log("fleet-place-lost", "target", v, "lease_ttl", a.cfg.LeaseTTL)
 	}
 	var why string
@@ -356,7 +500,110 @@ func (a *Agent) afterReboot(ctx context.Context, sem *semaphore) (time.Duration,
 	if err := a.node.PostCommit(ctx); err != nil {
 		a.log("fleet-hook", "hook", "post-commit", "err", err)
 	}
-	return 0, sem.release(ctx)
+	return 0, pl.release(ctx)
+}
+
+// The values of Record.Canary.
+const (
+	canarySoaking = "soaking" // started as a canary; not yet soaked
+	canarySoaked  = "soaked"
+)
+
+// mayStart is what must hold for the node to drain and to reboot into v:
+// its place is still there under its live lease, the rollout has not
+// halted, and its canary slot or the canaries' gate lets it.
+func (a *Agent) mayStart(sess *concurrency.Session, pl place, v string) []clientv3.Cmp {
+	return append(append(pl.holds(), clientv3.Compare(clientv3.CreateRevision(a.p.halted(v)), "=", 0)), a.gate...)
+}
+
+// canaries finds out whether the node may queue for v: always without
+// canaries; with them, once the gate is open, or as a canary if it holds
+// or can claim one of the Canaries slots. Otherwise the node waits for the
+// gate to open or a slot to free up. One bounded read (the gate and at
+// most Canaries slots), and a claim when a slot is free.
+func (a *Agent) canaries(ctx context.Context, sess *concurrency.Session, pl place, v string) (time.Duration, bool, error) {
+	a.gate, a.canary = nil, false
+	if a.cfg.Canaries == 0 {
+		return 0, true, nil
+	}
+	gate := a.p.gate(v)
+	resp, err := a.cli.Txn(ctx).Then(
+		clientv3.OpGet(gate, clientv3.WithCountOnly()),
+		clientv3.OpGet(a.p.canaries(v)+"slot/", clientv3.WithPrefix(), clientv3.WithLimit(int64(a.cfg.Canaries))),
+	).Commit()
+	if err != nil {
+		return 0, false, fmt.Errorf("reading the canaries of %s: %w", v, err)
+	}
+	if resp.Responses[0].GetResponseRange().Count > 0 {
+		a.gate = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(gate), ">", 0)}
+		return 0, true, nil
+	}
+	taken := map[string]bool{}
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		taken[string(kv.Key)] = true
+		if string(kv.Value) == a.node.Name() && clientv3.LeaseID(kv.Lease) == sess.Lease() {
+			a.gate, a.canary = []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(string(kv.Key)), "=", sess.Lease())}, true
+			return 0, true, nil
+		}
+	}
+	for i := range a.cfg.Canaries {
+		slot := a.p.canarySlot(v, i)
+		if taken[slot] {
+			continue
+		}
+		claim, err := a.cli.Txn(ctx).
+			If(clientv3.Compare(clientv3.CreateRevision(slot), "=", 0)).
+			Then(clientv3.OpPut(slot, a.node.Name(), clientv3.WithLease(sess.Lease()))).
+			Commit()
+		if err != nil {
+			return 0, false, fmt.Errorf("claiming canary slot %d of %s: %w", i, v, err)
+		}
+		if claim.Succeeded {
+			a.log("fleet-canary", "target", v, "slot", i)
+			a.gate, a.canary = []clientv3.Cmp{clientv3.Compare(clientv3.LeaseValue(slot), "=", sess.Lease())}, true
+			return 0, true, nil
+		}
+		return 0, false, nil // somebody was faster: look again
+	}
+	// Wake when the gate opens, a slot frees up (a canary died) or the
+	// rollout halts, not for every claim, start, failure and soak.
+	a.until = until{prefix: a.p.rollout(v), rev: resp.Header.Revision, wake: func(ev *clientv3.Event) bool {
+		k := string(ev.Kv.Key)
+		return k == gate || k == a.p.halted(v) || ev.Type == mvccpb.DELETE && strings.HasPrefix(k, a.p.canaries(v)+"slot/")
+	}}
+	return idle, false, a.stay(ctx, pl, StateWaitingCanary, v, fmt.Sprintf("%d canaries first", a.cfg.Canaries))
+}
+
+// soak waits until the canary committed Soak ago, asks Node.Healthy again,
+// and records that it soaked, opening the gate if it is the last of the
+// canaries to; or records the failure, which halts the rollout.
+func (a *Agent) soak(ctx context.Context, v string) (time.Duration, error) {
+	if left := a.rec.Updated.Add(a.cfg.Soak).Sub(a.cfg.Clock()); left > 0 {
+		return left, nil
+	}
+	if ok, err := a.node.Healthy(ctx); err != nil {
+		return 0, fmt.Errorf("health check: %w", err)
+	} else if !ok {
+		return idle, a.fail(ctx, v, fmt.Sprintf("unhealthy on %s after a soak of %v", v, a.cfg.Soak))
+	}
+	rec := a.record(StateCommitted, v, "")
+	rec.Canary = canarySoaked
+	resp, err := a.cli.Txn(ctx).Then(
+		clientv3.OpPut(a.p.soaked(v, a.node.Name()), ""),
+		clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec)),
+		clientv3.OpGet(a.p.canaries(v)+"soaked/", clientv3.WithPrefix(), clientv3.WithCountOnly()),
+	).Commit()
+	if err != nil {
+		return 0, fmt.Errorf("recording the soak: %w", err)
+	}
+	a.wrote(rec)
+	if n := resp.Responses[2].GetResponseRange().Count; n >= int64(a.cfg.Canaries) {
+		if _, err := a.cli.Put(ctx, a.p.gate(v), fmt.Sprintf("%d canaries soaked", n)); err != nil {
+			return 0, fmt.Errorf("opening the canaries' gate: %w", err)
+		}
+		a.log("fleet-canaries-soaked", "target", v, "canaries", n)
+	}
+	return idle, nil
 }
 
 // fail records that the node rolled back from v and halts the rollout if
@@ -380,38 +627,48 @@ func (a *Agent) fail(ctx context.Context, v, why string) error {
 
 // budget returns why ro is halted, halting it if its failures reached
 // MaxFailures, or "" if it may go on.
-func (a *Agent) budget(ctx context.Context, ro Rollout) (string, error) {
-	if ro.Halted != "" || len(ro.Failures) < a.cfg.MaxFailures {
-		return ro.Halted, nil
+func (a *Agent) budget(ctx context.Context, ro rollout) (string, error) {
+	canary := ro.failed != "" && a.rec.Canary != "" && a.rec.Target == ro.version
+	if ro.halted != "" || ro.failures < int64(a.cfg.MaxFailures) && !canary {
+		return ro.halted, nil
+	}
+	// The failures are at most MaxFailures+MaxRebooting-1 (see the package
+	// documentation); the limit keeps the reason bounded all the same.
+	resp, err := a.cli.Get(ctx, a.p.rollout(ro.version)+"failures/", clientv3.WithPrefix(), clientv3.WithLimit(int64(a.cfg.MaxFailures+a.cfg.MaxRebooting)))
+	if err != nil {
+		return "", fmt.Errorf("reading the failures of %s: %w", ro.version, err)
 	}
 	var who []string
-	for _, n := range sortedKeys(ro.Failures) {
-		who = append(who, n+": "+ro.Failures[n])
+	for _, kv := range resp.Kvs {
+		who = append(who, strings.TrimPrefix(string(kv.Key), a.p.rollout(ro.version)+"failures/")+": "+string(kv.Value))
 	}
-	reason := fmt.Sprintf("%d nodes failed %s, the budget is %d (%s)", len(ro.Failures), ro.Version, a.cfg.MaxFailures, strings.Join(who, "; "))
-	halted := a.p.halted(ro.Version)
-	resp, err := a.cli.Txn(ctx).
+	reason := fmt.Sprintf("%d nodes failed %s, the budget is %d (%s)", ro.failures, ro.version, a.cfg.MaxFailures, strings.Join(who, "; "))
+	if canary {
+		reason = fmt.Sprintf("canary %s failed %s: %s", a.node.Name(), ro.version, ro.failed)
+	}
+	halted := a.p.halted(ro.version)
+	tresp, err := a.cli.Txn(ctx).
 		If(clientv3.Compare(clientv3.CreateRevision(halted), "=", 0)).
 		Then(clientv3.OpPut(halted, reason)).
 		Else(clientv3.OpGet(halted)).
 		Commit()
 	if err != nil {
-		return "", fmt.Errorf("halting the rollout of %s: %w", ro.Version, err)
+		return "", fmt.Errorf("halting the rollout of %s: %w", ro.version, err)
 	}
-	if !resp.Succeeded {
-		if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+	if !tresp.Succeeded {
+		if kvs := tresp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
 			return string(kvs[0].Value), nil
 		}
 		return reason, nil
 	}
-	a.log("fleet-halt", "version", ro.Version, "failures", len(ro.Failures), "reason", reason)
+	a.log("fleet-halt", "version", ro.version, "failures", ro.failures, "reason", reason)
 	return reason, nil
 }
 
 // stay records that the node waits in state s and gives back its place in
 // the queue, if it has one, so that it does not block others.
-func (a *Agent) stay(ctx context.Context, sem *semaphore, s State, target, why string) error {
-	return errors.Join(sem.release(ctx), a.set(ctx, s, target, why))
+func (a *Agent) stay(ctx context.Context, pl place, s State, target, why string) error {
+	return errors.Join(pl.release(ctx), a.set(ctx, s, target, why))
 }
 
 // settled is the state of a node that has nothing to do: committed if it
@@ -423,52 +680,93 @@ func (a *Agent) settled() State {
 	return StateIdle
 }
 
-// desired returns the version the fleet should run, "" if none is set.
+// desired returns the version the fleet should run, "" if none is set:
+// from the channel file, or P/desired as the session's watch last saw it.
 func (a *Agent) desired(ctx context.Context) (Desired, error) {
 	if a.cfg.Channel != nil {
 		return a.cfg.Channel.Fetch(ctx)
 	}
-	resp, err := a.cli.Get(ctx, a.p.desired())
-	if err != nil {
-		return Desired{}, fmt.Errorf("reading the desired version: %w", err)
-	}
-	var d Desired
-	if len(resp.Kvs) == 0 {
-		return d, nil
-	}
-	if err := json.Unmarshal(resp.Kvs[0].Value, &d); err != nil {
-		return Desired{}, fmt.Errorf("%s: %w", a.p.desired(), err)
-	}
-	return d, d.validate()
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.want, a.wantErr
 }
 
-// rollout reads the rollout of version v.
-func (a *Agent) rollout(ctx context.Context, v string) (Rollout, error) {
-	resp, err := a.cli.Get(ctx, a.p.rollout(v), clientv3.WithPrefix())
-	if err != nil {
-		return Rollout{}, fmt.Errorf("reading the rollout of %s: %w", v, err)
+// see notes P/desired as read or watched: kvs holds the key, or nothing
+// if it is not set (or was deleted).
+func (a *Agent) see(kvs []*mvccpb.KeyValue) {
+	var d Desired
+	var err error
+	if len(kvs) == 1 && len(kvs[0].Value) > 0 {
+		if err = json.Unmarshal(kvs[0].Value, &d); err != nil {
+			err = fmt.Errorf("%s: %w", a.p.desired(), err)
+		} else {
+			err = d.validate()
+		}
 	}
-	ro := Rollout{Version: v, Failures: map[string]string{}}
-	for _, kv := range resp.Kvs {
-		ro.add(strings.TrimPrefix(string(kv.Key), a.p.rollout(v)), string(kv.Value))
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if d != a.want || (err == nil) != (a.wantErr == nil) {
+		close(a.changed)
+		a.changed = make(chan struct{})
+	}
+	a.want, a.wantErr = d, err
+}
+
+// change returns a channel closed when the desired version changes from
+// what desired returns now.
+func (a *Agent) change() <-chan struct{} {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.changed
+}
+
+// rollout is what a node needs to know of the rollout of a version.
+type rollout struct {
+	version  string
+	failed   string // why this node failed it, "" if it did not
+	halted   string // why it halted, "" if it did not
+	failures int64  // how many nodes failed it
+	rev      int64  // the revision it was read at
+}
+
+// rollout reads what this node needs to know of the rollout of version v,
+// in one request whose size does not grow with the fleet. If this node
+// did not fail v and v did not halt, ops run in the same transaction.
+func (a *Agent) rollout(ctx context.Context, v string, ops ...clientv3.Op) (rollout, error) {
+	failure, halted := a.p.failure(v, a.node.Name()), a.p.halted(v)
+	resp, err := a.cli.Txn(ctx).
+		If(clientv3.Compare(clientv3.CreateRevision(failure), "=", 0),
+			clientv3.Compare(clientv3.CreateRevision(halted), "=", 0)).
+		Then(ops...).
+		Else(clientv3.OpGet(failure), clientv3.OpGet(halted),
+			clientv3.OpGet(a.p.rollout(v)+"failures/", clientv3.WithPrefix(), clientv3.WithCountOnly())).
+		Commit()
+	if err != nil {
+		return rollout{}, fmt.Errorf("reading the rollout of %s: %w", v, err)
+	}
+	ro := rollout{version: v, rev: resp.Header.Revision}
+	if resp.Succeeded {
+		return ro, nil
+	}
+	ro.failures = resp.Responses[2].GetResponseRange().Count
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		ro.failed = string(kvs[0].Value)
+	}
+	if kvs := resp.Responses[1].GetResponseRange().Kvs; len(kvs) == 1 {
+		ro.halted = string(kvs[0].Value)
 	}
 	return ro, nil
 }
 
-// load reads the node's record, or starts one.
-func (a *Agent) load(ctx context.Context) error {
-	key := a.p.node(a.node.Name())
-	resp, err := a.cli.Get(ctx, key)
-	if err != nil {
-		return fmt.Errorf("reading %s: %w", key, err)
-	}
-	if len(resp.Kvs) == 0 {
+// load takes the node's record from kvs (its key, read), or starts one.
+func (a *Agent) load(kvs []*mvccpb.KeyValue) error {
+	if len(kvs) == 0 {
 		a.rec = Record{Name: a.node.Name(), State: StateIdle}
 		return nil
 	}
 	var r Record
-	if err := json.Unmarshal(resp.Kvs[0].Value, &r); err != nil {
-		return fmt.Errorf("%s: %w", key, err)
+	if err := json.Unmarshal(kvs[0].Value, &r); err != nil {
+		return fmt.Errorf("%s: %w", kvs[0].Key, err)
 	}
 	a.rec = r
 	return nil
@@ -476,7 +774,11 @@ func (a *Agent) load(ctx context.Context) error {
 
 // record returns a.rec moved to state s.
 func (a *Agent) record(s State, target, why string) Record {
-	return Record{Name: a.node.Name(), Version: a.node.Version(), State: s, Target: target, Reason: why, Updated: a.cfg.Clock().UTC()}
+	r := Record{Name: a.node.Name(), Version: a.node.Version(), State: s, Target: target, Reason: why, Updated: a.cfg.Clock().UTC()}
+	if target == a.rec.Target {
+		r.Canary = a.rec.Canary
+	}
+	return r
 }
 
 // set records that the node is in state s, writing only on a change.
@@ -493,6 +795,7 @@ func (a *Agent) set(ctx context.Context, s State, target, why string) error {
 
 // wrote notes that rec is in etcd now.
 func (a *Agent) wrote(rec Record) {
+	a.cfg.Metrics.wrote(a.rec, rec)
 	if rec.State != a.rec.State || rec.Reason != a.rec.Reason {
 		a.log("fleet-state", "state", rec.State, "version", rec.Version, "target", rec.Target, "reason", rec.Reason)
 	}
@@ -514,3 +817,18 @@ func sleep(ctx context.Context, d time.Duration) bool {
 		return true
 	}
 }
+
+// backoff spaces the retries after errors: doubling from a second up to
+// max, each wait drawn at random from its upper half so that agents that
+// failed together (etcd slow or down) do not come back together.
+type backoff struct {
+	max  time.Duration
+	next time.Duration
+}
+
+func (b *backoff) wait() time.Duration {
+	b.next = min(max(2*b.next, time.Second), b.max)
+	return b.next/2 + rand.N(b.next/2+1)
+}
+
+func (b *backoff) reset() { b.next = 0 }

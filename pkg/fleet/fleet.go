@@ -24,16 +24,38 @@
 //	P/rollouts/V/started/NAME       NAME took a place and went to reboot into V
 //	P/rollouts/V/failures/NAME      NAME rolled back from V, and why
 //	P/rollouts/V/halted             why the rollout of V halted
+//	P/rollouts/V/canary/slot/I      canary I of V (0 <= I < Canaries), the node's name, under its lease
+//	P/rollouts/V/canary/soaked/NAME canary NAME stayed healthy for the soak time
+//	P/rollouts/V/canary/gate        the canaries soaked: every other node may start V
 //
 // # The semaphore
 //
 // etcd's concurrency package has a mutex but no counting semaphore, so this
 // package uses the standard recipe: every node that wants a place creates
 // P/places/NAME under its session lease; the keys ordered by create
-// revision form a FIFO queue, and a node holds a place while its key is
-// among the first MaxRebooting. A waiter watches the prefix for deletions.
+// revision form a FIFO queue, and a node holds a place while fewer than
+// MaxRebooting keys are older than its own. A waiter reads the MaxRebooting
+// keys nearest ahead of it (a bounded read) and watches only the farthest
+// of them for its deletion, from the revision after the read: etcd's lock
+// recipe, which watches the one key ahead, widened to MaxRebooting. A
+// release therefore wakes about one waiter, not the queue, and a rollout
+// costs each node a constant number of requests whatever the fleet's size.
 // A node that dies stops renewing its lease, and etcd deletes its key when
 // the lease's TTL runs out, so its place frees itself.
+//
+// # Cost
+//
+// Nothing is written when nothing changes, and nothing polls etcd: an idle,
+// committed or halted agent waits on its watch of P/desired (and of the
+// halted key); a waiter on its one watch, with no deadline but the end of
+// its window. Every read of a list is bounded (a count, or a limit), except
+// Status, which is the operator's. After an error the agent backs off,
+// doubling from a second up to Poll, with jitter, so that a slow etcd gets
+// fewer requests, not more.
+//
+// With Config.FleetLock the place comes from a FleetLock server instead
+// (see FleetLock), which holds it by the node's ID across the reboot;
+// etcd keeps everything else.
 //
 // # A place survives the reboot
 //
@@ -73,6 +95,18 @@
 // by at most MaxRebooting-1. A node never retries a version it rolled back
 // from. To resume, the operator sets a new desired version (or deletes the
 // rollout's keys).
+//
+// # Canaries
+//
+// With Canaries C > 0 a rollout starts on C canary nodes only: a node that
+// finds fewer than C canary slots taken claims one (under its lease, so a
+// canary that dies frees its slot) and goes as usual; the others wait. A
+// canary that commits waits Soak, asks Node.Healthy again and records
+// that it soaked; the last of the C opens the gate, and the other nodes
+// go. A canary that fails halts the rollout whatever the budget, so a bad
+// release halts after the canaries alone. The draining and rebooting
+// transactions check the node's slot (a canary) or the gate (the rest)
+// with the place and the halted key.
 //
 // Stopping an agent (its context ends) is treated like a crash: it does not
 // release its place, and an agent started again for the same node adopts it.
@@ -123,6 +157,7 @@ const (
 	StateCommitted     State = "committed"      // came back on the target and healthy
 	StateRolledBack    State = "rolled-back"    // came back on another version or unhealthy
 	StateHalted        State = "halted"         // the rollout of its target halted
+	StateWaitingCanary State = "waiting-canary" // staged, in its window, waiting for the canaries to soak
 )
 
 // Record is a node's entry in P/nodes/NAME.
@@ -134,6 +169,7 @@ type Record struct {
 	Reason  string    `json:"reason,omitempty"` // why it is in State, when that is not obvious
 	Lease   int64     `json:"lease,omitempty"`  // its place's lease while rebooting
 	BootID  string    `json:"boot_id,omitempty"`
+	Canary  string    `json:"canary,omitempty"` // "soaking" or "soaked" if the node is one of its target's canaries
 	Updated time.Time `json:"updated"`
 }
 
@@ -150,6 +186,12 @@ func (p keys) rollout(v string) string       { return p.rollouts() + v + "/" }
 func (p keys) started(v, name string) string { return p.rollout(v) + "started/" + name }
 func (p keys) failure(v, name string) string { return p.rollout(v) + "failures/" + name }
 func (p keys) halted(v string) string        { return p.rollout(v) + "halted" }
+func (p keys) canaries(v string) string      { return p.rollout(v) + "canary/" }
+func (p keys) canarySlot(v string, i int) string {
+	return fmt.Sprintf("%sslot/%d", p.canaries(v), i)
+}
+func (p keys) soaked(v, name string) string { return p.canaries(v) + "soaked/" + name }
+func (p keys) gate(v string) string         { return p.canaries(v) + "gate" }
 
 // valid reports whether p is an absolute etcd path without a trailing
 // slash, so that the keys above cannot run into a neighbour's.
@@ -172,15 +214,6 @@ func newerThan(a, b string) (bool, error) {
 }
 
 func holding(s State) bool { return s == StateDraining || s == StateRebooting }
-
-func sortedKeys(m map[string]string) []string {
-	s := make([]string, 0, len(m))
-	for k := range m {
-		s = append(s, k)
-	}
-	sort.Strings(s)
-	return s
-}
 
 // SetDesired sets the version the fleet under prefix should run.
 func SetDesired(ctx context.Context, cli *clientv3.Client, prefix string, d Desired) error {
@@ -286,4 +319,53 @@ func Status(ctx context.Context, cli *clientv3.Client, prefix string) (FleetStat
 		return c < 0
 	})
 	return st, nil
+}
+
+// Progress is how far the rollout of the desired version has come.
+type Progress struct {
+	Version   string        `json:"version"`
+	Total     int           `json:"total"`     // nodes with a record
+	Committed int           `json:"committed"` // running Version: committed, or idle on it
+	InFlight  int           `json:"in_flight"` // holding a place: draining or rebooting
+	Failed    int           `json:"failed"`    // rolled back from Version
+	Halted    bool          `json:"halted"`
+	Left      time.Duration `json:"left"` // estimated time until the rest committed, 0 if unknown
+}
+
+// Progress sums up st's nodes against the desired version. The estimate
+// of the time left assumes the rate of commits so far (between the first
+// and the last commit recorded) goes on; it needs two commits.
+func (st FleetStatus) Progress() Progress {
+	p := Progress{Version: st.Desired.Version, Total: len(st.Nodes)}
+	var first, last time.Time
+	commits := 0 // by this rollout
+	for _, r := range st.Nodes {
+		switch {
+		case holding(r.State):
+			p.InFlight++
+		case r.State == StateRolledBack && r.Target == p.Version:
+			p.Failed++
+		case r.Version == p.Version && (r.State == StateCommitted || r.State == StateIdle):
+			p.Committed++
+			if r.State == StateCommitted && r.Target == p.Version {
+				commits++
+				if first.IsZero() || r.Updated.Before(first) {
+					first = r.Updated
+				}
+				if r.Updated.After(last) {
+					last = r.Updated
+				}
+			}
+		}
+	}
+	for _, ro := range st.Rollouts {
+		if ro.Version == p.Version && ro.Halted != "" {
+			p.Halted = true
+		}
+	}
+	if left := p.Total - p.Committed - p.Failed; left > 0 && !p.Halted && last.After(first) && commits > 1 {
+		perNode := last.Sub(first) / time.Duration(commits-1)
+		p.Left = perNode * time.Duration(left)
+	}
+	return p
 }
