@@ -146,7 +146,11 @@ func installOnce(p func(string) string, size int64, pub ed25519.PublicKey, steps
 	start := time.Now()
 	if steps {
 		o.Log = func(_ string, kv ...any) {
-			fmt.Printf("  first install: step %v done after %.2f s\n", kv[3], time.Since(start).Seconds())
+			for i := 0; i+1 < len(kv); i += 2 {
+				if kv[i] == "step" {
+					fmt.Printf("  first install: step %v done after %.2f s\n", kv[i+1], time.Since(start).Seconds())
+				}
+			}
 		}
 	}
 	r, err := bundle.NewReader(in, bundle.Keyring{pub}, nil)

@@ -155,7 +155,7 @@ func (a *Agent) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		a.log("fleet-error", "err", err)
+		a.logError("fleet-error", err)
 		if !sleep(ctx, b.wait()) {
 			return ctx.Err()
 		}
@@ -195,7 +195,7 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 	defer sess.Orphan()
 	var pl place = &semaphore{cli: a.cli, prefix: a.p.places(), key: key, lease: sess.Lease(), n: a.cfg.MaxRebooting, rev: rev}
 	if a.cfg.FleetLock != nil {
-		pl = &fleetLockPlace{f: a.cfg.FleetLock, cli: a.cli, max: a.cfg.Poll, log: a.log}
+		pl = &fleetLockPlace{f: a.cfg.FleetLock, cli: a.cli, max: a.cfg.Poll, logError: a.logError}
 	}
 
 	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
@@ -225,7 +225,7 @@ func (a *Agent) session(ctx context.Context, b *backoff) error {
 		case errors.Is(err, errRebooted), errors.Is(err, errLeaseLost), ctx.Err() != nil:
 			return err
 		case err != nil:
-			a.log("fleet-error", "err", err)
+			a.logError("fleet-error", err)
 			wait = b.wait()
 		default:
 			b.reset()
@@ -498,7 +498,7 @@ func (a *Agent) afterReboot(ctx context.Context, pl place) (time.Duration, error
 		return 0, err
 	}
 	if err := a.node.PostCommit(ctx); err != nil {
-		a.log("fleet-hook", "hook", "post-commit", "err", err)
+		a.logError("fleet-hook", err, "hook", "post-commit")
 	}
 	return 0, pl.release(ctx)
 }
@@ -804,6 +804,11 @@ func (a *Agent) wrote(rec Record) {
 
 func (a *Agent) log(name string, kv ...any) {
 	a.cfg.Log.Log(name, append([]any{"node", a.node.Name()}, kv...)...)
+}
+
+// logError writes a failure's event for this node (event.Error).
+func (a *Agent) logError(name string, err error, kv ...any) {
+	a.cfg.Log.Error(name, err, append([]any{"node", a.node.Name()}, kv...)...)
 }
 
 // sleep waits for d or until ctx ends, and reports whether it was d.

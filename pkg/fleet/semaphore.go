@@ -165,10 +165,10 @@ func (s *semaphore) release(ctx context.Context) error {
 // fleetLockPlace takes the place from a FleetLock server, which holds it by
 // the node's ID across the reboot.
 type fleetLockPlace struct {
-	f   *FleetLock
-	cli *clientv3.Client
-	max time.Duration // the longest wait between tries
-	log func(string, ...any)
+	f        *FleetLock
+	cli      *clientv3.Client
+	max      time.Duration // the longest wait between tries
+	logError func(name string, err error, kv ...any)
 	// held is whether the server may hold a slot for the node: unknown
 	// (so true) when the session starts, as after a crash.
 	held *bool
@@ -197,7 +197,7 @@ func (f *fleetLockPlace) acquire(ctx context.Context) error {
 		}
 		var e *FleetLockError
 		if !errors.As(err, &e) || e.Kind != fleetLockFull {
-			f.log("fleet-error", "err", err)
+			f.logError("fleet-error", err)
 		}
 		if !sleep(ctx, b.wait()) {
 			return ctx.Err()
