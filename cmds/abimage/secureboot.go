@@ -12,8 +12,9 @@ import (
 )
 
 // sbkeysCmd makes the owner's Secure Boot keys: PK, KEK and db, each as
-// NAME.key (private, 0600) and NAME.pem, in a new directory. The device
-// enrolls them with `abctl secureboot enroll`; db.key signs UKIs.
+// NAME.key (private, 0600) and NAME.pem, in a new directory, with NAME.auth,
+// the signed updates that `abctl secureboot enroll DIR` writes into the
+// firmware (the device needs only the .auth files); db.key signs UKIs.
 func sbkeysCmd(args []string) error {
 	fs := flag.NewFlagSet("sbkeys", flag.ContinueOnError)
 	dir := fs.String("o", "", "directory for PK, KEK and db (must not exist)")
@@ -40,7 +41,7 @@ func sbkeysCmd(args []string) error {
 			return err
 		}
 	}
-	fmt.Printf("Secure Boot keys in %s: PK, KEK, db (db.key signs UKIs; keep the .key files secret)\n", *dir)
+	fmt.Printf("Secure Boot keys in %s: PK, KEK, db (db.key signs UKIs; keep the .key files secret; the .auth files enroll them)\n", *dir)
 	return nil
 }
 

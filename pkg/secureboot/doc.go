@@ -1,9 +1,10 @@
 // Package secureboot is abboot's view of UEFI Secure Boot: it decides
 // whether firmware with a given db and dbx would run a PE image (Verify,
 // UEFI 2.10 §32.5.3.3, as EDK2 does it), reads the firmware's state from
-// efivarfs (ReadFirmware: SecureBoot, SetupMode, db, dbx), enrolls an
-// owner's PK, KEK and db in setup mode (Enroll), makes and loads such a key
-// set (GenerateKeySet, LoadKeySet) and signs images with it (Sign).
+// efivarfs (ReadFirmware: SecureBoot, SetupMode, db, dbx), makes an owner's
+// PK, KEK and db (GenerateKeySet, LoadKeySet), signs images with db (Sign),
+// makes the signed variable updates that enroll the set (KeySet.Updates,
+// the .auth files) and writes them into firmware in setup mode (Enroll).
 //
 // It exists because firmware checks only what firmware loads: a UKI reached
 // by kexec is checked by nobody but the init, and the kernel's own kexec

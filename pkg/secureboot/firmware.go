@@ -11,10 +11,10 @@ import (
 	goefivar "github.com/foxboron/go-uefi/efivar"
 )
 
-// imageSecurityDatabase is EFI_IMAGE_SECURITY_DATABASE_GUID, the vendor of
+// ImageSecurityDatabase is EFI_IMAGE_SECURITY_DATABASE_GUID, the vendor of
 // db and dbx (UEFI 2.10 §32.6.1); PK, KEK, SecureBoot and SetupMode are
 // EFI_GLOBAL_VARIABLE's (§3.3).
-var imageSecurityDatabase = guid.MustParse("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
+var ImageSecurityDatabase = guid.MustParse("d719b2cb-3d3a-4596-a3bc-dad00e67656f")
 
 // attrTimeBasedAuth is EFI_VARIABLE_TIME_BASED_AUTHENTICATED_WRITE_ACCESS
 // (UEFI 2.10 §8.2.1), which PK, KEK, db and dbx carry.
@@ -71,7 +71,7 @@ func readBool(v *efivar.Vars, name string) (bool, error) {
 }
 
 func readDatabase(v *efivar.Vars, name string) (*Database, error) {
-	_, data, err := v.Get(name, imageSecurityDatabase)
+	_, data, err := v.Get(name, ImageSecurityDatabase)
 	if errors.Is(err, efivar.ErrNotFound) {
 		return &Database{}, nil
 	}
@@ -85,15 +85,55 @@ func readDatabase(v *efivar.Vars, name string) (*Database, error) {
 	return db, nil
 }
 
-// Enroll makes ks the firmware's keys, as sbctl does: db signed by KEK,
-// then KEK signed by PK, then PK signed by itself. Writing PK last matters:
-// it ends setup mode, after which db and KEK writes must be signed by the
-// keys just enrolled; with PK last, a failure before it leaves the firmware
-// in setup mode and Enroll can simply be run again. Each write is an
-// EFI_VARIABLE_AUTHENTICATION_2 descriptor followed by the signature list
-// (UEFI 2.10 §8.2.2), which firmware checks even in setup mode for the
-// time-based authenticated variables. The firmware must be in setup mode.
-func Enroll(v *efivar.Vars, ks *KeySet) error {
+// Update is an authenticated write of one key variable, as written to
+// efivarfs: an EFI_VARIABLE_AUTHENTICATION_2 descriptor (a timestamp and a
+// PKCS#7 signature over name, vendor, attributes, timestamp and data, UEFI
+// 2.10 §8.2.2) followed by the signature list. Firmware checks it even in
+// setup mode, so it can only be made with the private keys, on the build
+// machine; the device needs only the result (the .auth files of sbctl and
+// efitools).
+type Update struct {
+	Name string // PK, KEK or db
+	Data []byte
+}
+
+// enrollOrder is the order updates are written, as sbctl does: db (signed
+// by KEK), then KEK (signed by PK), then PK (signed by itself). PK goes last
+// because writing it ends setup mode; a failure before it leaves the
+// firmware in setup mode, and the enrollment can simply be run again.
+var enrollOrder = []struct {
+	v      goefivar.Efivar
+	vendor guid.GUID
+}{
+	{goefivar.Db, ImageSecurityDatabase},
+	{goefivar.KEK, efivar.GlobalVariable},
+	{goefivar.PK, efivar.GlobalVariable},
+}
+
+// Updates returns the signed updates that enroll ks, in enrollOrder.
+func (ks *KeySet) Updates() ([]Update, error) {
+	signers := map[string][2]Key{ // variable -> {signer, content}
+		"db":  {ks.KEK, ks.DB},
+		"KEK": {ks.PK, ks.KEK},
+		"PK":  {ks.PK, ks.PK},
+	}
+	var us []Update
+	for _, e := range enrollOrder {
+		k := signers[e.v.Name]
+		list := MarshalCerts(Owner, k[1].Cert)
+		_, signed, err := signature.SignEFIVariable(e.v, rawVar(list), k[0].Signer, k[0].Cert)
+		if err != nil {
+			return nil, fmt.Errorf("signing %s: %w", e.v.Name, err)
+		}
+		us = append(us, Update{Name: e.v.Name, Data: signed.Bytes()})
+	}
+	return us, nil
+}
+
+// Enroll writes the updates (one each for db, KEK and PK, as Updates
+// makes them) into the firmware in enrollOrder. The firmware must be in
+// setup mode; otherwise nothing is written.
+func Enroll(v *efivar.Vars, updates []Update) error {
 	fw, err := ReadFirmware(v)
 	if err != nil {
 		return err
@@ -101,25 +141,18 @@ func Enroll(v *efivar.Vars, ks *KeySet) error {
 	if !fw.SetupMode {
 		return fmt.Errorf("%w (SetupMode=0): clear the Secure Boot keys in the firmware setup (\"reset to setup mode\") first", ErrNotSetupMode)
 	}
-	for _, w := range []struct {
-		v      goefivar.Efivar
-		vendor guid.GUID
-		key    Key // signs the update
-		cert   Key // goes into the variable
-	}{
-		{goefivar.Db, imageSecurityDatabase, ks.KEK, ks.DB},
-		{goefivar.KEK, efivar.GlobalVariable, ks.PK, ks.KEK},
-		{goefivar.PK, efivar.GlobalVariable, ks.PK, ks.PK},
-	} {
-		list := MarshalCerts(Owner, w.cert.Cert)
-		_, signed, err := signature.SignEFIVariable(w.v, rawVar(list), w.key.Signer, w.key.Cert)
-		if err != nil {
-			return fmt.Errorf("signing %s: %w", w.v.Name, err)
+	byName := map[string][]byte{}
+	for _, u := range updates {
+		byName[u.Name] = u.Data
+	}
+	for _, e := range enrollOrder {
+		if len(byName[e.v.Name]) == 0 {
+			return fmt.Errorf("no update for %s: want db, KEK and PK", e.v.Name)
 		}
-		var b bytes.Buffer
-		signed.Marshal(&b)
-		if err := v.Set(w.v.Name, w.vendor, uint32(w.v.Attributes), b.Bytes()); err != nil {
-			return fmt.Errorf("enrolling %s: %w", w.v.Name, err)
+	}
+	for _, e := range enrollOrder {
+		if err := v.Set(e.v.Name, e.vendor, uint32(e.v.Attributes), byName[e.v.Name]); err != nil {
+			return fmt.Errorf("enrolling %s: %w", e.v.Name, err)
 		}
 	}
 	return nil

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/abboot/abboot/pkg/efivar"
@@ -42,7 +43,11 @@ func TestEnroll(t *testing.T) {
 	v := efivar.OpenFS(afero.NewMemMapFs())
 	setVar(t, v, "SetupMode", efivar.GlobalVariable, []byte{1})
 	setVar(t, v, "SecureBoot", efivar.GlobalVariable, []byte{0})
-	if err := Enroll(v, owner); err != nil {
+	us, err := owner.Updates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := Enroll(v, us); err != nil {
 		t.Fatal(err)
 	}
 	for _, w := range []struct {
@@ -51,7 +56,7 @@ func TestEnroll(t *testing.T) {
 		holds  *x509.Certificate
 		signer *x509.Certificate
 	}{
-		{"db", imageSecurityDatabase, owner.DB.Cert, owner.KEK.Cert},
+		{"db", ImageSecurityDatabase, owner.DB.Cert, owner.KEK.Cert},
 		{"KEK", efivar.GlobalVariable, owner.KEK.Cert, owner.PK.Cert},
 		{"PK", efivar.GlobalVariable, owner.PK.Cert, owner.PK.Cert},
 	} {
@@ -79,9 +84,9 @@ func TestEnroll(t *testing.T) {
 	// The firmware as it reads after the next boot: user mode, our db.
 	setVar(t, v, "SetupMode", efivar.GlobalVariable, []byte{0})
 	setVar(t, v, "SecureBoot", efivar.GlobalVariable, []byte{1})
-	_, b, _ := v.Get("db", imageSecurityDatabase)
+	_, b, _ := v.Get("db", ImageSecurityDatabase)
 	_, list := splitAuth(t, b)
-	setVar(t, v, "db", imageSecurityDatabase, list)
+	setVar(t, v, "db", ImageSecurityDatabase, list)
 	fw, err := ReadFirmware(v)
 	if err != nil {
 		t.Fatal(err)
@@ -97,12 +102,26 @@ func TestEnrollRefusesUserMode(t *testing.T) {
 	v := efivar.OpenFS(mem)
 	setVar(t, v, "SetupMode", efivar.GlobalVariable, []byte{0})
 	before, _ := afero.ReadDir(mem, "/")
-	err := Enroll(v, owner)
+	us, err := owner.Updates()
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = Enroll(v, us)
 	if !errors.Is(err, ErrNotSetupMode) {
 		t.Fatalf("Enroll in user mode: %v, want ErrNotSetupMode", err)
 	}
 	if after, _ := afero.ReadDir(mem, "/"); len(after) != len(before) {
 		t.Errorf("Enroll wrote %d variables while refusing", len(after)-len(before))
+	}
+	// In setup mode, but without PK's update: nothing is written either,
+	// since db and KEK alone would leave keys no PK governs.
+	setVar(t, v, "SetupMode", efivar.GlobalVariable, []byte{1})
+	before, _ = afero.ReadDir(mem, "/")
+	if err := Enroll(v, us[:2]); err == nil || !strings.Contains(err.Error(), "no update for PK") {
+		t.Errorf("Enroll without PK: %v", err)
+	}
+	if after, _ := afero.ReadDir(mem, "/"); len(after) != len(before) {
+		t.Errorf("Enroll wrote %d variables without a PK update", len(after)-len(before))
 	}
 }
 
@@ -113,7 +132,7 @@ func TestReadFirmwareBad(t *testing.T) {
 		data    []byte
 	}{
 		{"SecureBoot not a boolean", "SecureBoot", efivar.GlobalVariable, []byte{2}},
-		{"dbx broken", "dbx", imageSecurityDatabase, bytes.Repeat([]byte{0xff}, 40)},
+		{"dbx broken", "dbx", ImageSecurityDatabase, bytes.Repeat([]byte{0xff}, 40)},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			v := efivar.OpenFS(afero.NewMemMapFs())

@@ -89,9 +89,18 @@ type File struct {
 }
 
 // Files returns the set as the files LoadKeySet reads, sbctl's names:
-// NAME.key (PEM PKCS#8 private key, 0600) and NAME.pem (PEM certificate).
+// NAME.key (PEM PKCS#8 private key, 0600) and NAME.pem (PEM certificate),
+// and the signed updates that enroll it, NAME.auth, which LoadUpdates
+// reads.
 func (ks *KeySet) Files() ([]File, error) {
+	us, err := ks.Updates()
+	if err != nil {
+		return nil, err
+	}
 	var files []File
+	for _, u := range us {
+		files = append(files, File{u.Name + ".auth", u.Data, 0o644})
+	}
 	for i, k := range ks.keys() {
 		der, err := x509.MarshalPKCS8PrivateKey(k.Signer)
 		if err != nil {
@@ -132,6 +141,20 @@ func LoadKeySet(dir string) (*KeySet, error) {
 		*k = Key{Cert: cert, Signer: s}
 	}
 	return ks, nil
+}
+
+// LoadUpdates reads the db.auth, KEK.auth and PK.auth files of a key set
+// directory, in enrollOrder.
+func LoadUpdates(dir string) ([]Update, error) {
+	var us []Update
+	for _, e := range enrollOrder {
+		b, err := os.ReadFile(filepath.Join(dir, e.v.Name+".auth"))
+		if err != nil {
+			return nil, err
+		}
+		us = append(us, Update{Name: e.v.Name, Data: b})
+	}
+	return us, nil
 }
 
 // LoadCert reads a PEM or DER certificate file.
