@@ -5,6 +5,7 @@ go 1.26.8
 require (
 	github.com/anatol/smart.go v0.0.0-20241007162712-be6d7524480a
 	github.com/foxboron/go-uefi v0.0.0-20251010190908-d29549a44f29
+	github.com/google/go-tpm v0.9.8
 	github.com/spf13/afero v1.9.3
 	github.com/u-root/u-root v0.16.0
 	go.etcd.io/etcd/client/v3 v3.5.35

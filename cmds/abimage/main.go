@@ -7,6 +7,7 @@
 //	abimage keygen -o NAME
 //	abimage sbkeys -o DIR
 //	abimage sign --sb-keys DIR -o OUT IN.efi
+//	abimage pcr11 FIRST.efi [NEXT.efi ...]
 //	abimage bundle --key K.key --compatible C --uki F [--root F --verity F] -o OUT.abb
 package main
 
@@ -26,6 +27,7 @@ var commands = map[string]func(args []string) error{
 	"bundle": bundleCmd,
 	"sbkeys": sbkeysCmd,
 	"sign":   signCmd,
+	"pcr11":  pcr11Cmd,
 }
 
 func usage() string {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"crypto/x509"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -9,6 +10,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/uki"
 )
@@ -84,5 +86,33 @@ func TestSignedUKI(t *testing.T) {
 	}
 	if out, err := exec.Command("sbverify", "--cert", p("other/db.pem"), p("resigned.efi")).CombinedOutput(); err != nil {
 		t.Errorf("sbverify after sign: %v\n%s", err, out)
+	}
+}
+
+// TestPCR11 checks the pcr11 command's two paths: a firmware boot and a
+// kexec handover, which must differ.
+func TestPCR11(t *testing.T) {
+	dir := t.TempDir()
+	bin := buildAbimage(t, dir)
+	a := testUKI(t, dir, "a.efi", "a", "VERSION_ID=1\n")
+	b := testUKI(t, dir, "b.efi", "b", "VERSION_ID=2\n")
+	img := func(p string) *uki.Image {
+		i, err := measure.ReadImage(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return i
+	}
+	for _, tc := range []struct {
+		args []string
+		want [32]byte
+	}{
+		{[]string{b}, measure.Predict(img(b))},
+		{[]string{a, b}, measure.Predict(img(a), img(b))},
+	} {
+		out, err := runAbimage(t, bin, append([]string{"pcr11"}, tc.args...)...)
+		if err != nil || strings.TrimSpace(out) != fmt.Sprintf("%x", tc.want) {
+			t.Errorf("pcr11 %v: %q, %v; want %x", tc.args, out, err, tc.want)
+		}
 	}
 }
