@@ -68,7 +68,7 @@ func setup() error {
 			return fmt.Errorf("mkuimage.sh for %s: %v: %s", im.name, err, out)
 		}
 	}
-	return nil
+	return buildSigned()
 }
 
 // images are the UKIs the tests boot. Every one arms the watchdog before
@@ -94,8 +94,14 @@ var images = []struct {
 }
 
 func run(dir, name string, args ...string) ([]byte, error) {
+	return runEnv(dir, nil, name, args...)
+}
+
+// runEnv is run with variables added to the environment.
+func runEnv(dir string, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	return cmd.CombinedOutput()
 }
 
@@ -130,11 +136,21 @@ type machine struct {
 	disks []string
 	vars  string
 	log   string
+	// secureBoot runs OVMF's Secure Boot build; tpm, if set, is the
+	// directory of a swtpm TPM (qemu.Options).
+	secureBoot bool
+	tpm        string
 }
 
 func newMachine(t *testing.T, disks ...string) *machine {
 	t.Helper()
 	t.Parallel()
+	return machineOf(t, disks...)
+}
+
+// machineOf is newMachine for a test that is parallel already.
+func machineOf(t *testing.T, disks ...string) *machine {
+	t.Helper()
 	dir := t.TempDir()
 	m := &machine{t: t, disks: disks, vars: filepath.Join(dir, "vars.fd"), log: filepath.Join(dir, "serial.log")}
 	if d := os.Getenv("ABBOOT_E2E_LOGS"); d != "" {
@@ -154,11 +170,13 @@ func (m *machine) start() *qemu.VM {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
 	vm, err := qemu.Start(ctx, qemu.Options{
-		Disks:    m.disks,
-		VarsFile: m.vars,
-		Watchdog: true,
-		Log:      m.log,
-		Timeout:  vmTimeout,
+		Disks:      m.disks,
+		VarsFile:   m.vars,
+		Watchdog:   true,
+		Log:        m.log,
+		Timeout:    vmTimeout,
+		SecureBoot: m.secureBoot,
+		TPMDir:     m.tpm,
 	})
 	if err != nil {
 		m.t.Fatal(err)

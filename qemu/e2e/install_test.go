@@ -15,20 +15,31 @@ import (
 func bundleDisk(t *testing.T, names ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "bundles.img")
-	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
-		t.Fatalf("mkfs.vfat: %v: %s", err, out)
-	}
 	// Signed with the demo key mkuimage.sh made, which every demo image
 	// trusts.
 	key := demodisk.Key()
+	files := map[string]string{}
 	for _, n := range names {
 		abb := filepath.Join(dir, n+".abb")
 		args := []string{"bundle", "--key", key, "--compatible", "abboot-demo-x86_64", "--uki", uki[n], "-o", abb}
 		if out, err := run(repo, abimage, args...); err != nil {
 			t.Fatalf("abimage %v: %v: %s", args, err, out)
 		}
-		if out, err := run(repo, "mcopy", "-i", img, abb, "::"+n+".abb"); err != nil {
+		files[n+".abb"] = abb
+	}
+	return fatDisk(t, files)
+}
+
+// fatDisk is a FAT file system image holding files (name -> host file) at
+// its root, for the guest to mount.
+func fatDisk(t *testing.T, files map[string]string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fat.img")
+	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
+		t.Fatalf("mkfs.vfat: %v: %s", err, out)
+	}
+	for name, src := range files {
+		if out, err := run(repo, "mcopy", "-i", img, src, "::"+name); err != nil {
 			t.Fatalf("mcopy: %v: %s", err, out)
 		}
 	}
