@@ -22,6 +22,7 @@
 package kexec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -43,7 +44,7 @@ var ErrRefused = errors.New("kexec refused by the kernel")
 
 // refusals are the errnos of ErrRefused.
 var refusals = []unix.Errno{
-	unix.ENOSYS, unix.EPERM, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
+	unix.ENOSYS, unix.EPERM, unix.EACCES, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
 	unix.EKEYREJECTED, unix.ENOKEY, unix.ENODATA, unix.EBADMSG, unix.ENOPKG,
 }
 
@@ -75,7 +76,18 @@ func syscallErr(what string, err error) error {
 // the load, the error is ErrRefused and the kernel keeps whatever image was
 // loaded before (kernel/kexec_file.c swaps images only on success).
 func Load(path string, editCmdline func(string) string) error {
-	img, err := uki.ReadFile(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("kexec of %s: %w", path, err)
+	}
+	return LoadImage(path, b, editCmdline)
+}
+
+// LoadImage is Load of a UKI already in memory, named path in errors: the
+// init stages the very bytes it verified (pkg/secureboot), never a second
+// read of the file.
+func LoadImage(path string, b []byte, editCmdline func(string) string) error {
+	img, err := uki.Read(bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("kexec of %s: %w", path, err)
 	}

@@ -219,6 +219,7 @@ func TestRefused(t *testing.T) {
 	}{
 		{unix.ENOSYS, true},
 		{unix.EPERM, true},
+		{unix.EACCES, true}, // lockdown, kexec_load and IMA appraisal
 		{unix.EBUSY, true},
 		{unix.EINVAL, true},
 		{unix.ENOEXEC, true},
