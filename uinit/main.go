@@ -83,11 +83,12 @@ func main() {
 			}
 		},
 		disksReady: modules.WaitEarly,
-		kexecLoad:  kexec.Load,
+		kexecLoad:  kexec.LoadImage,
 		start: func(p *handover.Plan) error {
 			modulesTook()
 			armWatchdog(params.Watchdog)
 			event.Log("handover", "slot", p.Decision.Target, "action", p.Decision.Action, "elapsed_ms", time.Since(start).Milliseconds())
+			measureHandover(p)
 			return handover.Start(vars, p)
 		},
 		replaceFallback: fallback.ReplaceMounted,

@@ -115,7 +115,7 @@ func (s *system) reboot(how string, target slot.Slot) error {
 	}
 	entries, _ := s.vars.BootEntries()
 	env := &handover.Env{
-		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Store: s.store, Log: event.Default,
+		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.LoadImage, Store: s.store, Log: event.Default,
 		Start: func(p *handover.Plan) error {
 			event.Log("reboot", "slot", p.Decision.Target, "action", p.Decision.Action, "reason", p.Decision.Reason)
 			return handover.Start(s.vars, p)
