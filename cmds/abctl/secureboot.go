@@ -3,11 +3,14 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
+	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/efivar"
+	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 )
@@ -138,4 +141,35 @@ func (s *system) ukiFile(sl slot.Slot) (path string, done func(), err error) {
 		return tmp, func() { os.Remove(tmp) }, nil
 	}
 	return "", nil, errors.New("no ESP")
+}
+
+// checkBundleUKI is the installer's Secure Boot rule: with Secure Boot on,
+// a bundle whose UKI the firmware would refuse (not signed by db, or in
+// dbx) is refused before anything is written, and no flag overrides it.
+// The UKI is read out of a local bundle file (bundle.Reader.PeekUKI, which
+// checks it against the signed manifest, so it is the UKI that would be
+// installed). A bundle that streams in (a URL, stdin) cannot be read ahead;
+// its UKI is checked by the init before any handover to it instead, which
+// marks the slot bad.
+func checkBundleUKI(vars *efivar.Vars, src io.Reader, r *bundle.Reader) error {
+	fw, err := secureboot.ReadFirmware(vars)
+	if err != nil {
+		return fmt.Errorf("reading the Secure Boot state: %w", err)
+	}
+	if !fw.SecureBoot {
+		return nil
+	}
+	ra, ok := src.(io.ReaderAt)
+	if !ok {
+		event.Log("verify", "what", "bundle", "result", "deferred", "reason", "streamed")
+		return nil
+	}
+	b, err := r.PeekUKI(ra)
+	if err != nil {
+		return err
+	}
+	if _, err := secureboot.Verify(b, fw.DB, fw.DBX); err != nil {
+		return fmt.Errorf("Secure Boot is on and the bundle's UKI would not boot: %w", err)
+	}
+	return nil
 }
