@@ -88,7 +88,6 @@ func main() {
 			modulesTook()
 			armWatchdog(params.Watchdog)
 			event.Log("handover", "slot", p.Decision.Target, "action", p.Decision.Action, "elapsed_ms", time.Since(start).Milliseconds())
-			measureHandover(p)
 			return handover.Start(vars, p)
 		},
 		replaceFallback: fallback.ReplaceMounted,

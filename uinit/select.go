@@ -17,7 +17,7 @@ import (
 // write, hand over. It returns the plan for this boot, Continue or Rescue,
 // once no handover is left to try.
 func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *firmware, rootFailed bool) *handover.Plan {
-	b.env = &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Verify: fw.verifier(), Start: b.start, Written: b.selected, Log: b.log}
+	b.env = &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Verify: secureboot.HandoverCheck(fw.secureBoot, fw.secureBootErr), Start: b.start, Written: b.selected, Log: b.log}
 	store, err := slotstore.Open(disk, b.vars)
 	if err != nil {
 		// Rule 8: no state store never stops a boot. Nothing can be
@@ -60,7 +60,7 @@ func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *f
 		KexecAllowed:    !b.params.NoKexec,
 		FirmwareAllowed: len(fw.entries) > 0,
 	})
-	p.Unsaved = unsaved
+	p.Unsaved = p.Unsaved || unsaved
 	return b.env.Run(p)
 }
 
@@ -90,22 +90,4 @@ func (b *boot) rootFailed(p *handover.Plan) *handover.Plan {
 	in := p.Input
 	in.State, in.RootFailed = p.Decision.State, true
 	return b.env.Run(b.env.Decide(in))
-}
-
-// verifier is the handover's UKI check: with Secure Boot on, a target's
-// UKI must be one the firmware would run (pkg/secureboot), because the
-// kernel's kexec check covers only .linux, not the .initrd and .cmdline
-// next to it. When the Secure Boot state could not be read, every target
-// is refused (fail closed).
-func (fw *firmware) verifier() func(slot.Slot, []byte) error {
-	switch {
-	case fw.secureBootErr != nil:
-		return func(slot.Slot, []byte) error { return fw.secureBootErr }
-	case fw.secureBoot == nil || !fw.secureBoot.SecureBoot:
-		return nil
-	}
-	return func(_ slot.Slot, b []byte) error {
-		_, err := secureboot.Verify(b, fw.secureBoot.DB, fw.secureBoot.DBX)
-		return err
-	}
 }

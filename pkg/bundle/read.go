@@ -18,12 +18,12 @@ type Reader struct {
 	// Manifest is the verified manifest.
 	Manifest Manifest
 
-	r    io.Reader
+	r io.Reader
 	// payloads is the offset of the first payload in the bundle.
 	payloads int64
-	next     int // index of the next payload in Manifest.Payloads
-	cur  *payloadReader // the payload handed out last, if any
-	err  error          // sticky: once the stream is bad, it stays bad
+	next     int            // index of the next payload in Manifest.Payloads
+	cur      *payloadReader // the payload handed out last, if any
+	err      error          // sticky: once the stream is bad, it stays bad
 }
 
 // NewReader reads the header, manifest and signature from r, checks the

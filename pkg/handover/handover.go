@@ -27,7 +27,7 @@ import (
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/kexec"
-	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/slotstate"
 )
 
@@ -43,12 +43,12 @@ type Env struct {
 	// Load stages a UKI for kexec: b is the content of the file at path
 	// (kexec.LoadImage). nil turns kexec off.
 	Load func(path string, b []byte, editCmdline func(string) string) error
-	// Verify, when set, checks slot s's UKI, b, before any handover to it
+	// Verify, when set, checks a slot's UKI, b, before any handover to it
 	// (the init: Secure Boot's db and dbx, pkg/secureboot). The bytes
 	// checked are the bytes staged for kexec, never a second read of the
 	// file. A slot whose UKI fails is never handed over to, by kexec or by
 	// BootNext: it is marked bad (rule 4) and the decision made again.
-	Verify func(s slot.Slot, b []byte) error
+	Verify func(b []byte) error
 	// Read reads a UKI; nil is os.ReadFile.
 	Read func(path string) ([]byte, error)
 	// Store keeps the slot state; nil when there is none, and then no
@@ -107,7 +107,7 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		b, err := e.read(p.UKI)
 		if err == nil && e.Verify != nil {
 			start := time.Now()
-			if err = e.Verify(t, b); err != nil {
+			if err = e.Verify(b); err != nil {
 				// Rule 4: a UKI the firmware would refuse is bad, by
 				// either way of handing over.
 				e.Log.Error("verify", err, "slot", t, "action", a, "marked", "bad")
@@ -214,10 +214,23 @@ func (e *Env) write(p *Plan) {
 }
 
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
-// set to p.Entry and a firmware reboot. It returns only on failure.
+// set to p.Entry and a firmware reboot. It returns only on failure. Right
+// before a kexec it extends PCR 11 with the UKI as the target's stub would
+// have (pkg/measure): a kexec runs no stub and resets no PCR. A plan that
+// falls back to a firmware reboot after that resets the PCRs anyway. A
+// failed measurement is logged and the kexec goes on; PCR 11 then matches
+// no prediction.
 func Start(v *efivar.Vars, p *Plan) error {
 	switch p.Decision.Action {
 	case bootcheck.Kexec:
+		start := time.Now()
+		switch err := measure.Handover(p.Image); {
+		case errors.Is(err, measure.ErrNoTPM):
+		case err != nil:
+			event.Error("measure", err, "slot", p.Decision.Target, "pcr", measure.PCR)
+		default:
+			event.Log("measure", "slot", p.Decision.Target, "pcr", measure.PCR, "ms", time.Since(start).Milliseconds(), "result", "ok")
+		}
 		return kexec.Exec()
 	case bootcheck.Firmware:
 		if err := v.SetBootNext(p.Entry); err != nil {

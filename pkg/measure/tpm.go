@@ -1,12 +1,17 @@
 package measure
 
 import (
+	"bytes"
 	"crypto"
 	"errors"
 	"fmt"
+	"os"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
+	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
+
+	"github.com/abboot/abboot/pkg/uki"
 )
 
 // banks maps the TPM hash algorithms Extend can compute to Go's.
@@ -71,6 +76,30 @@ func Extend(t transport.TPM, events [][]byte) error {
 		}
 	}
 	return nil
+}
+
+// Device is the kernel's TPM resource manager.
+const Device = "/dev/tpmrm0"
+
+// ErrNoTPM is returned by Handover on a machine without a TPM.
+var ErrNoTPM = errors.New("no TPM")
+
+// Handover extends PCR 11 through Device with the UKI b, which a kexec is
+// about to start, as its stub would have on a firmware boot.
+func Handover(b []byte) error {
+	if _, err := os.Stat(Device); errors.Is(err, os.ErrNotExist) {
+		return ErrNoTPM
+	}
+	img, err := uki.Read(bytes.NewReader(b))
+	if err != nil {
+		return err
+	}
+	t, err := linuxtpm.Open(Device)
+	if err != nil {
+		return err
+	}
+	defer t.Close()
+	return Extend(t, Events(img))
 }
 
 // Read returns PCR 11 of the SHA-256 bank.

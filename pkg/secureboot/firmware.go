@@ -163,3 +163,22 @@ type rawVar []byte
 
 func (r rawVar) Marshal(b *bytes.Buffer) { b.Write(r) }
 func (r rawVar) Bytes() []byte           { return r }
+
+// HandoverCheck is the check a handover makes of its target's UKI
+// (handover.Env.Verify), given what ReadFirmware returned: none with
+// Secure Boot off; Verify against db and dbx with it on, because the
+// kernel's own kexec check covers only the kernel, not the initrd and
+// command line next to it in the UKI; and a refusal of every UKI when the
+// state could not be read (fail closed).
+func HandoverCheck(fw *Firmware, err error) func([]byte) error {
+	switch {
+	case err != nil:
+		return func([]byte) error { return fmt.Errorf("reading the Secure Boot state: %w", err) }
+	case fw == nil || !fw.SecureBoot:
+		return nil
+	}
+	return func(b []byte) error {
+		_, err := Verify(b, fw.DB, fw.DBX)
+		return err
+	}
+}

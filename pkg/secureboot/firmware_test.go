@@ -147,3 +147,24 @@ func TestReadFirmwareBad(t *testing.T) {
 		t.Errorf("no variables: %+v, %v; want Secure Boot off", fw, err)
 	}
 }
+
+func TestHandoverCheck(t *testing.T) {
+	testKeys(t)
+	signed, err := Sign(testPE(7), owner.DB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	on := &Firmware{SecureBoot: true, DB: &Database{Certs: []*x509.Certificate{owner.DB.Cert}}, DBX: &Database{}}
+	if HandoverCheck(&Firmware{}, nil) != nil {
+		t.Error("Secure Boot off: a check, want none")
+	}
+	if err := HandoverCheck(on, nil)(signed); err != nil {
+		t.Errorf("signed by db: %v", err)
+	}
+	if err := HandoverCheck(on, nil)(testPE(7)); !errors.Is(err, ErrUnsigned) {
+		t.Errorf("unsigned: %v, want ErrUnsigned", err)
+	}
+	if err := HandoverCheck(nil, efivar.ErrMalformed)(signed); err == nil {
+		t.Error("unreadable state: accepted, want every UKI refused")
+	}
+}
