@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"crypto/sha256"
+	"debug/pe"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -45,6 +47,15 @@ func buildSigned() error {
 			"-v", im.version, "-c", im.cmdline, "-o", uki[im.name]); err != nil {
 			return fmt.Errorf("mkuimage.sh for %s: %v: %s", im.name, err, out)
 		}
+	}
+	// s2 signed by a key set the machines do not trust.
+	foreign := filepath.Join(work, "foreign-keys")
+	if out, err := run(repo, abimage, "sbkeys", "--name", "foreign", "-o", foreign); err != nil {
+		return fmt.Errorf("abimage sbkeys: %v: %s", err, out)
+	}
+	uki["s2-foreign"] = filepath.Join(work, "s2-foreign.efi")
+	if out, err := run(repo, abimage, "sign", "--sb-keys", foreign, "-o", uki["s2-foreign"], uki["s2"]); err != nil {
+		return fmt.Errorf("abimage sign: %v: %s", err, out)
 	}
 	return nil
 }
@@ -147,11 +158,41 @@ func secureBootStatus(t *testing.T, vm *qemu.VM) sbStatus {
 	return *st.SecureBoot
 }
 
-// TestSecureBootUpdate: the test keys enrolled, signed v1 on A boots with
-// Secure Boot on and the kernel locked down; an update to signed v2 in B
-// goes by kexec (the kernel checks .linux against db) and B commits.
+// pcr11 reads PCR 11 (SHA-256) in the guest, through the kernel's sysfs.
+func pcr11(t *testing.T, vm *qemu.VM) string {
+	t.Helper()
+	for _, l := range command(t, vm, "cat /sys/class/tpm/tpm0/pcr-sha256/11") {
+		if l = strings.TrimSpace(l); len(l) == 64 {
+			return strings.ToLower(l)
+		}
+	}
+	t.Fatal("no PCR 11 value read")
+	return ""
+}
+
+// predict is `abimage pcr11` of the named UKIs.
+func predict(t *testing.T, names ...string) string {
+	t.Helper()
+	args := []string{"pcr11"}
+	for _, n := range names {
+		args = append(args, uki[n])
+	}
+	out, err := run(repo, abimage, args...)
+	if err != nil {
+		t.Fatalf("abimage pcr11: %v: %s", err, out)
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// TestSecureBootUpdate: the test keys enrolled and a TPM attached, signed
+// v1 on A boots with Secure Boot on and the kernel locked down; an update
+// to signed v2 in B goes by kexec (the kernel checks .linux against db)
+// and B commits. PCR 11 after the kexec is what abimage pcr11 predicts for
+// the handover from v1, and differs from its value after a firmware boot
+// of B, which is the prediction for v2 alone.
 func TestSecureBootUpdate(t *testing.T) {
 	m := secureBootMachine(t, slotDisk(t, "s1", "s1"), bundleDisk(t, "s2"))
+	m.tpm = t.TempDir()
 	vm := m.start()
 	upAs(t, vm, "1", "a")
 	if sb := secureBootStatus(t, vm); !sb.SecureBoot || sb.SetupMode || sb.Slots["a"] != "ok" {
@@ -172,6 +213,130 @@ func TestSecureBootUpdate(t *testing.T) {
 	}
 	if sb := secureBootStatus(t, vm); !sb.SecureBoot || sb.Slots["b"] != "ok" {
 		t.Errorf("secure boot status on B: %+v", sb)
+	}
+	handover, firmware := predict(t, "s1", "s2"), predict(t, "s2")
+	if got := pcr11(t, vm); got != handover {
+		t.Errorf("PCR 11 after the kexec into B: %s, predicted %s (firmware boot of B: %s)", got, handover, firmware)
+	}
+	poweroff(t, vm)
+
+	vm = m.start()
+	upAs(t, vm, "2", "b")
+	if got := pcr11(t, vm); got != firmware || got == handover {
+		t.Errorf("PCR 11 after a firmware boot of B: %s, predicted %s (after the kexec: %s)", got, firmware, handover)
+	}
+	poweroff(t, vm)
+}
+
+// tampered writes a copy of UKI name with one byte of section sec changed
+// (an image changed on the ESP after it was installed) and returns it.
+func tampered(t *testing.T, name, sec string) string {
+	t.Helper()
+	b, err := os.ReadFile(uki[name])
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := pe.NewFile(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := f.Section(sec)
+	if s == nil || s.Size == 0 {
+		t.Fatalf("%s has no %s section", name, sec)
+	}
+	off := int(s.Offset) + int(min(s.VirtualSize, s.Size))/2
+	if sec == ".cmdline" {
+		// A digit of abboot.watchdog=30 keeps the command line valid.
+		i := bytes.Index(b[s.Offset:s.Offset+s.Size], []byte("=30"))
+		if i < 0 {
+			t.Fatalf("no =30 in %s's command line", name)
+		}
+		off = int(s.Offset) + i + 1
+	}
+	b[off] ^= 1
+	out := filepath.Join(t.TempDir(), name+sec+".efi")
+	if err := os.WriteFile(out, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return out
+}
+
+// TestSecureBootTampered: B's UKI changed on the ESP after its install
+// (one byte of .initrd, and of .cmdline, which the kernel's own kexec
+// check does not cover): the init refuses to hand over to it, marks B bad
+// and stays on A; asked directly, the firmware refuses it too.
+func TestSecureBootTampered(t *testing.T) {
+	for _, sec := range []string{".initrd", ".cmdline"} {
+		t.Run(sec, func(t *testing.T) {
+			m := secureBootMachine(t, disk(t, map[string]string{
+				"EFI/abboot/a.efi":     uki["s1"],
+				"EFI/abboot/b.efi":     tampered(t, "s2", sec),
+				"EFI/BOOT/BOOTX64.EFI": uki["s1"],
+			}))
+			vm := m.start()
+			upAs(t, vm, "1", "a")
+			command(t, vm, "abctl set-active b")
+			vm.Send("reboot\r")
+			expect(t, vm, `abboot: event=verify slot=b action=kexec marked=bad .*result=error err=.*no signature trusted by db.*changed after signing`)
+			expect(t, vm, `abboot: event=select running=a best=a .*action=continue write=true`)
+			upAs(t, vm, "1", "a")
+			if st := status(t, vm); st.Slots[1].Condition != "bad" {
+				t.Errorf("B after its UKI was refused: %+v, want bad", st.Slots[1])
+			}
+			if sec != ".initrd" {
+				poweroff(t, vm)
+				return
+			}
+			// The firmware, told to boot B once, refuses it and falls
+			// back to BootOrder: A.
+			b := entries(command(t, vm, "efibootmgr"))["b"]
+			command(t, vm, "efibootmgr -n "+b)
+			vm.Send("reboot\r")
+			expect(t, vm, `BdsDxe: failed to load Boot`+b+` "abboot B" .*Access Denied`)
+			upAs(t, vm, "1", "a")
+			poweroff(t, vm)
+		})
+	}
+}
+
+// fails runs a command in the demo OS that must fail and returns its
+// output lines.
+func fails(t *testing.T, vm *qemu.VM, cmd string) []string {
+	t.Helper()
+	if err := vm.Send(cmd + "\r"); err != nil {
+		t.Fatal(err)
+	}
+	before := len(vm.Output())
+	m := expect(t, vm, `abboot-demo: exit cmd=\S+ status=(-?\d+)`)
+	out := vm.Output()[before:]
+	if m[1] == "0" {
+		t.Fatalf("%s succeeded, want a refusal:\n%s", cmd, out)
+	}
+	expect(t, vm, `abboot-demo: ready`)
+	return strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
+}
+
+// TestSecureBootRefusedBundles: with Secure Boot on, a bundle whose UKI is
+// unsigned, and one signed by a key not in db, are refused with one line
+// before anything is written: the slot state and B's UKI stay as they
+// were.
+func TestSecureBootRefusedBundles(t *testing.T) {
+	m := secureBootMachine(t, slotDisk(t, "s1", "s1"), bundleDisk(t, "2", "s2-foreign"))
+	vm := m.start()
+	upAs(t, vm, "1", "a")
+	mountBundles(t, vm)
+	before := strings.Join(command(t, vm, "abctl status --json"), "\n")
+	for bundle, why := range map[string]string{"2": "image is not signed", "s2-foreign": `signer "CN=foreign db"`} {
+		out := strings.Join(fails(t, vm, "abctl install /run/b/"+bundle+".abb"), "\n")
+		if !strings.Contains(out, "abctl install: Secure Boot is on and the bundle's UKI would not boot: ") || !strings.Contains(out, why) {
+			t.Errorf("install of %s: want one refusal line saying %q:\n%s", bundle, why, out)
+		}
+		if strings.Contains(out, "event=install") {
+			t.Errorf("install of %s started:\n%s", bundle, out)
+		}
+	}
+	if after := strings.Join(command(t, vm, "abctl status --json"), "\n"); after != before {
+		t.Errorf("status changed by refused installs:\nbefore %s\nafter %s", before, after)
 	}
 	poweroff(t, vm)
 }
