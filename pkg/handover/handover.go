@@ -110,7 +110,7 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 			if err = e.Verify(b); err != nil {
 				// Rule 4: a UKI the firmware would refuse is bad, by
 				// either way of handing over.
-				e.Log.Error("verify", err, "slot", t, "action", a, "marked", "bad")
+				e.Log.Error("verify", err, "slot", t, "action", a, "bytes", len(b), "ms", time.Since(start).Milliseconds(), "marked", "bad")
 				in.State = in.State.MarkBad(t)
 				q := e.plan(in, decide)
 				q.Unsaved = true

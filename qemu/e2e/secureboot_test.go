@@ -277,7 +277,7 @@ func TestSecureBootTampered(t *testing.T) {
 			upAs(t, vm, "1", "a")
 			command(t, vm, "abctl set-active b")
 			vm.Send("reboot\r")
-			expect(t, vm, `abboot: event=verify slot=b action=kexec marked=bad .*result=error err=.*no signature trusted by db.*changed after signing`)
+			expect(t, vm, `abboot: event=verify slot=b action=kexec bytes=\d+ ms=\d+ marked=bad .*result=error err=.*no signature trusted by db.*changed after signing`)
 			expect(t, vm, `abboot: event=select running=a best=a .*action=continue write=true`)
 			upAs(t, vm, "1", "a")
 			if st := status(t, vm); st.Slots[1].Condition != "bad" {
