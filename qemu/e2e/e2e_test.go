@@ -156,6 +156,7 @@ func machineOf(t *testing.T, disks ...string) *machine {
 	if d := os.Getenv("ABBOOT_E2E_LOGS"); d != "" {
 		os.MkdirAll(d, 0o755)
 		m.log = filepath.Join(d, t.Name()+".log")
+		os.MkdirAll(filepath.Dir(m.log), 0o755) // a subtest's name has a "/"
 		os.Remove(m.log)
 	}
 	if err := qemu.NewVars(m.vars); err != nil {
