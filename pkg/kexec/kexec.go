@@ -5,7 +5,8 @@
 //
 // The sections are extracted from the PE file (pkg/uki) and handed to the
 // kernel through memfds, so nothing is written to disk. The UEFI stub of the
-// target UKI does not run: no measurements into TPM PCRs, no firmware
+// target UKI does not run: no measurements into TPM PCRs (pkg/handover
+// makes the stub's PCR 11 measurement itself, pkg/measure), no firmware
 // variables (BootCurrent, LoaderDevicePartUUID) describing the new boot.
 // That is why the caller passes the handover on the command line (docs/design.md,
 // rule 1) and falls back to a firmware reboot when the kernel refuses the

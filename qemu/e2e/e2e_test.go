@@ -218,17 +218,25 @@ func upAs(t *testing.T, vm *qemu.VM, version, slot string) {
 // command runs a command in the demo OS and returns its output lines.
 func command(t *testing.T, vm *qemu.VM, cmd string) []string {
 	t.Helper()
+	status, out := runIn(t, vm, cmd)
+	if status != "0" {
+		t.Fatalf("%s: exit status %s:\n%s", cmd, status, strings.Join(out, "\n"))
+	}
+	return out
+}
+
+// runIn runs a command in the demo OS and returns its exit status and
+// output lines.
+func runIn(t *testing.T, vm *qemu.VM, cmd string) (status string, lines []string) {
+	t.Helper()
 	if err := vm.Send(cmd + "\r"); err != nil {
 		t.Fatal(err)
 	}
 	before := len(vm.Output())
 	m := expect(t, vm, `abboot-demo: exit cmd=\S+ status=(-?\d+)`)
 	out := vm.Output()[before:]
-	if m[1] != "0" {
-		t.Fatalf("%s: exit status %s:\n%s", cmd, m[1], out)
-	}
 	expect(t, vm, `abboot-demo: ready`)
-	return strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
+	return m[1], strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
 }
 
 // poweroff shuts the demo OS down and waits for QEMU to exit.
