@@ -148,14 +148,24 @@ type sbStatus struct {
 
 func secureBootStatus(t *testing.T, vm *qemu.VM) sbStatus {
 	t.Helper()
-	out := strings.Join(command(t, vm, "abctl status --json"), "\n")
 	var st struct {
 		SecureBoot *sbStatus `json:"secure_boot"`
 	}
-	if i, j := strings.Index(out, "{"), strings.LastIndex(out, "}"); i < 0 || j < i || json.Unmarshal([]byte(out[i:j+1]), &st) != nil || st.SecureBoot == nil {
-		t.Fatalf("abctl status --json:\n%s", out)
+	if json.Unmarshal([]byte(statusJSON(t, vm)), &st) != nil || st.SecureBoot == nil {
+		t.Fatal("abctl status --json has no secure_boot object")
 	}
 	return *st.SecureBoot
+}
+
+// statusJSON is the JSON object `abctl status --json` prints.
+func statusJSON(t *testing.T, vm *qemu.VM) string {
+	t.Helper()
+	out := strings.Join(command(t, vm, "abctl status --json"), "\n")
+	i, j := strings.Index(out, "{"), strings.LastIndex(out, "}")
+	if i < 0 || j < i {
+		t.Fatalf("abctl status --json:\n%s", out)
+	}
+	return out[i : j+1]
 }
 
 // pcr11 reads PCR 11 (SHA-256) in the guest, through the kernel's sysfs.
@@ -311,7 +321,7 @@ func TestSecureBootRefusedBundles(t *testing.T) {
 	vm := m.start()
 	upAs(t, vm, "1", "a")
 	mountBundles(t, vm)
-	before := strings.Join(command(t, vm, "abctl status --json"), "\n")
+	before := statusJSON(t, vm)
 	for bundle, why := range map[string]string{"2": "image is not signed", "s2-foreign": `signer "CN=foreign db"`} {
 		out := strings.Join(fails(t, vm, "abctl install /run/b/"+bundle+".abb"), "\n")
 		if !strings.Contains(out, "abctl install: Secure Boot is on and the bundle's UKI would not boot: ") || !strings.Contains(out, why) {
@@ -321,7 +331,7 @@ func TestSecureBootRefusedBundles(t *testing.T) {
 			t.Errorf("install of %s started:\n%s", bundle, out)
 		}
 	}
-	if after := strings.Join(command(t, vm, "abctl status --json"), "\n"); after != before {
+	if after := statusJSON(t, vm); after != before {
 		t.Errorf("status changed by refused installs:\nbefore %s\nafter %s", before, after)
 	}
 	poweroff(t, vm)
