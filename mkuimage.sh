@@ -22,6 +22,8 @@
 #   ABBOOT_KEYS=file.pub  public keys the image trusts for update bundles
 #                         (default: a demo key pair made in the cache;
 #                         its private half signs the demo's bundles)
+#   ABBOOT_SB_KEYS=dir    Secure Boot keys (abimage sbkeys): sign the kernel
+#                         (its vendor signature replaced) and the UKI with dir/db.key
 #   ABBOOT_COMPATIBLE=s   the compatible string bundles must carry
 #                         (default abboot-demo-x86_64)
 #   ABBOOT_MODULES="..."  modules the init needs to find its slot (default below)
@@ -198,10 +200,12 @@ if [[ -n $ROOTFS ]]; then
 fi
 
 # 6. The UKI.
+[[ -z ${ABBOOT_SB_KEYS:-} || -f $ABBOOT_SB_KEYS/db.key ]] || die "ABBOOT_SB_KEYS=$ABBOOT_SB_KEYS: no db.key there (abimage sbkeys -o DIR)"
 "$CACHE/bin/abimage" uki --kernel "$KERNEL" --initrd "$tmp/initrd" \
-	--cmdline "$BASE_CMDLINE${EXTRA:+ $EXTRA}" --osrel "$tmp/osrel" -o "$OUT"
+	--cmdline "$BASE_CMDLINE${EXTRA:+ $EXTRA}" --osrel "$tmp/osrel" \
+	${ABBOOT_SB_KEYS:+--sb-keys "$ABBOOT_SB_KEYS"} -o "$OUT"
 
 echo "mkuimage.sh: kernel $KVER" >&2
 echo "mkuimage.sh: initramfs $BASE ($(du -h "$BASE" | cut -f1))" >&2
-echo "mkuimage.sh: UKI $OUT ($(du -h "$OUT" | cut -f1)) version $VERSION" >&2
+echo "mkuimage.sh: UKI $OUT ($(du -h "$OUT" | cut -f1)) version $VERSION${ABBOOT_SB_KEYS:+, signed by $ABBOOT_SB_KEYS/db.pem}" >&2
 echo "$OUT"

@@ -31,6 +31,7 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -40,10 +41,12 @@ import (
 )
 
 // Paths of the Debian ovmf package's 4 MiB firmware build without Secure
-// Boot enforcement.
+// Boot enforcement, and of its Secure Boot build. Both use the same
+// variable store template, which has no keys: setup mode.
 const (
-	DefaultCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
-	DefaultVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	DefaultCode    = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	DefaultVars    = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+	SecureBootCode = "/usr/share/OVMF/OVMF_CODE_4M.secboot.fd"
 )
 
 // Binary is the QEMU system emulator that is run.
@@ -63,8 +66,19 @@ type Options struct {
 	// private copy made with NewVars. Required.
 	VarsFile string
 	// Code is the OVMF firmware (pflash unit 0, read-only); default
-	// DefaultCode.
+	// DefaultCode, or SecureBootCode with SecureBoot.
 	Code string
+	// SecureBoot runs OVMF's Secure Boot build. It keeps its variables in
+	// SMM, so the machine gets SMM (q35,smm=on) and a variable flash only
+	// SMM may write (cfi.pflash01 secure=on); without them that build hangs
+	// without a word on the console. Secure Boot is enforced once keys
+	// are enrolled in VarsFile.
+	SecureBoot bool
+	// TPMDir, if set, attaches a TPM 2.0 (tpm-tis) that swtpm emulates
+	// with its state in TPMDir. swtpm starts with the VM and ends with it;
+	// the firmware resets the PCRs at every power-on and reset, the TPM's
+	// persistent state stays in TPMDir.
+	TPMDir string
 	// MemoryMiB is the guest memory; default 1024.
 	MemoryMiB int
 	// CPUs is the number of virtual CPUs; default 1, as tests run VMs in
@@ -92,6 +106,9 @@ type Options struct {
 func (o Options) withDefaults() Options {
 	if o.Code == "" {
 		o.Code = DefaultCode
+		if o.SecureBoot {
+			o.Code = SecureBootCode
+		}
 	}
 	if o.MemoryMiB <= 0 {
 		o.MemoryMiB = 1024
@@ -105,10 +122,14 @@ func (o Options) withDefaults() Options {
 // args returns qemu's arguments (without the binary) for o, which must have
 // its defaults set.
 func (o Options) args() []string {
+	// OVMF_CODE_4M.fd (the build without Secure Boot enforcement) needs
+	// no SMM, so plain q35 works; q35 is what OVMF is tested on.
+	machine := "q35"
+	if o.SecureBoot {
+		machine = "q35,smm=on"
+	}
 	a := []string{
-		// OVMF_CODE_4M.fd (the build without Secure Boot enforcement) needs
-		// no SMM, so plain q35 works; q35 is what OVMF is tested on.
-		"-machine", "q35",
+		"-machine", machine,
 		"-m", strconv.Itoa(o.MemoryMiB),
 		"-smp", strconv.Itoa(o.CPUs),
 		"-nodefaults",
@@ -131,6 +152,15 @@ func (o Options) args() []string {
 		a = append(a,
 			"-drive", "if=none,format=raw,id="+id+",file="+escapeOpt(d),
 			"-device", "virtio-blk-pci,drive="+id)
+	}
+	if o.SecureBoot {
+		a = append(a, "-global", "driver=cfi.pflash01,property=secure,value=on")
+	}
+	if o.TPMDir != "" {
+		a = append(a,
+			"-chardev", "socket,id=chrtpm,path="+escapeOpt(tpmSocket(o.TPMDir)),
+			"-tpmdev", "emulator,id=tpm0,chardev=chrtpm",
+			"-device", "tpm-tis,tpmdev=tpm0")
 	}
 	if o.Watchdog {
 		// "-action watchdog=" (QEMU >= 6.0) replaces the older
@@ -192,6 +222,9 @@ type VM struct {
 
 	done chan struct{} // closed once qemu has exited and err is set
 	err  error
+
+	tpm     *exec.Cmd     // swtpm, nil without Options.TPMDir
+	tpmDone chan struct{} // closed once swtpm is reaped
 }
 
 // Start checks o and starts qemu. Cancelling ctx kills the VM. The caller
@@ -215,17 +248,23 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	}
 	args := o.args()
 
+	v := &VM{con: newConsole(), done: make(chan struct{})}
+	if o.TPMDir != "" {
+		if err := v.startTPM(o.TPMDir); err != nil {
+			return nil, err
+		}
+	}
 	var log io.WriteCloser
 	if o.Log != "" {
 		f, err := os.OpenFile(o.Log, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
 		if err != nil {
+			v.stopTPM()
 			return nil, fmt.Errorf("opening VM log: %w", err)
 		}
 		fmt.Fprintf(f, "### qemu start %s: %s %s\n", time.Now().Format(time.RFC3339), bin, strings.Join(args, " "))
 		log = f
 	}
 
-	v := &VM{con: newConsole(), done: make(chan struct{})}
 	if o.Timeout > 0 {
 		v.ctx, v.cancel = context.WithTimeoutCause(ctx, o.Timeout,
 			fmt.Errorf("VM timeout %v exceeded: %w", o.Timeout, context.DeadlineExceeded))
@@ -240,6 +279,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 	v.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	if err := v.startCmd(log, o.Echo); err != nil {
 		v.cancel()
+		v.stopTPM()
 		if log != nil {
 			log.Close()
 		}
@@ -289,6 +329,7 @@ func (v *VM) capture(stdout io.Reader, log io.WriteCloser, echo io.Writer) {
 	}
 	err := v.exitError(v.cmd.Wait())
 	v.cancel()
+	v.stopTPM()
 	if log != nil {
 		status := "exit status 0"
 		if err != nil {
@@ -305,6 +346,53 @@ func (v *VM) capture(stdout io.Reader, log io.WriteCloser, echo io.Writer) {
 	v.err = err
 	v.con.close(err)
 	close(v.done)
+}
+
+// tpmSocket is the path of swtpm's control socket, which QEMU's TPM
+// emulator backend connects to.
+func tpmSocket(dir string) string { return filepath.Join(dir, "swtpm.sock") }
+
+// startTPM starts swtpm for the VM and waits for its socket. swtpm
+// creates its state on first use (no swtpm_setup: no EK certificate, which
+// abboot does not need).
+func (v *VM) startTPM(dir string) error {
+	bin, err := exec.LookPath("swtpm")
+	if err != nil {
+		return errors.New("swtpm not found: install the Debian packages swtpm and swtpm-tools")
+	}
+	sock := tpmSocket(dir)
+	os.Remove(sock)
+	cmd := exec.Command(bin, "socket", "--tpm2", "--tpmstate", "dir="+dir,
+		"--ctrl", "type=unixio,path="+sock, "--terminate")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("starting swtpm: %w", err)
+	}
+	v.tpm, v.tpmDone = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(v.tpmDone) }()
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if _, err := os.Stat(sock); err == nil {
+			return nil
+		}
+		select {
+		case <-v.tpmDone:
+			return fmt.Errorf("swtpm exited before its socket appeared: %s", stderr.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// stopTPM ends swtpm and waits for it; --terminate normally ends it
+// already when qemu closes the control socket.
+func (v *VM) stopTPM() {
+	if v.tpm != nil {
+		_ = v.tpm.Process.Kill()
+		<-v.tpmDone
+	}
 }
 
 // exitError explains how qemu ended.

@@ -5,10 +5,12 @@ import (
 	"context"
 	"errors"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -52,6 +54,13 @@ func TestArgs(t *testing.T) {
 		name: "extra network replaces -net none",
 		o:    Options{VarsFile: "v", Extra: []string{"-nic", "user,model=virtio-net-pci"}},
 		want: append(base(DefaultCode, "v", "1024", "1"), "-nic", "user,model=virtio-net-pci"),
+	}, {
+		name: "secure boot and TPM",
+		o:    Options{VarsFile: "v", SecureBoot: true, TPMDir: "/t"},
+		want: append(append([]string{"-machine", "q35,smm=on"}, base(SecureBootCode, "v", "1024", "1")[2:]...),
+			"-net", "none",
+			"-global", "driver=cfi.pflash01,property=secure,value=on",
+			"-chardev", "socket,id=chrtpm,path=/t/swtpm.sock", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"),
 	}, {
 		name: "extra without network",
 		o:    Options{VarsFile: "v", Extra: []string{"-cpu", "max"}},
@@ -294,4 +303,28 @@ func (l *lockedWriter) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.String()
+}
+
+// TestBootSecureBootTPM boots OVMF's Secure Boot build (which hangs
+// without SMM) with a swtpm TPM into its shell, and checks that the
+// firmware used the TPM: swtpm wrote its state, and swtpm is gone once
+// the VM is.
+func TestBootSecureBootTPM(t *testing.T) {
+	t.Parallel()
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed (apt-get install swtpm swtpm-tools)")
+	}
+	tpm := t.TempDir()
+	vm, _ := newVM(t, Options{SecureBoot: true, TPMDir: tpm, Timeout: 2 * time.Minute})
+	if _, err := vm.Expect(`^UEFI Interactive Shell v\d`, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	vm.Kill()
+	state, _ := filepath.Glob(filepath.Join(tpm, "tpm2-*"))
+	if len(state) == 0 {
+		t.Error("swtpm has no state: the firmware did not use the TPM")
+	}
+	if err := vm.tpm.Process.Signal(syscall.Signal(0)); err == nil {
+		t.Error("swtpm still runs after the VM ended")
+	}
 }

@@ -10,6 +10,7 @@ pkgs=(
 	cgpt efibootmgr           # interop tests against the operators' tools
 	cryptsetup-bin squashfs-tools erofs-utils sbsigntool
 	etcd-server               # /usr/bin/etcd for pkg/fleet's tests
+	swtpm swtpm-tools         # a TPM for the measured-handover e2e test
 )
 missing=()
 for p in "${pkgs[@]}"; do

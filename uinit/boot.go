@@ -18,6 +18,7 @@ import (
 	"github.com/abboot/abboot/pkg/guid"
 	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 )
 
@@ -39,9 +40,9 @@ type boot struct {
 	// and disks can be used (their modules are loaded), so that each
 	// step starts as early as it can.
 	efivarsReady, disksReady func()
-	// kexecLoad stages a UKI for a kexec handover (kexec.Load); nil
+	// kexecLoad stages a UKI for a kexec handover (kexec.LoadImage); nil
 	// turns kexec off.
-	kexecLoad func(path string, editCmdline func(string) string) error
+	kexecLoad func(path string, b []byte, editCmdline func(string) string) error
 	// start hands over to a plan (handover.Env.Start).
 	start func(*handover.Plan) error
 	// env is the handover sequence's view of the machine, once chosen.
@@ -83,6 +84,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *handover.Plan) {
 		close(mounted)
 		fw.entries, fw.entriesErr = b.vars.BootEntries()
 		fw.current, fw.currentErr = b.vars.BootCurrent()
+		fw.secureBoot, fw.secureBootErr = secureboot.ReadFirmware(b.vars)
 	}()
 	if b.disksReady != nil {
 		b.disksReady()
@@ -117,6 +119,10 @@ func (b *boot) run(kernelMS int64) (runstate.State, *handover.Plan) {
 	}
 	if fw.entries == nil {
 		fw.entries = map[uint16]*efivar.LoadOption{}
+	}
+	if fw.secureBootErr != nil {
+		// Fail closed: db or dbx that cannot be read verifies nothing.
+		b.log.Error("secureboot", fw.secureBootErr)
 	}
 	// The signed command line's root hash names the slot for sure.
 	s, how, detail := slot.Slot(""), "roothash", []any(nil)
@@ -165,6 +171,10 @@ type firmware struct {
 	entriesErr error
 	current    uint16
 	currentErr error
+	// secureBoot is the Secure Boot state; with SecureBoot on, every
+	// handover target's UKI is verified against its db and dbx.
+	secureBoot    *secureboot.Firmware
+	secureBootErr error
 }
 
 // findESP waits up to waitDisk for a disk with an ESP: block devices show

@@ -75,7 +75,7 @@ func (r *rig) boot(cmdline string) (st string, lines []string) {
 // bootSel boots with kexecLoad as the kexec stager (nil: kexec off) and
 // returns the plan too. A handover stands for the machine going: the plan
 // is the one handed over to.
-func (r *rig) bootSel(cmdline string, kexecLoad func(string, func(string) string) error) (string, *handover.Plan, []string) {
+func (r *rig) bootSel(cmdline string, kexecLoad func(string, []byte, func(string) string) error) (string, *handover.Plan, []string) {
 	r.t.Helper()
 	p, err := bootparam.Parse(cmdline)
 	if err != nil {

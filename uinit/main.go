@@ -83,7 +83,7 @@ func main() {
 			}
 		},
 		disksReady: modules.WaitEarly,
-		kexecLoad:  kexec.Load,
+		kexecLoad:  kexec.LoadImage,
 		start: func(p *handover.Plan) error {
 			modulesTook()
 			armWatchdog(params.Watchdog)

@@ -49,7 +49,7 @@ func (r *rig) state() slotstate.State {
 func TestTrialKexec(t *testing.T) {
 	r := pending(t, both)
 	var loaded, cmdline string
-	_, sel, lines := r.bootSel("", func(p string, edit func(string) string) error {
+	_, sel, lines := r.bootSel("", func(p string, _ []byte, edit func(string) string) error {
 		loaded, cmdline = p, edit("console=ttyS0 panic=10")
 		return nil
 	})
@@ -76,7 +76,7 @@ func TestTrialKexec(t *testing.T) {
 
 func TestTrialKexecRefused(t *testing.T) {
 	r := pending(t, both)
-	_, sel, lines := r.bootSel("", func(string, func(string) string) error {
+	_, sel, lines := r.bootSel("", func(string, []byte, func(string) string) error {
 		return kexec.ErrRefused
 	})
 	b, _ := entryOf(t, r, slot.B)
@@ -104,7 +104,7 @@ func TestKexecReturns(t *testing.T) {
 		}
 		return nil
 	}
-	_, sel, lines := r.bootSel("", func(string, func(string) string) error { return nil })
+	_, sel, lines := r.bootSel("", func(string, []byte, func(string) string) error { return nil })
 	b, _ := entryOf(t, r, slot.B)
 	if fmt.Sprint(started) != "[kexec firmware]" || sel.Decision.Action != bootcheck.Firmware || sel.Entry != b {
 		t.Fatalf("started %v, then %+v entry %04X; want kexec, then firmware to Boot%04X", started, sel.Decision, sel.Entry, b)

@@ -92,6 +92,9 @@ func installCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	if err := checkBundleUKI(s.vars, src, r); err != nil {
+		return err
+	}
 	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "started")
 	start := time.Now()
 	p := newProgress()

@@ -11,6 +11,7 @@
 //	abctl rollback [--reboot=HOW]             go back to the other slot
 //	abctl agent --etcd URLS ...               the fleet agent: update when etcd says
 //	abctl fleet status|set-version|sign-channel  the fleet, as etcd holds it
+//	abctl secureboot enroll DIR | verify FILE.efi  Secure Boot keys; would the firmware run FILE
 package main
 
 import (
@@ -46,6 +47,7 @@ var commands = map[string]func(g *globals, args []string) error{
 	"install":    installCmd,
 	"agent":      agentCmd,
 	"fleet":      fleetCmd,
+	"secureboot": secureBootCmd,
 }
 
 func usage() string {

@@ -9,6 +9,7 @@ import (
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/abboot/abboot/pkg/slotstore"
@@ -115,7 +116,8 @@ func (s *system) reboot(how string, target slot.Slot) error {
 	}
 	entries, _ := s.vars.BootEntries()
 	env := &handover.Env{
-		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.Load, Store: s.store, Log: event.Default,
+		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.LoadImage, Store: s.store, Log: event.Default,
+		Verify: secureboot.HandoverCheck(secureboot.ReadFirmware(s.vars)),
 		Start: func(p *handover.Plan) error {
 			event.Log("reboot", "slot", p.Decision.Target, "action", p.Decision.Action, "reason", p.Decision.Reason)
 			return handover.Start(s.vars, p)
@@ -129,7 +131,7 @@ func (s *system) reboot(how string, target slot.Slot) error {
 		return fmt.Errorf("not rebooting: %s", d.Reason)
 	}
 	// The state --slot set is not stored yet.
-	p.Unsaved = state != stored
+	p.Unsaved = p.Unsaved || state != stored
 	// Run returns only when no handover happened.
 	p = env.Run(p)
 	return fmt.Errorf("not rebooting: %s", p.Decision.Reason)

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"maps"
 	"os"
-	"path/filepath"
 	"slices"
 
 	"github.com/abboot/abboot/pkg/bootentry"
@@ -53,6 +52,7 @@ type status struct {
 	BootEntries []entryStatus  `json:"boot_entries"`
 	EntryErrors string         `json:"entry_errors,omitempty"`
 	Health      *health.Report `json:"health,omitempty"` // of the disk, when there is one
+	SecureBoot  *sbStatus      `json:"secure_boot"`
 }
 
 func statusCmd(g *globals, args []string) error {
@@ -106,6 +106,7 @@ func statusCmd(g *globals, args []string) error {
 		r := health.Check(s.disk)
 		st.Health = &r
 	}
+	st.SecureBoot = s.secureBoot()
 	if g.json {
 		e := json.NewEncoder(os.Stdout)
 		e.SetIndent("", "  ")
@@ -130,6 +131,7 @@ func statusCmd(g *globals, args []string) error {
 			fmt.Printf("disk: health unknown (%s)\n", h.Reason)
 		}
 	}
+	st.SecureBoot.print()
 	fmt.Printf("BootOrder: %v", st.BootOrder)
 	if st.BootNext != "" {
 		fmt.Printf("  BootNext: %s", st.BootNext)
@@ -139,23 +141,13 @@ func statusCmd(g *globals, args []string) error {
 }
 
 // version is the VERSION_ID in the .osrel of slot sl's UKI, "" when that
-// cannot be read. On a live system the UKI is read where the init mounted
-// the ESP; in an image file, through mtools.
+// cannot be read.
 func (s *system) version(sl slot.Slot) string {
-	path := ""
-	switch {
-	case s.run.ESPDir != "":
-		path = filepath.Join(s.run.ESPDir, sl.UKIPath())
-	case s.disk != "":
-		tmp, err := s.extract(sl.UKIPath())
-		if err != nil {
-			return ""
-		}
-		defer os.Remove(tmp)
-		path = tmp
-	default:
+	path, done, err := s.ukiFile(sl)
+	if err != nil {
 		return ""
 	}
+	defer done()
 	img, err := uki.ReadFile(path, ".osrel")
 	if err != nil {
 		return ""

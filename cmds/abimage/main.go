@@ -2,9 +2,12 @@
 // and update bundles. It runs on the build machine, needs no root and
 // touches only the files it is given.
 //
-//	abimage uki --kernel K --initrd I --cmdline C [--osrel F] [--stub S] -o OUT.efi
+//	abimage uki --kernel K --initrd I --cmdline C [--osrel F] [--stub S] [--sb-keys DIR] -o OUT.efi
 //	abimage disk --esp-file EFI/abboot/a.efi=PATH ... -o disk.img
 //	abimage keygen -o NAME
+//	abimage sbkeys -o DIR
+//	abimage sign --sb-keys DIR -o OUT IN.efi
+//	abimage pcr11 FIRST.efi [NEXT.efi ...]
 //	abimage bundle --key K.key --compatible C --uki F [--root F --verity F] -o OUT.abb
 package main
 
@@ -22,6 +25,9 @@ var commands = map[string]func(args []string) error{
 	"verity": verityCmd,
 	"keygen": keygenCmd,
 	"bundle": bundleCmd,
+	"sbkeys": sbkeysCmd,
+	"sign":   signCmd,
+	"pcr11":  pcr11Cmd,
 }
 
 func usage() string {

@@ -11,13 +11,14 @@ import (
 func ukiCmd(args []string) error {
 	fs := flag.NewFlagSet("uki", flag.ContinueOnError)
 	var s uki.Spec
-	var osrel, out string
+	var osrel, out, sbKeys string
 	fs.StringVar(&s.Kernel, "kernel", "", "kernel image (bzImage)")
 	fs.StringVar(&s.Initrd, "initrd", "", "initramfs")
 	fs.StringVar(&s.Cmdline, "cmdline", "", "kernel command line")
 	fs.StringVar(&osrel, "osrel", "", "os-release file for the .osrel section")
 	fs.StringVar(&s.Stub, "stub", uki.DefaultStub, "UEFI stub")
 	fs.StringVar(&out, "o", "", "output UKI")
+	fs.StringVar(&sbKeys, "sb-keys", "", "Secure Boot key directory (abimage sbkeys): sign the kernel and the UKI with its db key")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -30,6 +31,9 @@ func ukiCmd(args []string) error {
 			return err
 		}
 		s.OSRel = string(b)
+	}
+	if sbKeys != "" {
+		return buildSignedUKI(s, out, sbKeys)
 	}
 	return uki.Build(s, out)
 }

@@ -447,3 +447,29 @@ func TestCompareVersions(t *testing.T) {
 		}
 	}
 }
+
+// TestPeekUKI reads the UKI payload out of a bundle file before the
+// stream is consumed, for both layouts, and refuses one whose bytes are
+// not the manifest's.
+func TestPeekUKI(t *testing.T) {
+	for _, names := range [][]string{{PayloadRoot, PayloadVerity, PayloadUKI}, {PayloadUKI}} {
+		c := testPayloads(names...)
+		b := writeBundle(t, t.TempDir(), testManifest(len(names) == 3), c, testKey(1))
+		r, err := NewReader(bytes.NewReader(b), Keyring{pub(testKey(1))}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := r.PeekUKI(bytes.NewReader(b))
+		if err != nil || !bytes.Equal(got, c[PayloadUKI]) {
+			t.Errorf("%v: PeekUKI: %v, equal %v", names, err, bytes.Equal(got, c[PayloadUKI]))
+		}
+		bad := bytes.Clone(b)
+		bad[len(bad)-1] ^= 1 // the UKI is last
+		if _, err := r.PeekUKI(bytes.NewReader(bad)); !errors.Is(err, ErrHashMismatch) {
+			t.Errorf("%v: PeekUKI of a changed UKI: %v, want ErrHashMismatch", names, err)
+		}
+		if _, err := r.PeekUKI(bytes.NewReader(b[:len(b)-10])); !errors.Is(err, ErrTruncated) {
+			t.Errorf("%v: PeekUKI of a truncated bundle: %v, want ErrTruncated", names, err)
+		}
+	}
+}

@@ -18,10 +18,12 @@ type Reader struct {
 	// Manifest is the verified manifest.
 	Manifest Manifest
 
-	r    io.Reader
-	next int            // index of the next payload in Manifest.Payloads
-	cur  *payloadReader // the payload handed out last, if any
-	err  error          // sticky: once the stream is bad, it stays bad
+	r io.Reader
+	// payloads is the offset of the first payload in the bundle.
+	payloads int64
+	next     int            // index of the next payload in Manifest.Payloads
+	cur      *payloadReader // the payload handed out last, if any
+	err      error          // sticky: once the stream is bad, it stays bad
 }
 
 // NewReader reads the header, manifest and signature from r, checks the
@@ -71,7 +73,31 @@ func NewReader(r io.Reader, keys Keyring, check func(Manifest) error) (*Reader, 
 			return nil, err
 		}
 	}
-	return &Reader{Manifest: m, r: r}, nil
+	return &Reader{Manifest: m, r: r, payloads: int64(headerSize) + int64(n) + ed25519.SignatureSize}, nil
+}
+
+// PeekUKI reads the UKI payload out of ra, the bundle r is reading opened
+// for random access (a local file), and checks it against the manifest's
+// size and sha256: it is then the very UKI the installer will write, and
+// can be checked before anything is (docs/design.md, Secure Boot). r's
+// own stream is not touched.
+func (r *Reader) PeekUKI(ra io.ReaderAt) ([]byte, error) {
+	off := r.payloads
+	for _, p := range r.Manifest.Payloads {
+		if p.Name != PayloadUKI {
+			off += p.Size
+			continue
+		}
+		b := make([]byte, p.Size)
+		if n, err := ra.ReadAt(b, off); n < len(b) {
+			return nil, fmt.Errorf("%w: reading the UKI payload: %w", ErrTruncated, err)
+		}
+		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != p.SHA256 {
+			return nil, fmt.Errorf("%w: UKI payload sha256 %x, manifest says %s", ErrHashMismatch, sum, p.SHA256)
+		}
+		return b, nil
+	}
+	return nil, badManifest("no %q payload", PayloadUKI)
 }
 
 // parseManifest decodes and validates a manifest. Unknown fields are an

@@ -15,7 +15,9 @@ package handover
 import (
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -25,6 +27,7 @@ import (
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/slotstate"
 )
 
@@ -37,8 +40,17 @@ type Store interface {
 type Env struct {
 	ESPDir  string                        // where the ESP is mounted; "" turns kexec off
 	Entries map[uint16]*efivar.LoadOption // the Boot#### entries
-	// Load stages a UKI for kexec (kexec.Load); nil turns kexec off.
-	Load func(path string, editCmdline func(string) string) error
+	// Load stages a UKI for kexec: b is the content of the file at path
+	// (kexec.LoadImage). nil turns kexec off.
+	Load func(path string, b []byte, editCmdline func(string) string) error
+	// Verify, when set, checks a slot's UKI, b, before any handover to it
+	// (the init: Secure Boot's db and dbx, pkg/secureboot). The bytes
+	// checked are the bytes staged for kexec, never a second read of the
+	// file. A slot whose UKI fails is never handed over to, by kexec or by
+	// BootNext: it is marked bad (rule 4) and the decision made again.
+	Verify func(b []byte) error
+	// Read reads a UKI; nil is os.ReadFile.
+	Read func(path string) ([]byte, error)
 	// Store keeps the slot state; nil when there is none, and then no
 	// plan may need a write.
 	Store Store
@@ -62,6 +74,7 @@ type Plan struct {
 	// when the decision changes nothing.
 	Unsaved bool
 	UKI     string // the target's UKI, staged, for a kexec
+	Image   []byte // its content, as staged (and verified, with Env.Verify)
 	Entry   uint16 // the target's Boot####, for a BootNext handover
 	decide  func(bootcheck.Input) bootcheck.Decision
 }
@@ -88,14 +101,33 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 	}
 	p := &Plan{Input: in, Decision: decide(in), decide: decide}
 	t := p.Decision.Target
-	switch p.Decision.Action {
-	case bootcheck.Kexec:
+	a := p.Decision.Action
+	if a == bootcheck.Kexec || (a == bootcheck.Firmware && e.Verify != nil && e.ESPDir != "") {
 		p.UKI = filepath.Join(e.ESPDir, t.UKIPath())
-		if err := e.Load(p.UKI, func(c string) string { return bootparam.WithHandover(c, string(t)) }); err != nil {
-			e.Log.Error("handover", err, "slot", t, "action", "kexec")
-			return e.plan(without(in, bootcheck.Kexec), decide)
+		b, err := e.read(p.UKI)
+		if err == nil && e.Verify != nil {
+			start := time.Now()
+			if err = e.Verify(b); err != nil {
+				// Rule 4: a UKI the firmware would refuse is bad, by
+				// either way of handing over.
+				e.Log.Error("verify", err, "slot", t, "action", a, "bytes", len(b), "ms", time.Since(start).Milliseconds(), "marked", "bad")
+				in.State = in.State.MarkBad(t)
+				q := e.plan(in, decide)
+				q.Unsaved = true
+				return q
+			}
+			e.Log.Log("verify", "slot", t, "bytes", len(b), "ms", time.Since(start).Milliseconds(), "result", "ok")
 		}
-	case bootcheck.Firmware:
+		if err == nil && a == bootcheck.Kexec {
+			err = e.Load(p.UKI, b, func(c string) string { return bootparam.WithHandover(c, string(t)) })
+		}
+		if err != nil {
+			e.Log.Error("handover", err, "slot", t, "action", a)
+			return e.plan(without(in, a), decide)
+		}
+		p.Image = b
+	}
+	if a == bootcheck.Firmware {
 		n, ok := bootentry.Find(e.Entries, t)
 		if !ok {
 			e.Log.Error("handover", errNoEntry, "slot", t, "action", "firmware")
@@ -104,6 +136,13 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		p.Entry = n
 	}
 	return p
+}
+
+func (e *Env) read(path string) ([]byte, error) {
+	if e.Read != nil {
+		return e.Read(path)
+	}
+	return os.ReadFile(path)
 }
 
 // Retry is p decided again without its way of handing over, which did not
@@ -115,7 +154,7 @@ func (e *Env) Retry(p *Plan) *Plan {
 		decide = bootcheck.Decide
 	}
 	q := e.plan(without(p.Input, p.Decision.Action), decide)
-	q.Unsaved = p.Unsaved
+	q.Unsaved = q.Unsaved || p.Unsaved
 	return q
 }
 
@@ -175,10 +214,23 @@ func (e *Env) write(p *Plan) {
 }
 
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
-// set to p.Entry and a firmware reboot. It returns only on failure.
+// set to p.Entry and a firmware reboot. It returns only on failure. Right
+// before a kexec it extends PCR 11 with the UKI as the target's stub would
+// have (pkg/measure): a kexec runs no stub and resets no PCR. A plan that
+// falls back to a firmware reboot after that resets the PCRs anyway. A
+// failed measurement is logged and the kexec goes on; PCR 11 then matches
+// no prediction.
 func Start(v *efivar.Vars, p *Plan) error {
 	switch p.Decision.Action {
 	case bootcheck.Kexec:
+		start := time.Now()
+		switch err := measure.Handover(p.Image); {
+		case errors.Is(err, measure.ErrNoTPM):
+		case err != nil:
+			event.Error("measure", err, "slot", p.Decision.Target, "pcr", measure.PCR)
+		default:
+			event.Log("measure", "slot", p.Decision.Target, "pcr", measure.PCR, "ms", time.Since(start).Milliseconds(), "result", "ok")
+		}
 		return kexec.Exec()
 	case bootcheck.Firmware:
 		if err := v.SetBootNext(p.Entry); err != nil {

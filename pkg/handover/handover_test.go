@@ -23,13 +23,14 @@ var (
 	}
 )
 
-func env(load func(string, func(string) string) error, ents map[uint16]*efivar.LoadOption) *Env {
-	return &Env{ESPDir: "/efi", Entries: ents, Load: load, Log: event.New(io.Discard)}
+func env(load func(string, []byte, func(string) string) error, ents map[uint16]*efivar.LoadOption) *Env {
+	return &Env{ESPDir: "/efi", Entries: ents, Load: load, Log: event.New(io.Discard),
+		Read: func(string) ([]byte, error) { return []byte("uki"), nil }}
 }
 
 func TestDecide(t *testing.T) {
-	ok := func(string, func(string) string) error { return nil }
-	refused := func(string, func(string) string) error { return kexec.ErrRefused }
+	ok := func(string, []byte, func(string) string) error { return nil }
+	refused := func(string, []byte, func(string) string) error { return kexec.ErrRefused }
 	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
 	for _, tc := range []struct {
 		name    string
@@ -81,7 +82,7 @@ func (s *store) Save(st slotstate.State) error {
 // handover that fails is retried the other way with the try counted once,
 // and a failed write starts no handover.
 func TestRun(t *testing.T) {
-	ok := func(string, func(string) string) error { return nil }
+	ok := func(string, []byte, func(string) string) error { return nil }
 	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
 	counted := slotstate.State{A: committed, B: slotstate.Attrs{Priority: 2, Tries: 2}}
 	markedB := counted
@@ -137,4 +138,54 @@ func btoi(b bool) int {
 		return 1
 	}
 	return 0
+}
+
+// TestVerify: a target whose UKI fails Env.Verify is never handed over to,
+// by kexec or BootNext, and is marked bad in a plan that must be written;
+// one that passes is staged with the very bytes that were verified.
+func TestVerify(t *testing.T) {
+	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
+	refuse := func([]byte) error { return errors.New("image is not signed") }
+	for _, tc := range []struct {
+		name   string
+		verify func([]byte) error
+		kexec  bool
+		action bootcheck.Action
+	}{
+		{"refused, kexec possible", refuse, true, bootcheck.Continue},
+		{"refused, BootNext only", refuse, false, bootcheck.Continue},
+		{"verified", func([]byte) error { return nil }, true, bootcheck.Kexec},
+		{"verified, BootNext only", func([]byte) error { return nil }, false, bootcheck.Firmware},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var staged []byte
+			load := func(_ string, b []byte, _ func(string) string) error { staged = b; return nil }
+			if !tc.kexec {
+				load = nil
+			}
+			e := env(load, entries)
+			e.Read = func(string) ([]byte, error) { return []byte("uki of b"), nil }
+			var verified []byte
+			e.Verify = func(b []byte) error {
+				verified = b
+				return tc.verify(b)
+			}
+			p := e.Decide(pending)
+			if p.Decision.Action != tc.action {
+				t.Fatalf("action %v, want %v", p.Decision.Action, tc.action)
+			}
+			if string(verified) != "uki of b" {
+				t.Errorf("verified %q, want the UKI read", verified)
+			}
+			if tc.action == bootcheck.Continue {
+				if p.Decision.State.B.Priority != 0 || !p.Unsaved || staged != nil || p.Entry != 0 {
+					t.Errorf("refused UKI: state %+v unsaved %v staged %q entry %d; want B marked bad, written, nothing staged", p.Decision.State, p.Unsaved, staged, p.Entry)
+				}
+				return
+			}
+			if tc.kexec && (string(staged) != "uki of b" || string(p.Image) != "uki of b") {
+				t.Errorf("staged %q, plan image %q; want the verified bytes", staged, p.Image)
+			}
+		})
+	}
 }

@@ -5,7 +5,8 @@
 //
 // The sections are extracted from the PE file (pkg/uki) and handed to the
 // kernel through memfds, so nothing is written to disk. The UEFI stub of the
-// target UKI does not run: no measurements into TPM PCRs, no firmware
+// target UKI does not run: no measurements into TPM PCRs (pkg/handover
+// makes the stub's PCR 11 measurement itself, pkg/measure), no firmware
 // variables (BootCurrent, LoaderDevicePartUUID) describing the new boot.
 // That is why the caller passes the handover on the command line (docs/design.md,
 // rule 1) and falls back to a firmware reboot when the kernel refuses the
@@ -22,6 +23,7 @@
 package kexec
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -43,7 +45,7 @@ var ErrRefused = errors.New("kexec refused by the kernel")
 
 // refusals are the errnos of ErrRefused.
 var refusals = []unix.Errno{
-	unix.ENOSYS, unix.EPERM, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
+	unix.ENOSYS, unix.EPERM, unix.EACCES, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
 	unix.EKEYREJECTED, unix.ENOKEY, unix.ENODATA, unix.EBADMSG, unix.ENOPKG,
 }
 
@@ -75,7 +77,18 @@ func syscallErr(what string, err error) error {
 // the load, the error is ErrRefused and the kernel keeps whatever image was
 // loaded before (kernel/kexec_file.c swaps images only on success).
 func Load(path string, editCmdline func(string) string) error {
-	img, err := uki.ReadFile(path)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("kexec of %s: %w", path, err)
+	}
+	return LoadImage(path, b, editCmdline)
+}
+
+// LoadImage is Load of a UKI already in memory, named path in errors: the
+// init stages the very bytes it verified (pkg/secureboot), never a second
+// read of the file.
+func LoadImage(path string, b []byte, editCmdline func(string) string) error {
+	img, err := uki.Read(bytes.NewReader(b))
 	if err != nil {
 		return fmt.Errorf("kexec of %s: %w", path, err)
 	}

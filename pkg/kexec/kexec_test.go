@@ -214,7 +214,7 @@ func TestLoadBadInput(t *testing.T) {
 func TestRefused(t *testing.T) {
 	good := buildUKI(t, []byte("kernel"), []byte("initrd"), "quiet")
 	for want, errnos := range map[bool][]unix.Errno{
-		true: {unix.ENOSYS, unix.EPERM, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
+		true: {unix.ENOSYS, unix.EPERM, unix.EACCES, unix.EBUSY, unix.EINVAL, unix.ENOEXEC,
 			unix.EKEYREJECTED, unix.ENOKEY, unix.ENODATA, unix.EBADMSG, unix.ENOPKG},
 		false: {unix.ENOMEM, unix.EIO, unix.EFAULT},
 	} {

@@ -68,7 +68,7 @@ func setup() error {
 			return fmt.Errorf("mkuimage.sh for %s: %v: %s", im.name, err, out)
 		}
 	}
-	return nil
+	return buildSigned()
 }
 
 // images are the UKIs the tests boot. Every one arms the watchdog before
@@ -94,8 +94,14 @@ var images = []struct {
 }
 
 func run(dir, name string, args ...string) ([]byte, error) {
+	return runEnv(dir, nil, name, args...)
+}
+
+// runEnv is run with variables added to the environment.
+func runEnv(dir string, env []string, name string, args ...string) ([]byte, error) {
 	cmd := exec.Command(name, args...)
 	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), env...)
 	return cmd.CombinedOutput()
 }
 
@@ -130,16 +136,27 @@ type machine struct {
 	disks []string
 	vars  string
 	log   string
+	// secureBoot runs OVMF's Secure Boot build; tpm, if set, is the
+	// directory of a swtpm TPM (qemu.Options).
+	secureBoot bool
+	tpm        string
 }
 
 func newMachine(t *testing.T, disks ...string) *machine {
 	t.Helper()
 	t.Parallel()
+	return machineOf(t, disks...)
+}
+
+// machineOf is newMachine for a test that is parallel already.
+func machineOf(t *testing.T, disks ...string) *machine {
+	t.Helper()
 	dir := t.TempDir()
 	m := &machine{t: t, disks: disks, vars: filepath.Join(dir, "vars.fd"), log: filepath.Join(dir, "serial.log")}
 	if d := os.Getenv("ABBOOT_E2E_LOGS"); d != "" {
 		os.MkdirAll(d, 0o755)
 		m.log = filepath.Join(d, t.Name()+".log")
+		os.MkdirAll(filepath.Dir(m.log), 0o755) // a subtest's name has a "/"
 		os.Remove(m.log)
 	}
 	if err := qemu.NewVars(m.vars); err != nil {
@@ -154,11 +171,13 @@ func (m *machine) start() *qemu.VM {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
 	vm, err := qemu.Start(ctx, qemu.Options{
-		Disks:    m.disks,
-		VarsFile: m.vars,
-		Watchdog: true,
-		Log:      m.log,
-		Timeout:  vmTimeout,
+		Disks:      m.disks,
+		VarsFile:   m.vars,
+		Watchdog:   true,
+		Log:        m.log,
+		Timeout:    vmTimeout,
+		SecureBoot: m.secureBoot,
+		TPMDir:     m.tpm,
 	})
 	if err != nil {
 		m.t.Fatal(err)
@@ -199,17 +218,25 @@ func upAs(t *testing.T, vm *qemu.VM, version, slot string) {
 // command runs a command in the demo OS and returns its output lines.
 func command(t *testing.T, vm *qemu.VM, cmd string) []string {
 	t.Helper()
+	status, out := runIn(t, vm, cmd)
+	if status != "0" {
+		t.Fatalf("%s: exit status %s:\n%s", cmd, status, strings.Join(out, "\n"))
+	}
+	return out
+}
+
+// runIn runs a command in the demo OS and returns its exit status and
+// output lines.
+func runIn(t *testing.T, vm *qemu.VM, cmd string) (status string, lines []string) {
+	t.Helper()
 	if err := vm.Send(cmd + "\r"); err != nil {
 		t.Fatal(err)
 	}
 	before := len(vm.Output())
 	m := expect(t, vm, `abboot-demo: exit cmd=\S+ status=(-?\d+)`)
 	out := vm.Output()[before:]
-	if m[1] != "0" {
-		t.Fatalf("%s: exit status %s:\n%s", cmd, m[1], out)
-	}
 	expect(t, vm, `abboot-demo: ready`)
-	return strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
+	return m[1], strings.Split(strings.ReplaceAll(out, "\r", ""), "\n")
 }
 
 // poweroff shuts the demo OS down and waits for QEMU to exit.

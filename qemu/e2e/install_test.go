@@ -15,20 +15,31 @@ import (
 func bundleDisk(t *testing.T, names ...string) string {
 	t.Helper()
 	dir := t.TempDir()
-	img := filepath.Join(dir, "bundles.img")
-	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
-		t.Fatalf("mkfs.vfat: %v: %s", err, out)
-	}
 	// Signed with the demo key mkuimage.sh made, which every demo image
 	// trusts.
 	key := demodisk.Key()
+	files := map[string]string{}
 	for _, n := range names {
 		abb := filepath.Join(dir, n+".abb")
 		args := []string{"bundle", "--key", key, "--compatible", "abboot-demo-x86_64", "--uki", uki[n], "-o", abb}
 		if out, err := run(repo, abimage, args...); err != nil {
 			t.Fatalf("abimage %v: %v: %s", args, err, out)
 		}
-		if out, err := run(repo, "mcopy", "-i", img, abb, "::"+n+".abb"); err != nil {
+		files[n+".abb"] = abb
+	}
+	return fatDisk(t, files)
+}
+
+// fatDisk is a FAT file system image holding files (name -> host file) at
+// its root, for the guest to mount.
+func fatDisk(t *testing.T, files map[string]string) string {
+	t.Helper()
+	img := filepath.Join(t.TempDir(), "fat.img")
+	if out, err := run(repo, "mkfs.vfat", "-C", img, "131072"); err != nil {
+		t.Fatalf("mkfs.vfat: %v: %s", err, out)
+	}
+	for name, src := range files {
+		if out, err := run(repo, "mcopy", "-i", img, src, "::"+name); err != nil {
 			t.Fatalf("mcopy: %v: %s", err, out)
 		}
 	}
@@ -42,6 +53,22 @@ func mountBundles(t *testing.T, vm *qemu.VM) {
 	command(t, vm, "mount -t vfat /dev/vdb /run/b")
 }
 
+// updateByKexec installs bundle NAME.abb (version 2) from the bundle
+// disk into B on a machine running A, kexecs into it and waits for B to
+// come up and commit.
+func updateByKexec(t *testing.T, vm *qemu.VM, name string) {
+	t.Helper()
+	mountBundles(t, vm)
+	vm.Send("abctl install --reboot=kexec /run/b/" + name + ".abb\r")
+	expect(t, vm, `abboot: event=install slot=b version=2 bytes=\d+ .*result=ok`)
+	expect(t, vm, `abboot: event=reboot slot=b action=kexec reason=trial`)
+	expect(t, vm, `abboot: event=start running=b how=handover`)
+	upAs(t, vm, "2", "b")
+	if !strings.Contains(vm.Output(), "abboot: event=commit slot=b version=2") {
+		t.Fatalf("v2 did not commit")
+	}
+}
+
 // TestInstallUpdateRollback is the README demo's story: v1 on A; install
 // v2 into B and kexec into it; B commits; install a broken v3 into A,
 // which fails its health check until its tries run out, and the system
@@ -50,15 +77,7 @@ func TestInstallUpdateRollback(t *testing.T) {
 	m := newMachine(t, slotDisk(t, "1", "1"), bundleDisk(t, "2", "2-unhealthy"))
 	vm := m.start()
 	upAs(t, vm, "1", "a")
-	mountBundles(t, vm)
-	vm.Send("abctl install --reboot=kexec /run/b/2.abb\r")
-	expect(t, vm, `abboot: event=install slot=b version=2 bytes=\d+ .*result=ok`)
-	expect(t, vm, `abboot: event=reboot slot=b action=kexec reason=trial`)
-	expect(t, vm, `abboot: event=start running=b how=handover`)
-	upAs(t, vm, "2", "b")
-	if !strings.Contains(vm.Output(), "abboot: event=commit slot=b version=2") {
-		t.Fatalf("v2 did not commit")
-	}
+	updateByKexec(t, vm, "2")
 
 	mountBundles(t, vm)
 	vm.Send("abctl install --tries 2 --reboot=kexec /run/b/2-unhealthy.abb\r")

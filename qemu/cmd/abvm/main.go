@@ -1,7 +1,11 @@
 // Command abvm boots disk images in a UEFI (OVMF) virtual machine with the
 // serial console on the terminal, for debugging an abboot boot by hand:
 //
-//	abvm [--vars FILE] [--watchdog] [--mem MiB] DISK [DISK...]
+//	abvm [--vars FILE] [--watchdog] [--mem MiB] [--secureboot] [--tpm DIR] DISK [DISK...]
+//
+// --secureboot runs OVMF's Secure Boot build (its variable store starts in
+// setup mode: enroll keys with `abctl secureboot enroll`); --tpm DIR
+// attaches a TPM emulated by swtpm, its state kept in DIR.
 //
 // Typed input goes to the guest's serial port; the guest's output is printed
 // as it comes. Without --vars, the EFI variable store is DISK.vars next to
@@ -31,8 +35,10 @@ func main() {
 	vars := flag.String("vars", "", "OVMF variable store `FILE` (default: DISK.vars next to the first disk)")
 	watchdog := flag.Bool("watchdog", false, "add an i6300esb watchdog that resets the guest")
 	mem := flag.Int("mem", 1024, "guest memory in `MiB`")
+	secureBoot := flag.Bool("secureboot", false, "run OVMF's Secure Boot build (with SMM)")
+	tpm := flag.String("tpm", "", "attach a swtpm TPM whose state is kept in `DIR`")
 	flag.Usage = func() {
-		fmt.Fprintf(flag.CommandLine.Output(), "usage: abvm [--vars FILE] [--watchdog] [--mem MiB] DISK [DISK...]\n")
+		fmt.Fprintf(flag.CommandLine.Output(), "usage: abvm [--vars FILE] [--watchdog] [--mem MiB] [--secureboot] [--tpm DIR] DISK [DISK...]\n")
 		flag.PrintDefaults()
 	}
 	flag.Parse()
@@ -40,15 +46,16 @@ func main() {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*vars, *watchdog, *mem, flag.Args()); err != nil {
+	o := qemu.Options{Disks: flag.Args(), MemoryMiB: *mem, Watchdog: *watchdog, SecureBoot: *secureBoot, TPMDir: *tpm}
+	if err := run(*vars, o); err != nil {
 		fmt.Fprintf(os.Stderr, "abvm: %v\n", err)
 		os.Exit(1)
 	}
 }
 
-func run(vars string, watchdog bool, mem int, disks []string) error {
+func run(vars string, o qemu.Options) error {
 	if vars == "" {
-		vars = disks[0] + ".vars"
+		vars = o.Disks[0] + ".vars"
 	}
 	switch _, err := os.Stat(vars); {
 	case errors.Is(err, os.ErrNotExist):
@@ -70,13 +77,13 @@ func run(vars string, watchdog bool, mem int, disks []string) error {
 	}
 	defer restore()
 
-	vm, err := qemu.Start(ctx, qemu.Options{
-		Disks:     disks,
-		VarsFile:  vars,
-		MemoryMiB: mem,
-		Watchdog:  watchdog,
-		Echo:      os.Stdout,
-	})
+	if o.TPMDir != "" {
+		if err := os.MkdirAll(o.TPMDir, 0o755); err != nil {
+			return err
+		}
+	}
+	o.VarsFile, o.Echo = vars, os.Stdout
+	vm, err := qemu.Start(ctx, o)
 	if err != nil {
 		return err
 	}
