@@ -128,7 +128,7 @@ fi
 
 # 2. The modules the init loads, with their dependencies, in a tree of
 # their own with its own small modules.dep.
-MODKEY=$(echo "$KVER $MODS / $LATE_MODS" | sha256sum | cut -c1-16)
+MODKEY=$(echo "$KVER $MODS / $LATE_MODS softdep" | sha256sum | cut -c1-16)
 STAGE=$CACHE/modules-$MODKEY
 if [[ ! -e $STAGE/.done ]]; then
 	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
@@ -145,7 +145,31 @@ if [[ ! -e $STAGE/.done ]]; then
 		echo "$m" >>"$STAGE/lib/modules-load.d/$conf"
 	done
 	cp "$MODROOT/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$STAGE/lib/modules/$KVER/" 2>/dev/null || true
+	# The init's loader (u-root's kmodule) reads modules.dep but not
+	# modules.softdep, and a module can need a soft dependency loaded
+	# first: libcrc32c's init asks the crypto API for crc32c, which
+	# without a modprobe in the initramfs fails, so erofs does not load.
+	# Each "pre:" soft dependency becomes a hard one in the staged tree.
+	# An algorithm can have several modules (crc32c-intel needs SSE4.2,
+	# which emulated CPUs lack); the portable *_generic one is taken.
+	declare -A pre=()
+	for ko in $(find "$STAGE/lib/modules/$KVER" -name '*.ko*' | LC_ALL=C sort); do
+		names=$(modinfo -F softdep "$ko" | awk '{for (i = 1; i <= NF; i++) { if ($i == "pre:") p = 1; else if ($i == "post:") p = 0; else if (p) print $i }}' | sort -u)
+		for n in $names; do
+			cands=$(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$n" 2>/dev/null | awk '$1 == "insmod" {print $2}')
+			path=$(grep '_generic\.ko' <<<"$cands" | tail -1 || true)
+			path=${path:-$(tail -1 <<<"$cands")}
+			[[ -n $path ]] || continue
+			rel=${path#"$MODROOT/lib/modules/$KVER/"}
+			mkdir -p "$STAGE/lib/modules/$KVER/$(dirname "$rel")"
+			cp "$path" "$STAGE/lib/modules/$KVER/$rel"
+			pre[${ko#"$STAGE/lib/modules/$KVER/"}]+=" $rel"
+		done
+	done
 	depmod -b "$STAGE" "$KVER"
+	for k in "${!pre[@]}"; do
+		sed -i "s|^$k:\(.*\)\$|$k:\1${pre[$k]}|" "$STAGE/lib/modules/$KVER/modules.dep"
+	done
 	touch "$STAGE/.done"
 fi
 if [[ -n $KONLY ]]; then
