@@ -13,6 +13,7 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -25,6 +26,7 @@ import (
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/shutdown"
 	"github.com/abboot/abboot/pkg/slotstate"
 )
 
@@ -175,14 +177,27 @@ func (e *Env) write(p *Plan) {
 }
 
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
-// set to p.Entry and a firmware reboot. It returns only on failure.
+// set to p.Entry and a firmware reboot. Where systemd is PID 1 (abctl on a
+// running OS), it asks systemd for the kexec or the reboot instead, so that
+// the services stop and the file systems are unmounted before the kernel is
+// replaced (pkg/shutdown), and returns nil once systemd has taken the job.
+// Otherwise (the init, an OS without systemd) it acts at once and returns
+// only on failure. Either way the kexec was staged and BootNext is set
+// before anything stops, so a refused kexec still falls back to BootNext.
 func Start(v *efivar.Vars, p *Plan) error {
+	clean := shutdown.Systemd()
 	switch p.Decision.Action {
 	case bootcheck.Kexec:
+		if clean {
+			return shutdown.Start(context.Background(), shutdown.Kexec)
+		}
 		return kexec.Exec()
 	case bootcheck.Firmware:
 		if err := v.SetBootNext(p.Entry); err != nil {
 			return err
+		}
+		if clean {
+			return shutdown.Start(context.Background(), shutdown.Reboot)
 		}
 		unix.Sync()
 		return fmt.Errorf("reboot: %w", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))
