@@ -34,7 +34,11 @@
 # Needs root (mmdebstrap --mode=root), mmdebstrap and erofs-utils.
 # Environment: ABBOOT_CACHE, ABBOOT_KEYS as for mkuimage.sh;
 # SOURCE_DATE_EPOCH (default below); ABBOOT_COMPATIBLE (default
-# abboot-debian-x86_64); ABBOOT_OS_MODULES.
+# abboot-debian-x86_64); ABBOOT_OS_MODULES; ABBOOT_WATCHDOG (seconds,
+# default 300: the UKI's abboot.watchdog=, armed before the handover and
+# closed by abctl mark-good, so a boot that hangs or never commits is
+# reset; it must exceed the time to boot-complete.target, minutes under
+# emulation).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "$0")" && pwd)
@@ -42,6 +46,7 @@ ROOT=$(cd "$HERE/../.." && pwd)
 CACHE=${ABBOOT_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/abboot}
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-1735689600} # 2025-01-01T00:00:00Z
 COMPATIBLE=${ABBOOT_COMPATIBLE:-abboot-debian-x86_64}
+WATCHDOG=${ABBOOT_WATCHDOG:-300}
 # The UKI's initramfs loads what the init needs (virtio, vfat, dm-verity,
 # erofs); udev in the root loads the rest by modalias from these.
 OS_MODULES=${ABBOOT_OS_MODULES:-"virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng virtio_console ahci sd_mod efivarfs vfat nls_cp437 nls_ascii nls_utf8 ext4 dm_verity erofs squashfs autofs4 loop i6300esb efi_pstore"}
@@ -58,7 +63,7 @@ while getopts "no:h" opt; do
 	case $opt in
 	n) FORCE=1 ;;
 	o) OUT=$OPTARG ;;
-	*) sed -n '2,38p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,41p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 shift $((OPTIND - 1))
@@ -138,7 +143,7 @@ fi
 # IMAGE_ID and IMAGE_VERSION (os-release(5)) added.
 printf 'ID=abboot-debian\nID_LIKE=debian\nNAME="abboot Debian 12"\nVERSION_ID=%s\nIMAGE_ID=abboot-debian\nIMAGE_VERSION=%s\n' \
 	"$VERSION" "$VERSION" >"${OUT%.efi}.osrel"
-ABBOOT_OSREL="${OUT%.efi}.osrel" "$ROOT/mkuimage.sh" -v "$VERSION" -R "$IMG/root.img" -o "$OUT" >/dev/null
+ABBOOT_OSREL="${OUT%.efi}.osrel" "$ROOT/mkuimage.sh" -v "$VERSION" -c "abboot.watchdog=$WATCHDOG" -R "$IMG/root.img" -o "$OUT" >/dev/null
 cp "$IMG/manifest" "${OUT%.efi}.manifest"
 rm -f "${OUT%.efi}.osrel"
 echo "build.sh: $VARIANT root $IMG/root.img ($(du -h "$IMG/root.img" | cut -f1)), $(wc -l <"$IMG/manifest") packages" >&2
