@@ -22,7 +22,11 @@
 #  - abctl (static, -trimpath), the update trust (/etc/abboot/keys.pub,
 #    compatible) and the units in images/debian/rootfs (abboot-mark-good,
 #    the fleet agent, /var on the data partition), enabled by their preset;
-#  - no network configuration: nothing at boot needs one.
+#  - no network configuration: nothing at boot needs one;
+#  - systemd-gpt-auto-generator masked: abboot's init has mounted the ESP
+#    at /efi already, and /var is found by its label (docs/own-os.md).
+# The UKI's command line says "ro", so that systemd-remount-fs leaves the
+# read-only root alone.
 # The tree is then made reproducible (SOURCE_DATE_EPOCH for every time
 # stamp, logs, caches, machine-id and random seed removed) and packed as
 # erofs with a fixed time stamp and UUID, so the same inputs give the same
@@ -132,6 +136,10 @@ if [[ -n $FORCE || ! -e $IMG/.done ]]; then
 	# directories), so the host's readdir order does not leak in.
 	mkfs.erofs --quiet -zlz4hc -T"$SOURCE_DATE_EPOCH" -U"$EROFS_UUID" -x-1 "$IMG/root.img" "$work/root" ||
 		die "mkfs.erofs failed"
+	# Padded with zeros to a multiple of 16 MiB, so that the slots, sized
+	# for one variant, take the next ones (an install refuses a root larger
+	# than the slot's partition); verity covers the padding too.
+	truncate -s %16M "$IMG/root.img"
 	mv "$work/manifest" "$IMG/manifest"
 	rm -rf "$work"
 	touch "$IMG/.done"
@@ -143,7 +151,7 @@ fi
 # IMAGE_ID and IMAGE_VERSION (os-release(5)) added.
 printf 'ID=abboot-debian\nID_LIKE=debian\nNAME="abboot Debian 12"\nVERSION_ID=%s\nIMAGE_ID=abboot-debian\nIMAGE_VERSION=%s\n' \
 	"$VERSION" "$VERSION" >"${OUT%.efi}.osrel"
-ABBOOT_OSREL="${OUT%.efi}.osrel" "$ROOT/mkuimage.sh" -v "$VERSION" -c "abboot.watchdog=$WATCHDOG" -R "$IMG/root.img" -o "$OUT" >/dev/null
+ABBOOT_OSREL="${OUT%.efi}.osrel" "$ROOT/mkuimage.sh" -v "$VERSION" -c "ro abboot.watchdog=$WATCHDOG" -R "$IMG/root.img" -o "$OUT" >/dev/null
 cp "$IMG/manifest" "${OUT%.efi}.manifest"
 rm -f "${OUT%.efi}.osrel"
 echo "build.sh: $VARIANT root $IMG/root.img ($(du -h "$IMG/root.img" | cut -f1)), $(wc -l <"$IMG/manifest") packages" >&2
