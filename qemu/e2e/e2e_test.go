@@ -151,6 +151,13 @@ func newMachine(t *testing.T, disks ...string) *machine {
 // start powers the machine on.
 func (m *machine) start() *qemu.VM {
 	m.t.Helper()
+	return m.boot(vmTimeout)
+}
+
+// boot powers the machine on for at most timeout, with extra qemu
+// arguments.
+func (m *machine) boot(timeout time.Duration, extra ...string) *qemu.VM {
+	m.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
 	vm, err := qemu.Start(ctx, qemu.Options{
@@ -158,7 +165,8 @@ func (m *machine) start() *qemu.VM {
 		VarsFile: m.vars,
 		Watchdog: true,
 		Log:      m.log,
-		Timeout:  vmTimeout,
+		Timeout:  timeout,
+		Extra:    extra,
 	})
 	if err != nil {
 		m.t.Fatal(err)
