@@ -271,9 +271,19 @@ func TestDebianBoot(t *testing.T) {
 		t.Errorf("slot A after the boot: %+v, want committed", st.Slots[0])
 	}
 	sh(t, vm, "findmnt -n -o SOURCE,FSTYPE,OPTIONS /var | grep -q 'ext4 *rw'")
-	sh(t, vm, "systemctl poweroff")
+	debianPoweroff(t, vm)
+}
+
+// debianPoweroff shuts the OS down through systemd and waits for QEMU to
+// exit. (A command that stops the machine is sent, not run with sh:
+// systemd may stop the shell before it prints its status.)
+func debianPoweroff(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	if err := vm.Send("systemctl poweroff\r"); err != nil {
+		t.Fatal(err)
+	}
 	if err := vm.Wait(); err != nil {
-		t.Fatalf("poweroff: %v", err)
+		t.Fatalf("poweroff: %v\n%s", err, tail(vm.Output()))
 	}
 }
 
@@ -308,15 +318,14 @@ func TestDebianUpdateRollback(t *testing.T) {
 	committedAfterBootComplete(t, vm)
 	marker()
 	// The v1 boot's journal (kept in /var) shows the services stopping
-	// before the kexec.
-	prev := strings.Join(sh(t, vm, "journalctl -b -1 -o cat | grep -E 'Stopped|Stopping|kexec' | tail -20"), "\n")
+	// before the kexec. -D reads every machine ID's directory, in case
+	// the machine ID was not stable across the boots.
+	prev := strings.Join(sh(t, vm, "journalctl -D /var/log/journal -b -1 -o cat | grep -E 'Stopped|Stopping|kexec' | tail -20"), "\n")
 	if !strings.Contains(prev, "Stopped") {
 		t.Errorf("the v1 boot's journal shows no stopped service:\n%s", prev)
 	}
 
-	// Roll back to v1 and come back to v2. (A command that reboots is
-	// sent, not run with sh: systemd stops the shell before it could
-	// print its status.)
+	// Roll back to v1 and come back to v2 (sent, as debianPoweroff).
 	vm.Send("abctl rollback --reboot=kexec\r")
 	debianExpect(t, vm, `Unmounted .*/var`)
 	upOn(t, vm, "a", "1")
@@ -353,8 +362,5 @@ func TestDebianUpdateRollback(t *testing.T) {
 	debianExpect(t, vm, `abboot: event=start `)
 	upOn(t, vm, "b", "2")
 	marker()
-	sh(t, vm, "systemctl poweroff")
-	if err := vm.Wait(); err != nil {
-		t.Fatalf("poweroff: %v", err)
-	}
+	debianPoweroff(t, vm)
 }
