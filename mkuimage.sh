@@ -2,13 +2,24 @@
 # mkuimage.sh builds abboot's initramfs and a unified kernel image (UKI)
 # around it: systemd's UEFI stub with .linux, .initrd, .cmdline and .osrel.
 #
-#   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi] [-r]
+#   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi] [-r | -R ROOT.img] [-k]
 #
 # With -r the OS goes on a read-only root instead of living in the
 # initramfs: OUT.root.img (squashfs) and OUT.verity.img (its dm-verity tree,
 # veritysetup format) are written next to the UKI, and the UKI's command
 # line carries abboot.roothash=HASH, which the init uses to find, verify
 # and mount the root (docs/design.md, Disk layout).
+#
+# With -R ROOT.img the root is an image built elsewhere (squashfs or erofs,
+# e.g. images/debian/build.sh): it is copied to OUT.root.img unless it is
+# already there, and its tree and root hash are made as with -r. The init
+# execs abboot.init (default /sbin/init) in it. ABBOOT_OSREL=file gives the
+# UKI's .osrel (default: the demo's, ID=abboot-demo VERSION_ID=VERSION).
+#
+# With -k only the kernel and the modules are prepared: the kernel's path
+# and the staged module tree (lib/modules/KVER with the modules and their
+# dependencies, depmod run) are printed, for image builders that ship the
+# same modules in their root.
 #
 # The initramfs holds abboot's init as PID 1, abctl, a rescue shell (gosh),
 # the demo OS (images/demo), efibootmgr (so operators can inspect entries
@@ -53,20 +64,24 @@ need() { # need PROGRAM DEBIAN-PACKAGE
 		die "$1 not found: apt-get install $2"
 }
 
-while getopts "v:c:o:rh" opt; do
+ROOTIMG=""
+KONLY=""
+while getopts "v:c:o:R:rkh" opt; do
 	case $opt in
 	r) ROOTFS=1 ;;
+	R) ROOTFS=1 ROOTIMG=$OPTARG ;;
+	k) KONLY=1 ;;
 	v) VERSION=$OPTARG ;;
 	c) EXTRA=$OPTARG ;;
 	o) OUT=$OPTARG ;;
-	*) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
+	*) sed -n '2,32p' "$0" | sed 's/^# \{0,1\}//'; exit 2 ;;
 	esac
 done
 [[ $VERSION =~ ^[A-Za-z0-9._~-]+$ ]] || die "version $VERSION: use letters, digits and . _ ~ -"
 OUT=${OUT:-$ROOT/out/abboot-v$VERSION.efi}
 export PATH=$PATH:/usr/sbin:/sbin
 # A verity root needs device-mapper's verity target and the file system.
-[[ -n $ROOTFS ]] && MODS="$MODS dm_verity squashfs"
+[[ -n $ROOTFS ]] && MODS="$MODS dm_verity squashfs${ROOTIMG:+ erofs}"
 
 need go golang
 need objcopy binutils
@@ -76,7 +91,8 @@ need modprobe kmod
 need zstd zstd
 need dpkg-deb dpkg
 need efibootmgr efibootmgr
-[[ -z $ROOTFS ]] || need mksquashfs squashfs-tools
+[[ -z $ROOTFS || -n $ROOTIMG ]] || need mksquashfs squashfs-tools
+[[ -z $ROOTIMG || -f $ROOTIMG ]] || die "root image $ROOTIMG not found"
 [[ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]] || die "UEFI stub missing: apt-get install systemd-boot-efi"
 mkdir -p "$CACHE" "$(dirname "$OUT")"
 
@@ -114,7 +130,7 @@ fi
 
 # 2. The modules the init loads, with their dependencies, in a tree of
 # their own with its own small modules.dep.
-MODKEY=$(echo "$KVER $MODS / $LATE_MODS" | sha256sum | cut -c1-16)
+MODKEY=$(echo "$KVER $MODS / $LATE_MODS softdep" | sha256sum | cut -c1-16)
 STAGE=$CACHE/modules-$MODKEY
 if [[ ! -e $STAGE/.done ]]; then
 	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
@@ -131,8 +147,37 @@ if [[ ! -e $STAGE/.done ]]; then
 		echo "$m" >>"$STAGE/lib/modules-load.d/$conf"
 	done
 	cp "$MODROOT/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$STAGE/lib/modules/$KVER/" 2>/dev/null || true
+	# The init's loader (u-root's kmodule) reads modules.dep but not
+	# modules.softdep, and a module can need a soft dependency loaded
+	# first: libcrc32c's init asks the crypto API for crc32c, which
+	# without a modprobe in the initramfs fails, so erofs does not load.
+	# Each "pre:" soft dependency becomes a hard one in the staged tree.
+	# An algorithm can have several modules (crc32c-intel needs SSE4.2,
+	# which emulated CPUs lack); the portable *_generic one is taken.
+	declare -A pre=()
+	for ko in $(find "$STAGE/lib/modules/$KVER" -name '*.ko*' | LC_ALL=C sort); do
+		names=$(modinfo -F softdep "$ko" | awk '{for (i = 1; i <= NF; i++) { if ($i == "pre:") p = 1; else if ($i == "post:") p = 0; else if (p) print $i }}' | sort -u)
+		for n in $names; do
+			cands=$(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$n" 2>/dev/null | awk '$1 == "insmod" {print $2}')
+			path=$(grep '_generic\.ko' <<<"$cands" | tail -1 || true)
+			path=${path:-$(tail -1 <<<"$cands")}
+			[[ -n $path ]] || continue
+			rel=${path#"$MODROOT/lib/modules/$KVER/"}
+			mkdir -p "$STAGE/lib/modules/$KVER/$(dirname "$rel")"
+			cp "$path" "$STAGE/lib/modules/$KVER/$rel"
+			pre[${ko#"$STAGE/lib/modules/$KVER/"}]+=" $rel"
+		done
+	done
 	depmod -b "$STAGE" "$KVER"
+	for k in "${!pre[@]}"; do
+		sed -i "s|^$k:\(.*\)\$|$k:\1${pre[$k]}|" "$STAGE/lib/modules/$KVER/modules.dep"
+	done
 	touch "$STAGE/.done"
+fi
+if [[ -n $KONLY ]]; then
+	echo "$KERNEL"
+	echo "$STAGE/lib/modules/$KVER"
+	exit 0
 fi
 
 # 3. The Go part of the initramfs (u-root's mkuimage, busybox mode),
@@ -175,11 +220,18 @@ fi
 tmp=$(mktemp -d "$CACHE/img.XXXXXX")
 trap 'rm -rf "$tmp" ${build:+"$build"}' EXIT
 mkdir -p "$tmp/root/etc/abboot" "$tmp/root/sbin"
-printf 'ID=abboot-demo\nNAME="abboot demo"\nVERSION_ID=%s\n' "$VERSION" >"$tmp/root/etc/os-release"
+if [[ -n ${ABBOOT_OSREL:-} ]]; then
+	cp "$ABBOOT_OSREL" "$tmp/root/etc/os-release"
+else
+	printf 'ID=abboot-demo\nNAME="abboot demo"\nVERSION_ID=%s\n' "$VERSION" >"$tmp/root/etc/os-release"
+fi
 cp "$KEYS" "$tmp/root/etc/abboot/keys.pub"
 echo "${ABBOOT_COMPATIBLE:-abboot-demo-x86_64}" >"$tmp/root/etc/abboot/compatible"
 ln -s /bbin/demo "$tmp/root/sbin/init"
-(cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --quiet) >"$tmp/layer.cpio"
+# Time stamps from SOURCE_DATE_EPOCH (default 0) and no inode or device
+# numbers, so that the same inputs give the same UKI.
+find "$tmp/root" -exec touch -h -d "@${SOURCE_DATE_EPOCH:-0}" {} +
+(cd "$tmp/root" && find . | LC_ALL=C sort | cpio -o -H newc -R 0:0 --reproducible --quiet) >"$tmp/layer.cpio"
 cat "$tmp/layer.cpio" "$BASE" >"$tmp/initrd"
 cp "$tmp/root/etc/os-release" "$tmp/osrel"
 
@@ -187,14 +239,23 @@ cp "$tmp/root/etc/os-release" "$tmp/osrel"
 # 5. With -r, the OS's root file system: the same programs and the image's
 # layer, as squashfs, and its verity tree. Device nodes are left out: the
 # init moves its /dev there.
-if [[ -n $ROOTFS ]]; then
+if [[ -n $ROOTIMG ]]; then
+	[[ $ROOTIMG -ef ${OUT%.efi}.root.img ]] || cp "$ROOTIMG" "${OUT%.efi}.root.img"
+elif [[ -n $ROOTFS ]]; then
 	mkdir -p "$tmp/rootfs"
 	zstd -dc "$BASE" | (cd "$tmp/rootfs" && cpio -idm --quiet --no-absolute-filenames --nonmatching 'dev/*' 2>/dev/null) || true
 	(cd "$tmp/root" && cp -a . "$tmp/rootfs/")
 	mkdir -p "$tmp/rootfs"/{dev,proc,sys,run,tmp,efi}
 	rm -f "${OUT%.efi}.root.img"
 	mksquashfs "$tmp/rootfs" "${OUT%.efi}.root.img" -noappend -all-root -quiet -comp zstd >/dev/null
-	HASH=$("$CACHE/bin/abimage" verity format "${OUT%.efi}.root.img" "${OUT%.efi}.verity.img")
+fi
+if [[ -n $ROOTFS ]]; then
+	# The salt is the image's SHA-256 and the superblock's UUID its first
+	# 128 bits, instead of random ones, so that the same root gives the
+	# same tree and root hash; a salt still differs from image to image.
+	SALT=$(sha256sum "${OUT%.efi}.root.img" | cut -c1-64)
+	VUUID=$(echo "$SALT" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
+	HASH=$("$CACHE/bin/abimage" verity format --salt "$SALT" --uuid "$VUUID" "${OUT%.efi}.root.img" "${OUT%.efi}.verity.img")
 	EXTRA="abboot.roothash=$HASH${EXTRA:+ $EXTRA}"
 	echo "mkuimage.sh: root ${OUT%.efi}.root.img verity ${OUT%.efi}.verity.img roothash $HASH" >&2
 fi

@@ -59,6 +59,15 @@ func main() {
 		}
 	}
 
+	// The events also go to the kernel log, where the OS's journal finds
+	// them after the switch (journalctl -t abboot).
+	kmsg, err := event.OpenKmsg()
+	if err != nil {
+		event.Error("kmsg", err)
+	} else {
+		event.Default.Tee(kmsg)
+	}
+
 	modules := loadModules("/lib/modules-load.d")
 
 	cmdline, _ := os.ReadFile("/proc/cmdline")
@@ -109,6 +118,12 @@ func main() {
 	armWatchdog(params.Watchdog)
 	event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
 		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", took.Milliseconds(), "kernel_ms", kernelMS)
+	if kmsg != nil {
+		// Give the OS back the kernel's rate limit; the rescue shell's
+		// events go to the console only.
+		event.Default.Tee(nil)
+		kmsg.Close()
+	}
 	if b.newRoot != "" {
 		// The OS is on the verity root: take /dev, /proc, /sys, /run and
 		// the ESP there, make it / and exec its init.

@@ -15,12 +15,10 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strconv"
 	"time"
 
-	"github.com/abboot/abboot/bench/internal/stats"
+	"github.com/abboot/abboot/bench/internal/bootrun"
 	"github.com/abboot/abboot/internal/demodisk"
-	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/qemu"
 )
 
@@ -55,22 +53,16 @@ func run(n, cpus int) error {
 	if err := qemu.NewVars(vars); err != nil {
 		return err
 	}
-	var samples []map[string]float64
-	for i := 0; i <= n; i++ {
-		s, err := boot(img, vars, cpus)
-		if err != nil {
-			return fmt.Errorf("boot %d: %w", i+1, err)
-		}
-		if i > 0 { // the first boot creates the entries: not steady state
-			samples = append(samples, s)
-		}
+	samples, err := bootrun.SteadyState(n, func() (bootrun.Sample, error) { return boot(img, vars, cpus) })
+	if err != nil {
+		return err
 	}
 	fi, err := os.Stat(ukiPath)
 	if err != nil {
 		return err
 	}
 	size := float64(fi.Size()) / (1 << 20)
-	kernel, elapsed, modules, sum := median(samples, "kernel_ms"), median(samples, "elapsed_ms"), median(samples, "modules_ms"), median(samples, "modules_sum_ms")
+	kernel, elapsed, modules, sum := bootrun.Median(samples, "kernel_ms"), bootrun.Median(samples, "elapsed_ms"), bootrun.Median(samples, "modules_ms"), bootrun.Median(samples, "modules_sum_ms")
 	rest := elapsed - modules
 	fmt.Printf("boot bench: %d steady-state boots, %d vCPUs, TCG; medians\n", n, cpus)
 	fmt.Printf("  UKI size                 %6.1f MiB   %5.2f of the 24 MiB target (want < 1)\n", size, size/24)
@@ -84,37 +76,19 @@ func run(n, cpus int) error {
 
 // boot boots once and returns the numbers of the init's exec and modules
 // events.
-func boot(img, vars string, cpus int) (map[string]float64, error) {
+func boot(img, vars string, cpus int) (bootrun.Sample, error) {
 	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, CPUs: cpus, Log: serialLog, Timeout: 5 * time.Minute})
 	if err != nil {
 		return nil, err
 	}
 	defer vm.Kill()
-	s := map[string]float64{}
-	for _, ev := range []string{"modules", "exec"} {
-		m, err := vm.Expect(`abboot: event=`+ev+` .*`, 3*time.Minute)
-		if err != nil {
-			return nil, err
-		}
-		kv, _ := event.Parse(m[0])
-		for k, v := range kv {
-			if f, err := strconv.ParseFloat(v, 64); err == nil {
-				s[k] = f
-			}
-		}
+	s := bootrun.Sample{}
+	if err := s.Events(vm, 3*time.Minute, "modules", "exec"); err != nil {
+		return nil, err
 	}
 	if _, err := vm.Expect(`abboot-demo: ready`, time.Minute); err != nil {
 		return nil, err
 	}
 	vm.Send("poweroff\r")
 	return s, vm.Wait()
-}
-
-// median is the median of key over the samples.
-func median(samples []map[string]float64, key string) float64 {
-	v := make([]float64, 0, len(samples))
-	for _, s := range samples {
-		v = append(v, s[key])
-	}
-	return stats.Median(v)
 }

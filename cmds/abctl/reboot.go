@@ -132,7 +132,11 @@ func (s *system) reboot(how string, target slot.Slot) error {
 	}
 	// The state --slot set is not stored yet.
 	p.Unsaved = p.Unsaved || state != stored
-	// Run returns only when no handover happened.
+	// Run returns when no handover happened, or when systemd took the
+	// job of shutting down for it (handover.Start).
 	p = env.Run(p)
+	if a := p.Decision.Action; a == bootcheck.Kexec || a == bootcheck.Firmware {
+		return nil
+	}
 	return fmt.Errorf("not rebooting: %s", p.Decision.Reason)
 }

@@ -20,13 +20,14 @@ var partTypes = map[string]guid.GUID{
 	"root":        gpt.TypeRootX86_64,
 	"root-verity": gpt.TypeRootVerityX86_64,
 	"data":        gpt.TypeLinuxData,
+	"var":         gpt.TypeVar,
 }
 
 // diskCmd builds a GPT disk image:
 //
 //	abimage disk --esp-file EFI/abboot/a.efi=PATH ... [--esp-size MiB]
 //	    [--part LABEL:TYPE:IMAGE[:UUID] ...]
-//	    [--verity-slot SLOT:ROOT:VERITY:ROOTHASH ...] [--size MiB] -o disk.img
+//	    [--verity-slot SLOT:ROOT:VERITY:ROOTHASH ...] [--data MiB] [--size MiB] -o disk.img
 func diskCmd(args []string) error {
 	fs := flag.NewFlagSet("disk", flag.ContinueOnError)
 	s := diskimage.Spec{ESPFiles: map[string]string{}}
@@ -42,7 +43,7 @@ func diskCmd(args []string) error {
 		s.ESPFiles[dst] = src
 		return nil
 	})
-	fs.Func("part", "add a partition after the ESP filled from IMAGE, as `LABEL:TYPE:IMAGE[:UUID]`; TYPE is esp, root, root-verity, data or a GUID (repeatable)", func(v string) error {
+	fs.Func("part", "add a partition after the ESP filled from IMAGE, as `LABEL:TYPE:IMAGE[:UUID]`; TYPE is esp, root, root-verity, var, data or a GUID (repeatable)", func(v string) error {
 		p, err := parsePart(v)
 		if err != nil {
 			return err
@@ -55,6 +56,8 @@ func diskCmd(args []string) error {
 		s.Partitions = append(s.Partitions, ps...)
 		return err
 	})
+	var dataMiB int
+	fs.IntVar(&dataMiB, "data", 0, "add an empty data partition of `MiB` for the OS's /var, last, with the DPS /var type and label "+gpt.DataLabel+" (the OS formats it)")
 	fs.IntVar(&s.ESPSizeMiB, "esp-size", diskimage.DefaultESPSizeMiB, "ESP size in `MiB`")
 	fs.IntVar(&s.SizeMiB, "size", 0, "disk size in `MiB`; 0 is just big enough")
 	fs.StringVar(&out, "o", "", "output disk image")
@@ -63,6 +66,9 @@ func diskCmd(args []string) error {
 	}
 	if out == "" || fs.NArg() > 0 {
 		return fmt.Errorf("need -o, and no arguments")
+	}
+	if dataMiB > 0 {
+		s.Partitions = append(s.Partitions, diskimage.PartSpec{Label: gpt.DataLabel, Type: gpt.TypeVar, SizeMiB: dataMiB})
 	}
 	if err := diskimage.Build(out, s); err != nil {
 		return err
@@ -83,7 +89,7 @@ func parsePart(v string) (diskimage.PartSpec, error) {
 	if !ok {
 		var err error
 		if typ, err = guid.Parse(f[1]); err != nil {
-			return p, fmt.Errorf("partition type %q is not esp, root, root-verity, data or a GUID", f[1])
+			return p, fmt.Errorf("partition type %q is not esp, root, root-verity, var, data or a GUID", f[1])
 		}
 	}
 	p.Type = typ

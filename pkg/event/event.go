@@ -17,7 +17,17 @@ import (
 type Logger struct {
 	mu    sync.Mutex
 	w     io.Writer
+	tee   io.Writer
 	since time.Time
+}
+
+// Tee makes every later event also go to w (the init's Kmsg), or to no
+// second writer when w is nil. A failing second writer is ignored: the
+// console has the line.
+func (l *Logger) Tee(w io.Writer) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.tee = w
 }
 
 // Since makes every later event end with t_ms, the milliseconds since t,
@@ -42,7 +52,11 @@ func (l *Logger) Log(name string, kv ...any) {
 	if !l.since.IsZero() {
 		kv = append(kv[:len(kv):len(kv)], "t_ms", time.Since(l.since).Milliseconds())
 	}
-	fmt.Fprintln(l.w, Format(name, kv...))
+	line := Format(name, kv...) + "\n"
+	io.WriteString(l.w, line)
+	if l.tee != nil {
+		io.WriteString(l.tee, line)
+	}
 }
 
 // Log writes one event to Default.

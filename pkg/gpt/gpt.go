@@ -26,14 +26,21 @@ import (
 )
 
 // Partition type GUIDs abboot uses: the ESP (UEFI 2.10 §5.3.3 Table 5.7)
-// and the x86-64 root and root-verity types and the generic Linux data
-// type of the Discoverable Partitions Specification.
+// and the x86-64 root and root-verity types, the /var type (the OS's
+// persistent data; any architecture) and the generic Linux data type of the
+// Discoverable Partitions Specification.
 var (
 	TypeESP              = guid.MustParse("c12a7328-f81f-11d2-ba4b-00a0c93ec93b")
 	TypeRootX86_64       = guid.MustParse("4f68bce3-e8cd-4db1-96e7-fbcaf984b709")
 	TypeRootVerityX86_64 = guid.MustParse("2c7357ed-ebd2-46d9-aec1-23d437ec2bf5")
+	TypeVar              = guid.MustParse("4d21b016-b534-45c2-a9fb-5c16e091fd2d")
 	TypeLinuxData        = guid.MustParse("0fc63daf-8483-4772-8e79-3d69d8477de4")
 )
+
+// DataLabel is the GPT name of the OS's data partition (/var), which
+// abimage disk --data makes and the Debian image mounts by this label
+// (docs/own-os.md). abboot never writes it.
+const DataLabel = "abboot-data"
 
 // Partition is one used entry of the partition entry array
 // (UEFI 2.10 §5.3.3 Table 5.6).

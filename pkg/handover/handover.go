@@ -13,6 +13,7 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -28,6 +29,7 @@ import (
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/kexec"
 	"github.com/abboot/abboot/pkg/measure"
+	"github.com/abboot/abboot/pkg/shutdown"
 	"github.com/abboot/abboot/pkg/slotstate"
 )
 
@@ -214,13 +216,20 @@ func (e *Env) write(p *Plan) {
 }
 
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
-// set to p.Entry and a firmware reboot. It returns only on failure. Right
-// before a kexec it extends PCR 11 with the UKI as the target's stub would
-// have (pkg/measure): a kexec runs no stub and resets no PCR. A plan that
-// falls back to a firmware reboot after that resets the PCRs anyway. A
-// failed measurement is logged and the kexec goes on; PCR 11 then matches
-// no prediction.
+// set to p.Entry and a firmware reboot. Right before a kexec it extends
+// PCR 11 with the UKI as the target's stub would have (pkg/measure): a
+// kexec runs no stub and resets no PCR. A plan that falls back to a
+// firmware reboot after that resets the PCRs anyway. A failed measurement
+// is logged and the kexec goes on; PCR 11 then matches no prediction.
+// Where systemd is PID 1 (abctl on a running OS), Start asks systemd for
+// the kexec or the reboot instead of acting itself, so that the services
+// stop and the file systems are unmounted before the kernel is replaced
+// (pkg/shutdown), and returns nil once systemd has taken the job.
+// Otherwise (the init, an OS without systemd) it acts at once and returns
+// only on failure. Either way the kexec was staged and BootNext is set
+// before anything stops, so a refused kexec still falls back to BootNext.
 func Start(v *efivar.Vars, p *Plan) error {
+	clean := shutdown.Systemd()
 	switch p.Decision.Action {
 	case bootcheck.Kexec:
 		start := time.Now()
@@ -231,10 +240,16 @@ func Start(v *efivar.Vars, p *Plan) error {
 		default:
 			event.Log("measure", "slot", p.Decision.Target, "pcr", measure.PCR, "ms", time.Since(start).Milliseconds(), "result", "ok")
 		}
+		if clean {
+			return shutdown.Start(context.Background(), shutdown.Kexec)
+		}
 		return kexec.Exec()
 	case bootcheck.Firmware:
 		if err := v.SetBootNext(p.Entry); err != nil {
 			return err
+		}
+		if clean {
+			return shutdown.Start(context.Background(), shutdown.Reboot)
 		}
 		unix.Sync()
 		return fmt.Errorf("reboot: %w", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))

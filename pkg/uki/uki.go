@@ -67,7 +67,7 @@ func Build(s Spec, out string) error {
 	}
 	secs = append(secs, section{".linux", s.Kernel}, section{".initrd", s.Initrd})
 
-	base, next, align, err := layout(s.Stub)
+	base, next, align, stubTime, err := layout(s.Stub)
 	if err != nil {
 		return err
 	}
@@ -85,6 +85,9 @@ func Build(s Spec, out string) error {
 	part := filepath.Join(tmp, "uki.efi")
 	args = append(args, s.Stub, part)
 	if _, err := tool.Run("objcopy", args...); err != nil {
+		return fmt.Errorf("building UKI %s: %w", out, err)
+	}
+	if err := stamp(part, stubTime); err != nil {
 		return fmt.Errorf("building UKI %s: %w", out, err)
 	}
 	if err := place(part, out); err != nil {
@@ -113,16 +116,16 @@ func place(part, out string) error {
 }
 
 // layout returns the stub's image base, the first free RVA after its
-// sections, and its section alignment.
-func layout(stub string) (base, next, align uint64, err error) {
+// sections, its section alignment and its COFF time stamp.
+func layout(stub string) (base, next, align uint64, stubTime uint32, err error) {
 	f, err := pe.Open(stub)
 	if err != nil {
-		return 0, 0, 0, fmt.Errorf("reading UEFI stub %s: %w", stub, err)
+		return 0, 0, 0, 0, fmt.Errorf("reading UEFI stub %s: %w", stub, err)
 	}
 	defer f.Close()
 	oh, ok := f.OptionalHeader.(*pe.OptionalHeader64)
 	if !ok {
-		return 0, 0, 0, fmt.Errorf("UEFI stub %s: not a PE32+ image", stub)
+		return 0, 0, 0, 0, fmt.Errorf("UEFI stub %s: not a PE32+ image", stub)
 	}
 	for _, s := range f.Sections {
 		next = max(next, uint64(s.VirtualAddress)+uint64(s.VirtualSize))
@@ -131,7 +134,7 @@ func layout(stub string) (base, next, align uint64, err error) {
 	if align == 0 {
 		align = 4096
 	}
-	return oh.ImageBase, alignUp(next, align), align, nil
+	return oh.ImageBase, alignUp(next, align), align, f.FileHeader.TimeDateStamp, nil
 }
 
 func alignUp(n, a uint64) uint64 { return (n + a - 1) / a * a }

@@ -3,6 +3,7 @@ package uki
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -131,4 +132,52 @@ func FuzzRead(f *testing.F) {
 		Read(bytes.NewReader(b), ".linux")
 		ReadCmdline(bytes.NewReader(b))
 	})
+}
+
+// TestBuildStamp: the UKI carries the stub's time stamp, not the build's,
+// and a CheckSum that matches its bytes; peChecksum agrees with the
+// checksum the stub's own linker stored.
+func TestBuildStamp(t *testing.T) {
+	stub, err := os.ReadFile(DefaultStub)
+	if err != nil {
+		t.Skip(err)
+	}
+	at, err := peChecksumOffset(stub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, want := checksum(t, stub, at), binary.LittleEndian.Uint32(stub[at:]); want != 0 && got != want {
+		t.Errorf("peChecksum(stub) = %#x, the stub says %#x", got, want)
+	}
+	dir := t.TempDir()
+	writeRandom(t, filepath.Join(dir, "vmlinuz"), 1<<20+3)
+	writeRandom(t, filepath.Join(dir, "initrd"), 4097)
+	out := filepath.Join(dir, "uki.efi")
+	if err := Build(Spec{Kernel: filepath.Join(dir, "vmlinuz"), Initrd: filepath.Join(dir, "initrd"), Cmdline: "x"}, out); err != nil {
+		t.Fatal(err)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	coff := int(binary.LittleEndian.Uint32(b[0x3c:])) + 4
+	stubCoff := int(binary.LittleEndian.Uint32(stub[0x3c:])) + 4
+	if got, want := binary.LittleEndian.Uint32(b[coff+4:]), binary.LittleEndian.Uint32(stub[stubCoff+4:]); got != want {
+		t.Errorf("TimeDateStamp = %#x, want the stub's %#x", got, want)
+	}
+	if at, err = peChecksumOffset(b); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := binary.LittleEndian.Uint32(b[at:]), checksum(t, b, at); got != want {
+		t.Errorf("CheckSum = %#x, want %#x", got, want)
+	}
+}
+
+func checksum(t *testing.T, b []byte, at int) uint32 {
+	t.Helper()
+	sum, err := peChecksum(bytes.NewReader(b), at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return sum
 }

@@ -30,7 +30,13 @@ type slotStatus struct {
 
 func status(t *testing.T, vm *qemu.VM) slotStatus {
 	t.Helper()
-	out := strings.Join(command(t, vm, "abctl status --json"), "\n")
+	return parseStatus(t, strings.Join(command(t, vm, "abctl status --json"), "\n"))
+}
+
+// parseStatus finds the JSON of `abctl status --json` in a command's
+// output.
+func parseStatus(t *testing.T, out string) slotStatus {
+	t.Helper()
 	var st slotStatus
 	if i, j := strings.Index(out, "{"), strings.LastIndex(out, "}"); i < 0 || j < i || json.Unmarshal([]byte(out[i:j+1]), &st) != nil {
 		t.Fatalf("abctl status --json:\n%s", out)

@@ -168,6 +168,13 @@ func machineOf(t *testing.T, disks ...string) *machine {
 // start powers the machine on.
 func (m *machine) start() *qemu.VM {
 	m.t.Helper()
+	return m.boot(vmTimeout)
+}
+
+// boot powers the machine on for at most timeout, with extra qemu
+// arguments.
+func (m *machine) boot(timeout time.Duration, extra ...string) *qemu.VM {
+	m.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
 	vm, err := qemu.Start(ctx, qemu.Options{
@@ -175,7 +182,8 @@ func (m *machine) start() *qemu.VM {
 		VarsFile:   m.vars,
 		Watchdog:   true,
 		Log:        m.log,
-		Timeout:    vmTimeout,
+		Timeout:    timeout,
+		Extra:      extra,
 		SecureBoot: m.secureBoot,
 		TPMDir:     m.tpm,
 	})

@@ -1,0 +1,63 @@
+// Package bootrun holds what the boot benches (bench/boot, bench/osboot)
+// share: reading the numbers of abboot's events off a VM's console, the
+// steady-state loop, and medians of a key over the samples (stats.Median).
+// It does not start VMs or build disks.
+package bootrun
+
+import (
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/abboot/abboot/bench/internal/stats"
+	"github.com/abboot/abboot/pkg/event"
+	"github.com/abboot/abboot/qemu"
+)
+
+// Sample is one boot's numbers by key (the events' keys, such as
+// elapsed_ms, and the bench's own).
+type Sample map[string]float64
+
+// Events waits for each named event in turn on vm's console and adds the
+// numeric values of its keys to s.
+func (s Sample) Events(vm *qemu.VM, timeout time.Duration, names ...string) error {
+	for _, ev := range names {
+		m, err := vm.Expect(`abboot: event=`+ev+` .*`, timeout)
+		if err != nil {
+			return err
+		}
+		kv, _ := event.Parse(m[0])
+		for k, v := range kv {
+			if f, err := strconv.ParseFloat(v, 64); err == nil {
+				s[k] = f
+			}
+		}
+	}
+	return nil
+}
+
+// Median is the median of key over the samples.
+func Median(samples []Sample, key string) float64 {
+	v := make([]float64, 0, len(samples))
+	for _, s := range samples {
+		v = append(v, s[key])
+	}
+	return stats.Median(v)
+}
+
+// SteadyState boots n+1 times and returns the samples of the last n: the
+// first boot of a new disk creates the firmware entries (and, for an OS
+// with a data partition, formats it), which is not the steady state.
+func SteadyState(n int, boot func() (Sample, error)) ([]Sample, error) {
+	var samples []Sample
+	for i := 0; i <= n; i++ {
+		s, err := boot()
+		if err != nil {
+			return nil, fmt.Errorf("boot %d: %w", i+1, err)
+		}
+		if i > 0 {
+			samples = append(samples, s)
+		}
+	}
+	return samples, nil
+}
