@@ -11,6 +11,7 @@ pkgs=(
 	cryptsetup-bin squashfs-tools erofs-utils sbsigntool
 	etcd-server               # /usr/bin/etcd for pkg/fleet's tests
 	swtpm swtpm-tools         # a TPM for the measured-handover e2e test
+	mmdebstrap                # images/debian: the Debian root of the real-OS tests
 )
 missing=()
 for p in "${pkgs[@]}"; do
