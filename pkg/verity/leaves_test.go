@@ -1,0 +1,92 @@
+package verity
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/abboot/abboot/internal/testutil"
+)
+
+// TestReadLeaves reads the leaves of a tree veritysetup made, checked
+// against its root hash, and checks that a change anywhere in the tree
+// above the leaves, or in the leaves, is refused when a root hash is
+// given and ignored when none is.
+func TestReadLeaves(t *testing.T) {
+	const n = 1100 // three levels with 512-byte hash blocks
+	dir := t.TempDir()
+	data, hash := filepath.Join(dir, "data"), filepath.Join(dir, "hash")
+	d := randomData(n, 4096)
+	if err := os.WriteFile(data, d, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := veritysetup(t, "format", "--hash-block-size", "512", data, hash)
+	if err != nil {
+		t.Fatalf("veritysetup format: %v\n%s", err, out)
+	}
+	root, err := ParseRootHash(rootLine.FindStringSubmatch(out)[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	tree, err := os.ReadFile(hash)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ReadLeaves(bytes.NewReader(tree), root)
+	if err != nil {
+		t.Fatalf("ReadLeaves: %v", err)
+	}
+	if l.Blocks() != n || l.BlockSize != 4096 {
+		t.Fatalf("ReadLeaves: %d blocks of %d bytes, want %d of 4096", l.Blocks(), l.BlockSize, n)
+	}
+	for i := range int64(n) {
+		b := d[i*4096 : (i+1)*4096]
+		if !l.Check(i, b) {
+			t.Fatalf("block %d does not match its leaf", i)
+		}
+		if i > 0 && l.Check(i-1, b) {
+			t.Fatalf("block %d matches the leaf of block %d", i, i-1)
+		}
+	}
+	g, err := newGeometry(int64(len(d)), Params{HashBlockSize: 512})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		off  int64
+	}{
+		{"leaf", g.levels[0].offset + 100},
+		{"last leaf block's padding", g.levels[0].offset + g.levels[0].blocks*512 - 1},
+		{"level 1", g.levels[1].offset + 7},
+		{"top", g.levels[len(g.levels)-1].offset},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			bad := bytes.Clone(tree)
+			bad[tc.off] ^= 1
+			if _, err := ReadLeaves(bytes.NewReader(bad), root); err == nil {
+				t.Errorf("ReadLeaves with byte %d changed succeeded", tc.off)
+			}
+			if _, err := ReadLeaves(bytes.NewReader(bad), nil); err != nil {
+				t.Errorf("ReadLeaves without a root hash: %v", err)
+			}
+		})
+	}
+	root[31] ^= 1
+	if _, err := ReadLeaves(bytes.NewReader(tree), root); err == nil {
+		t.Errorf("ReadLeaves with a wrong root hash succeeded")
+	}
+}
+
+func TestReadLeavesOneBlock(t *testing.T) {
+	h := &testutil.MemFile{}
+	d := randomData(1, 4096)
+	root, err := Format(bytes.NewReader(d), int64(len(d)), h, Params{Salt: []byte{1}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ReadLeaves(bytes.NewReader(h.B), root); err == nil {
+		t.Errorf("ReadLeaves of a one-block tree succeeded")
+	}
+}
