@@ -114,7 +114,10 @@ func TestRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(r.Manifest, wantM) {
 				t.Fatalf("manifest %+v, want %+v", r.Manifest, wantM)
 			}
-			for _, name := range names {
+			for i, name := range names {
+				if got, want := r.Offset(i), int64(16+n+64+bytes.Index(b[16+n+64:], c[name])); got != want {
+					t.Errorf("Offset(%d) = %d, want %d", i, got, want)
+				}
 				p, pr, err := r.Next()
 				if err != nil {
 					t.Fatal(err)

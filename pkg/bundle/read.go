@@ -18,10 +18,11 @@ type Reader struct {
 	// Manifest is the verified manifest.
 	Manifest Manifest
 
-	r    io.Reader
-	next int            // index of the next payload in Manifest.Payloads
-	cur  *payloadReader // the payload handed out last, if any
-	err  error          // sticky: once the stream is bad, it stays bad
+	r      io.Reader
+	header int64          // bytes before the first payload
+	next   int            // index of the next payload in Manifest.Payloads
+	cur    *payloadReader // the payload handed out last, if any
+	err    error          // sticky: once the stream is bad, it stays bad
 }
 
 // NewReader reads the header, manifest and signature from r, checks the
@@ -71,7 +72,7 @@ func NewReader(r io.Reader, keys Keyring, check func(Manifest) error) (*Reader, 
 			return nil, err
 		}
 	}
-	return &Reader{Manifest: m, r: r}, nil
+	return &Reader{Manifest: m, r: r, header: int64(headerSize) + int64(n) + ed25519.SignatureSize}, nil
 }
 
 // parseManifest decodes and validates a manifest. Unknown fields are an
@@ -100,6 +101,17 @@ func claimedKeyID(raw []byte) string {
 		return ""
 	}
 	return m.KeyID
+}
+
+// Offset returns the byte offset in the bundle of payload i of the
+// manifest, so that a payload can be fetched by range (RFC 9110 §14)
+// instead of streamed.
+func (r *Reader) Offset(i int) int64 {
+	off := r.header
+	for _, p := range r.Manifest.Payloads[:i] {
+		off += p.Size
+	}
+	return off
 }
 
 // Next returns the next payload in manifest order and a reader of its
