@@ -128,6 +128,12 @@ func (d *download) connect() error {
 		if d.etag == "" {
 			d.etag = resp.Header.Get("ETag")
 		}
+		// A range that runs past the end is cut short (RFC 9110
+		// §14.1.1): expect what Content-Range says, "bytes a-b/len".
+		var a, b int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/", &a, &b); d.ranged && err == nil && b >= a && b-a+1 < d.size-d.off {
+			d.size = d.off + b - a + 1
+		}
 	case partial && resp.StatusCode == http.StatusOK:
 		resp.Body.Close()
 		return fmt.Errorf("fetching %s at byte %d: %w", d.url, pos, ErrNoRange)

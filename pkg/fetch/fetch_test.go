@@ -233,9 +233,11 @@ func TestOpenRange(t *testing.T) {
 		off, n    int64
 		err       error
 		reconnect bool
+		want      int64 // bytes, if not n
 	}{
 		{name: "middle", ranged: true, off: 4096, n: 100 << 10},
 		{name: "to the end", ranged: true, off: 1<<20 - 10, n: 10},
+		{name: "past the end", ranged: true, off: 1<<20 - 10, n: 4096, want: 10},
 		{name: "same etag", ranged: true, etag: `"v1"`, off: 1, n: 1},
 		{name: "cut and resumed", cut: 30 << 10, ranged: true, off: 8192, n: 200 << 10, reconnect: true},
 		{name: "no range support", off: 4096, n: 4096, err: ErrNoRange},
@@ -257,6 +259,9 @@ func TestOpenRange(t *testing.T) {
 			got, err := io.ReadAll(r)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if tc.want != 0 {
+				tc.n = tc.want
 			}
 			if !bytes.Equal(got, content[tc.off:tc.off+tc.n]) {
 				t.Errorf("got %d bytes, not the %d at %d", len(got), tc.n, tc.off)
