@@ -1,0 +1,686 @@
+// Package delta reads an update bundle from an HTTP(S) server while
+// fetching only the blocks of its root image that the device does not
+// already have. The new root's dm-verity tree is a signed index of every
+// block (its leaves, sha256(salt || block), see verity.Leaves): each new
+// block is looked up by its leaf in the slots already on the device (the
+// seeds: the running slot and the inactive one), copied from there when
+// found, and fetched otherwise, in merged Range requests (RFC 9110 §14)
+// on the bundle itself, so the server needs nothing but range support.
+//
+// A Source is the bundle as one byte stream, in bundle order, so that
+// bundle.NewReader and the installer consume it exactly as they consume
+// a full download (rule 6's write order, the payload hashes, the
+// read-back): the Source only changes where the bytes come from. The
+// order of work is:
+//
+//  1. Open fetches the start of the bundle (header, manifest, signature);
+//     a server without range support gets a plain full download instead;
+//  2. bundle.NewReader reads that header from the Source and checks the
+//     signature and the policy; only then does Plan act on the manifest:
+//     it fetches the verity tree, checks every hash block above the
+//     leaves against the signed root hash (verity.ReadLeaves), indexes
+//     the seeds and plans which blocks to copy and which to fetch;
+//  3. reading on yields the root, block by block, each one checked
+//     against its leaf before it is handed out, whether it was copied or
+//     fetched: a seed block that does not match (the seed is corrupt, or
+//     it was overwritten) is fetched instead, a fetched range that does
+//     not match is fetched again, up to three times, and never handed on;
+//     then the tree, then the UKI, fetched by range.
+//
+// An interrupted transfer resumes: a broken connection is resumed by
+// fetch.OpenRange, and an install that is run again after a crash or a
+// power cut finds the blocks the first one wrote in the target slot
+// (Seed.Target) and fetches only the rest.
+//
+// The package does not write anything, check signatures or decide which
+// slots to use; it does not fetch the UKI or the tree by delta (the tree
+// is mostly leaves, which are the index itself; the UKI is a compressed
+// kernel and initramfs).
+package delta
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"slices"
+	"sync/atomic"
+
+	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/fetch"
+	"github.com/abboot/abboot/pkg/verity"
+)
+
+// A Seed is a root image already on the device, whose blocks a new root
+// may share.
+type Seed struct {
+	// Name says which one it is in events, e.g. "a".
+	Name string
+	// Data is the root image, of Size bytes at most.
+	Data io.ReaderAt
+	Size int64
+	// Hash is its verity tree (with superblock), used as an index of
+	// Data when its salt and block size are the new tree's; nil, or a
+	// tree that does not fit, and Data is hashed instead (a full read).
+	Hash io.ReaderAt
+	// Target marks the partition the new root is being written to. Its
+	// blocks change as the install goes, so one of its blocks is used
+	// only at or after the position being produced (the writer is behind
+	// the reader); and a block that no seed has is looked for in place,
+	// where an interrupted install of the same root left it.
+	Target bool
+}
+
+// Options tune a Source.
+type Options struct {
+	// Fetch is passed to fetch.OpenRange and fetch.Open; its ETag is set
+	// to the bundle's.
+	Fetch fetch.Options
+	// Gap merges two runs of blocks to fetch into one request when at
+	// most this many blocks lie between them; 0 means DefaultGap.
+	Gap int
+	// MaxRange bounds one request, in bytes; 0 means DefaultMaxRange.
+	// It bounds memory too: at most prefetch+1 ranges are held.
+	MaxRange int64
+	// Log, if set, receives events (name "delta") with the signature of
+	// event.Logger.Log.
+	Log func(name string, kv ...any)
+}
+
+// DefaultGap is Options.Gap's default: fetching a few blocks that a
+// seed has costs less than one more request (issue 14: merging gaps of
+// up to 4 blocks turned 215 requests into 137 for 0.1% more bytes).
+const DefaultGap = 4
+
+// DefaultMaxRange is Options.MaxRange's default.
+const DefaultMaxRange = 4 << 20
+
+// headerFetch is how much of the bundle's start the first request asks
+// for: the header, a manifest of usual size and the signature.
+const headerFetch = 4096
+
+// fetchRetries is how often a range whose bytes do not match their
+// leaves is fetched again before the install fails.
+const fetchRetries = 3
+
+// prefetch is how many fetched ranges may wait to be read.
+const prefetch = 2
+
+// Mode says how a Source gets the bundle.
+type Mode string
+
+const (
+	// ModeDelta copies what the seeds have and fetches the rest.
+	ModeDelta Mode = "delta"
+	// ModeRanges fetches every payload whole, by range: there is no
+	// root, or its tree does not cover it.
+	ModeRanges Mode = "ranges"
+	// ModeFull is a plain download: the server does not serve ranges.
+	ModeFull Mode = "full"
+)
+
+// Stats count what a Source did so far.
+type Stats struct {
+	Mode     Mode
+	Fetched  int64 // bytes received, the bundle's header, tree and UKI included
+	Reused   int64 // root bytes copied from seeds
+	Requests int64 // HTTP requests, reconnects not counted
+	Refused  int64 // blocks received that did not match their leaves
+	Misses   int64 // seed blocks that did not match their leaves, fetched instead
+}
+
+// Source is a bundle at a URL, read as a stream; see the package comment.
+type Source struct {
+	ctx  context.Context
+	url  string
+	o    Options
+	mode Mode
+	full io.ReadCloser // ModeFull's download
+
+	hdr   []byte // the bundle's first bytes, before Plan
+	pos   int64  // bytes read so far, before Plan
+	parts []io.Reader
+	root  *assembler
+
+	fetched, reused, requests, refused, misses atomic.Int64
+}
+
+// Open starts reading the bundle at url: it fetches its first bytes by
+// range, or, when the server does not serve ranges, starts a full
+// download. Read the header with bundle.NewReader, then call Plan.
+func Open(ctx context.Context, url string, o Options) (*Source, error) {
+	if o.Gap == 0 {
+		o.Gap = DefaultGap
+	}
+	if o.MaxRange == 0 {
+		o.MaxRange = DefaultMaxRange
+	}
+	s := &Source{ctx: ctx, url: url, o: o, mode: ModeRanges}
+	b, etag, err := s.fetchRange(0, headerFetch)
+	if errors.Is(err, fetch.ErrNoRange) {
+		s.log("step", "open", "mode", ModeFull, "reason", "no range support")
+		s.mode = ModeFull
+		s.requests.Add(1)
+		s.full, err = fetch.Open(ctx, url, o.Fetch)
+		return s, err
+	}
+	if err != nil {
+		return nil, err
+	}
+	s.hdr, s.o.Fetch.ETag = b, etag
+	return s, nil
+}
+
+func (s *Source) log(kv ...any) {
+	if s.o.Log != nil {
+		s.o.Log("delta", kv...)
+	}
+}
+
+// Stats returns what the Source did so far; it may be called while
+// another goroutine reads.
+func (s *Source) Stats() Stats {
+	return Stats{Mode: s.mode, Fetched: s.fetched.Load(), Reused: s.reused.Load(), Requests: s.requests.Load(), Refused: s.refused.Load(), Misses: s.misses.Load()}
+}
+
+// fetchRange fetches n bytes at off (fewer at the end of the bundle).
+func (s *Source) fetchRange(off, n int64) ([]byte, string, error) {
+	s.requests.Add(1)
+	r, err := fetch.OpenRange(s.ctx, s.url, off, n, s.o.Fetch)
+	if err != nil {
+		return nil, "", err
+	}
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	s.fetched.Add(int64(len(b)))
+	if err != nil {
+		return nil, "", err
+	}
+	return b, fetch.ETag(r), nil
+}
+
+// Read reads the bundle.
+func (s *Source) Read(p []byte) (int, error) {
+	switch {
+	case s.full != nil:
+		n, err := s.full.Read(p)
+		s.fetched.Add(int64(n))
+		return n, err
+	case s.parts == nil:
+		// The header: what Open fetched, and more if the manifest is
+		// longer than that.
+		if s.pos == int64(len(s.hdr)) {
+			b, _, err := s.fetchRange(s.pos, bundle.MaxManifestSize)
+			if err != nil {
+				return 0, fmt.Errorf("fetching the bundle's manifest: %w", err)
+			}
+			s.hdr = append(s.hdr, b...)
+		}
+		n := copy(p, s.hdr[s.pos:])
+		s.pos += int64(n)
+		return n, nil
+	}
+	for len(s.parts) > 0 {
+		n, err := s.parts[0].Read(p)
+		if err == io.EOF {
+			s.parts = s.parts[1:]
+			err = nil
+		}
+		if n > 0 || err != nil {
+			return n, err
+		}
+	}
+	return 0, io.EOF
+}
+
+// Close stops the transfer.
+func (s *Source) Close() error {
+	if s.root != nil {
+		s.root.stop()
+	}
+	if s.full != nil {
+		return s.full.Close()
+	}
+	return nil
+}
+
+// Plan decides where each payload of r's bundle comes from; r must have
+// been read from s by bundle.NewReader, which checked the manifest's
+// signature, and no payload read yet. The seeds are read, never written;
+// each is used only for what its blocks are found to hold.
+func (s *Source) Plan(r *bundle.Reader, seeds []Seed) error {
+	if s.mode == ModeFull {
+		return nil
+	}
+	if s.parts != nil {
+		return errors.New("delta: planned twice")
+	}
+	m := r.Manifest
+	if s.pos != r.Offset(0) {
+		return fmt.Errorf("delta: %d bytes were read before the payloads, the bundle's header has %d", s.pos, r.Offset(0))
+	}
+	s.hdr = nil
+	var parts []io.Reader
+	for i, p := range m.Payloads {
+		parts = append(parts, &lazyRange{s: s, off: r.Offset(i), n: p.Size})
+	}
+	root, tree := slices.IndexFunc(m.Payloads, isPayload(bundle.PayloadRoot)), slices.IndexFunc(m.Payloads, isPayload(bundle.PayloadVerity))
+	if root >= 0 && tree >= 0 {
+		a, treeBytes, err := s.plan(r, root, tree, seeds)
+		switch {
+		case err != nil:
+			return err
+		case a != nil:
+			s.mode, s.root = ModeDelta, a
+			parts[root], parts[tree] = a, bytes.NewReader(treeBytes)
+			a.start()
+		default:
+			parts[tree] = bytes.NewReader(treeBytes)
+		}
+	}
+	s.parts = parts
+	return nil
+}
+
+func isPayload(name string) func(bundle.Payload) bool {
+	return func(p bundle.Payload) bool { return p.Name == name }
+}
+
+// plan fetches the tree and plans the root. It returns no assembler,
+// only the tree, when the tree does not cover the root payload exactly:
+// the root is then fetched whole.
+func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assembler, []byte, error) {
+	m := r.Manifest
+	tp := m.Payloads[tree]
+	tb, _, err := s.fetchRange(r.Offset(tree), tp.Size)
+	if err != nil {
+		return nil, nil, fmt.Errorf("fetching the verity tree: %w", err)
+	}
+	if sum := sha256.Sum256(tb); int64(len(tb)) != tp.Size || hex.EncodeToString(sum[:]) != tp.SHA256 {
+		return nil, nil, fmt.Errorf("delta: the fetched verity tree does not match the manifest: %w", bundle.ErrHashMismatch)
+	}
+	rootHash, err := verity.ParseRootHash(m.RootHash)
+	if err != nil {
+		return nil, nil, err
+	}
+	leaves, err := verity.ReadLeaves(bytes.NewReader(tb), rootHash)
+	if err != nil {
+		return nil, nil, fmt.Errorf("delta: the bundle's verity tree: %w", err)
+	}
+	if rp := m.Payloads[root]; leaves.Blocks()*int64(leaves.BlockSize) != rp.Size {
+		s.log("step", "plan", "mode", ModeRanges, "reason", fmt.Sprintf("the tree covers %d of the root's %d bytes", leaves.Blocks()*int64(leaves.BlockSize), rp.Size))
+		return nil, tb, nil
+	}
+	a := &assembler{s: s, leaves: leaves, base: r.Offset(root), bs: int64(leaves.BlockSize)}
+	if err := a.plan(seeds); err != nil {
+		return nil, nil, err
+	}
+	return a, tb, nil
+}
+
+// lazyRange is a payload fetched whole by range when first read.
+type lazyRange struct {
+	s      *Source
+	off, n int64
+	r      io.ReadCloser
+}
+
+func (l *lazyRange) Read(p []byte) (int, error) {
+	if l.r == nil {
+		l.s.requests.Add(1)
+		r, err := fetch.OpenRange(l.s.ctx, l.s.url, l.off, l.n, l.s.o.Fetch)
+		if err != nil {
+			return 0, err
+		}
+		l.r = r
+	}
+	n, err := l.r.Read(p)
+	l.s.fetched.Add(int64(n))
+	if err == io.EOF {
+		l.r.Close()
+	}
+	return n, err
+}
+
+// An extent is a run of new blocks that come from one place.
+type extent struct {
+	block, n int64 // new blocks [block, block+n)
+	seed     int   // index into assembler.seeds; -1: fetched
+	from     int64 // the seed's block for the first one
+}
+
+// seedIndex is a seed's blocks sorted by the first 8 bytes of their
+// digest with the new tree's salt.
+type seedIndex struct {
+	Seed
+	digests []byte // sha256.Size per block
+	keys    []indexEntry
+}
+
+type indexEntry struct {
+	key   uint64
+	block int64
+}
+
+// assembler yields the new root, block by block, each checked against
+// its leaf.
+type assembler struct {
+	s      *Source
+	leaves *verity.Leaves
+	base   int64 // the root payload's offset in the bundle
+	bs     int64
+	seeds  []*seedIndex
+	exts   []extent
+
+	next int    // the extent being produced
+	done int64  // its blocks produced so far
+	buf  []byte // checked bytes not yet read
+
+	ranges chan fetched // the prefetcher's ranges, in plan order
+	quit   chan struct{}
+}
+
+type fetched struct {
+	b   []byte
+	err error
+}
+
+// plan indexes the seeds and splits the new root into extents.
+func (a *assembler) plan(seeds []Seed) error {
+	for _, sd := range seeds {
+		ix, how, err := a.index(sd)
+		if err != nil {
+			// A seed is an optimisation: without it, more is fetched.
+			a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", err)
+			continue
+		}
+		a.s.log("step", "seed", "seed", sd.Name, "index", how, "blocks", len(ix.keys))
+		a.seeds = append(a.seeds, ix)
+	}
+	target := slices.IndexFunc(a.seeds, func(x *seedIndex) bool { return x.Target })
+	blk := make([]byte, a.bs)
+	n := a.leaves.Blocks()
+	for i := range n {
+		k, j := a.lookup(i)
+		if k < 0 && target >= 0 {
+			// An interrupted install may have written it already.
+			t := a.seeds[target]
+			if (i+1)*a.bs <= t.Size && readFull(t.Data, blk, i*a.bs) == nil && a.leaves.Check(i, blk) {
+				k, j = target, i
+			}
+		}
+		a.add(i, k, j)
+	}
+	a.merge()
+	var reuse, fetch, requests int64
+	for _, e := range a.exts {
+		if e.seed < 0 {
+			fetch += e.n
+			requests++
+		} else {
+			reuse += e.n
+		}
+	}
+	a.s.log("step", "plan", "mode", ModeDelta, "blocks", n, "reuse_bytes", reuse*a.bs, "fetch_bytes", fetch*a.bs, "requests", requests)
+	return nil
+}
+
+// index reads or computes a seed's digests with the new tree's salt.
+func (a *assembler) index(sd Seed) (*seedIndex, string, error) {
+	ix := &seedIndex{Seed: sd}
+	how := "tree"
+	if sd.Hash != nil {
+		l, err := verity.ReadLeaves(sd.Hash, nil)
+		if err == nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
+			ix.digests = l.Digests
+		}
+	}
+	if ix.digests == nil {
+		how = "data"
+		n := sd.Size / a.bs
+		ix.digests = make([]byte, 0, n*sha256.Size)
+		buf := make([]byte, 256*a.bs)
+		for off := int64(0); off < n*a.bs; off += int64(len(buf)) {
+			b := buf[:min(int64(len(buf)), n*a.bs-off)]
+			if err := readFull(sd.Data, b, off); err != nil {
+				return nil, "", fmt.Errorf("reading seed %s: %w", sd.Name, err)
+			}
+			for len(b) > 0 {
+				d := a.leaves.Sum(b[:a.bs])
+				ix.digests = append(ix.digests, d[:]...)
+				b = b[a.bs:]
+			}
+		}
+	}
+	n := int64(len(ix.digests) / sha256.Size)
+	ix.keys = make([]indexEntry, n)
+	for j := range n {
+		ix.keys[j] = indexEntry{binary.BigEndian.Uint64(ix.digests[j*sha256.Size:]), j}
+	}
+	slices.SortFunc(ix.keys, func(x, y indexEntry) int {
+		if x.key != y.key {
+			if x.key < y.key {
+				return -1
+			}
+			return 1
+		}
+		return int(x.block - y.block)
+	})
+	return ix, how, nil
+}
+
+// lookup finds new block i in the seeds, the first seed first; -1 if
+// none has it.
+func (a *assembler) lookup(i int64) (int, int64) {
+	d := a.leaves.Digest(i)
+	key := binary.BigEndian.Uint64(d)
+	for k, ix := range a.seeds {
+		e, _ := slices.BinarySearchFunc(ix.keys, key, func(x indexEntry, key uint64) int {
+			switch {
+			case x.key < key:
+				return -1
+			case x.key > key:
+				return 1
+			}
+			return 0
+		})
+		for ; e < len(ix.keys) && ix.keys[e].key == key; e++ {
+			j := ix.keys[e].block
+			if ix.Target && j < i {
+				continue // overwritten by then
+			}
+			if bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], d) {
+				return k, j
+			}
+		}
+	}
+	return -1, 0
+}
+
+// add appends new block i, from seed k's block j (k < 0: fetched).
+func (a *assembler) add(i int64, k int, j int64) {
+	if len(a.exts) > 0 {
+		e := &a.exts[len(a.exts)-1]
+		if e.seed == k && (k < 0 && e.n*a.bs < a.s.o.MaxRange || k >= 0 && e.from+e.n == j) {
+			e.n++
+			return
+		}
+	}
+	a.exts = append(a.exts, extent{block: i, n: 1, seed: k, from: j})
+}
+
+// merge joins runs to fetch that at most Options.Gap blocks apart, and
+// not longer than Options.MaxRange together, fetching the blocks between.
+func (a *assembler) merge() {
+	var out []extent
+	for _, e := range a.exts {
+		if e.seed < 0 {
+			// The last fetched run, if only short seed runs follow it.
+			last := len(out) - 1
+			for last >= 0 && out[last].seed >= 0 {
+				last--
+			}
+			if last >= 0 {
+				p := out[last]
+				if gap := e.block - (p.block + p.n); gap <= int64(a.s.o.Gap) && (e.block+e.n-p.block)*a.bs <= a.s.o.MaxRange {
+					out = out[:last]
+					e = extent{block: p.block, n: e.block + e.n - p.block, seed: -1}
+				}
+			}
+		}
+		out = append(out, e)
+	}
+	a.exts = out
+}
+
+// start starts fetching the planned ranges, a few ahead of the reader.
+func (a *assembler) start() {
+	a.ranges, a.quit = make(chan fetched, prefetch), make(chan struct{})
+	go func() {
+		defer close(a.ranges)
+		for _, e := range a.exts {
+			if e.seed >= 0 {
+				continue
+			}
+			b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
+			select {
+			case a.ranges <- fetched{b, err}:
+			case <-a.quit:
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
+}
+
+func (a *assembler) stop() {
+	if a.quit != nil {
+		close(a.quit)
+		a.quit = nil
+	}
+}
+
+// seedChunk is how many blocks are read from a seed at a time.
+const seedChunk = 256
+
+func (a *assembler) Read(p []byte) (int, error) {
+	for len(a.buf) == 0 {
+		if a.next == len(a.exts) {
+			a.stop()
+			return 0, io.EOF
+		}
+		if err := a.produce(); err != nil {
+			a.stop()
+			return 0, err
+		}
+	}
+	n := copy(p, a.buf)
+	a.buf = a.buf[n:]
+	return n, nil
+}
+
+// produce puts the next checked blocks into a.buf.
+func (a *assembler) produce() error {
+	e := a.exts[a.next]
+	if e.seed < 0 {
+		f, ok := <-a.ranges
+		if !ok {
+			return errors.New("delta: the fetcher stopped early")
+		}
+		if f.err != nil {
+			return fmt.Errorf("fetching root blocks %d to %d: %w", e.block, e.block+e.n-1, f.err)
+		}
+		b, err := a.checked(e.block, e.n, f.b)
+		if err != nil {
+			return err
+		}
+		a.buf = b
+		a.next++
+		return nil
+	}
+	n := min(seedChunk, e.n-a.done)
+	sd := a.seeds[e.seed]
+	b := make([]byte, n*a.bs)
+	if err := readFull(sd.Data, b, (e.from+a.done)*a.bs); err != nil {
+		// Unreadable: fetch these blocks instead.
+		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", err)
+		clear(b)
+	}
+	for c := range n {
+		i := e.block + a.done + c
+		blk := b[c*a.bs : (c+1)*a.bs]
+		if a.leaves.Check(i, blk) {
+			a.s.reused.Add(a.bs)
+			continue
+		}
+		a.s.misses.Add(1)
+		a.s.log("step", "seed", "seed", sd.Name, "block", e.from+a.done+c, "result", "mismatch", "action", "fetch")
+		got, err := a.checked(i, 1, nil)
+		if err != nil {
+			return err
+		}
+		copy(blk, got)
+	}
+	a.buf = b
+	a.done += n
+	if a.done == e.n {
+		a.next++
+		a.done = 0
+	}
+	return nil
+}
+
+// checked returns blocks [i, i+n) from b, fetched, once they all match
+// their leaves; a range that does not match is fetched again, up to
+// fetchRetries times. b nil fetches them first.
+func (a *assembler) checked(i, n int64, b []byte) ([]byte, error) {
+	for try := 0; ; try++ {
+		if b != nil {
+			bad := a.firstBad(i, n, b)
+			if bad < 0 {
+				return b, nil
+			}
+			a.s.refused.Add(1)
+			a.s.log("step", "fetch", "block", bad, "result", "mismatch", "try", try)
+			if try == fetchRetries {
+				return nil, fmt.Errorf("delta: root block %d does not match its hash after %d fetches", bad, try+1)
+			}
+		}
+		var err error
+		if b, _, err = a.s.fetchRange(a.base+i*a.bs, n*a.bs); err != nil {
+			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", i, i+n-1, err)
+		}
+	}
+}
+
+// firstBad returns the first block of b, new blocks [i, i+n), that does
+// not match its leaf, or -1.
+func (a *assembler) firstBad(i, n int64, b []byte) int64 {
+	if int64(len(b)) != n*a.bs {
+		return i + int64(len(b))/a.bs
+	}
+	for c := range n {
+		if !a.leaves.Check(i+c, b[c*a.bs:(c+1)*a.bs]) {
+			return i + c
+		}
+	}
+	return -1
+}
+
+// readFull fills b from r at off.
+func readFull(r io.ReaderAt, b []byte, off int64) error {
+	n, err := r.ReadAt(b, off)
+	if n == len(b) {
+		return nil
+	}
+	if err == nil || err == io.EOF {
+		return fmt.Errorf("short read at %d: %d of %d bytes", off, n, len(b))
+	}
+	return err
+}
