@@ -9,6 +9,7 @@ pkgs=(
 	mtools dosfstools gdisk   # FAT ESP images without root; sgdisk interop
 	cgpt efibootmgr           # interop tests against the operators' tools
 	cryptsetup-bin squashfs-tools erofs-utils sbsigntool
+	casync                    # bench/delta.sh compares delta installs with it
 	etcd-server               # /usr/bin/etcd for pkg/fleet's tests
 )
 missing=()

@@ -48,6 +48,7 @@ import (
 	"fmt"
 	"io"
 	"slices"
+	"sync"
 	"sync/atomic"
 
 	"github.com/abboot/abboot/pkg/bundle"
@@ -65,7 +66,8 @@ type Seed struct {
 	Size int64
 	// Hash is its verity tree (with superblock), used as an index of
 	// Data when its salt and block size are the new tree's; nil, or a
-	// tree that does not fit, and Data is hashed instead (a full read).
+	// tree that does not fit, and Data is hashed instead (a full read),
+	// except for the Target.
 	Hash io.ReaderAt
 	// Target marks the partition the new root is being written to. Its
 	// blocks change as the install goes, so one of its blocks is used
@@ -107,8 +109,9 @@ const headerFetch = 4096
 // leaves is fetched again before the install fails.
 const fetchRetries = 3
 
-// prefetch is how many fetched ranges may wait to be read.
-const prefetch = 2
+// prefetch is how many ranges are fetched at once or wait to be
+// checked: several requests in flight hide the network's latency.
+const prefetch = 4
 
 // Mode says how a Source gets the bundle.
 type Mode string
@@ -376,15 +379,22 @@ type assembler struct {
 	seeds  []*seedIndex
 	exts   []extent
 
-	next int    // the extent being produced
-	done int64  // its blocks produced so far
-	buf  []byte // checked bytes not yet read
+	// The producer's: the extent being produced, its blocks produced
+	// so far, and the fetched ranges consumed.
+	next    int
+	done    int64
+	fetched int
 
-	ranges chan fetched // the prefetcher's ranges, in plan order
-	quit   chan struct{}
+	ranges   []chan chunk // one per range to fetch, in plan order
+	tokens   chan struct{}  // ranges being fetched or waiting
+	out      chan chunk  // checked blocks
+	buf      []byte         // the reader's: checked bytes not yet read
+	quit     chan struct{}
+	stopOnce sync.Once
 }
 
-type fetched struct {
+// chunk is bytes, or why there are none.
+type chunk struct {
 	b   []byte
 	err error
 }
@@ -438,6 +448,12 @@ func (a *assembler) index(sd Seed) (*seedIndex, string, error) {
 		if err == nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
 			ix.digests = l.Digests
 		}
+	}
+	if ix.digests == nil && sd.Target {
+		// Hashing it costs a full read, for what is usually an older
+		// root or nothing; only its blocks in place are looked at.
+		ix.digests = []byte{}
+		how = "none"
 	}
 	if ix.digests == nil {
 		how = "data"
@@ -537,18 +553,40 @@ func (a *assembler) merge() {
 	a.exts = out
 }
 
-// start starts fetching the planned ranges, a few ahead of the reader.
+// start starts fetching the planned ranges, up to prefetch at a time
+// and in plan order, and producing checked blocks ahead of the reader, so
+// that the network, the seeds' reads and the hashing overlap.
 func (a *assembler) start() {
-	a.ranges, a.quit = make(chan fetched, prefetch), make(chan struct{})
+	a.quit, a.out = make(chan struct{}), make(chan chunk, 2)
+	var fetches []extent
+	for _, e := range a.exts {
+		if e.seed < 0 {
+			fetches = append(fetches, e)
+		}
+	}
+	a.ranges = make([]chan chunk, len(fetches))
+	for k := range a.ranges {
+		a.ranges[k] = make(chan chunk, 1)
+	}
+	a.tokens = make(chan struct{}, prefetch)
 	go func() {
-		defer close(a.ranges)
-		for _, e := range a.exts {
-			if e.seed >= 0 {
-				continue
-			}
-			b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
+		for k, e := range fetches {
 			select {
-			case a.ranges <- fetched{b, err}:
+			case a.tokens <- struct{}{}:
+			case <-a.quit:
+				return
+			}
+			go func() {
+				b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
+				a.ranges[k] <- chunk{b, err}
+			}()
+		}
+	}()
+	go func() {
+		for a.next < len(a.exts) {
+			b, err := a.produce()
+			select {
+			case a.out <- chunk{b, err}:
 			case <-a.quit:
 				return
 			}
@@ -556,14 +594,14 @@ func (a *assembler) start() {
 				return
 			}
 		}
+		close(a.out)
 	}()
 }
 
+// stop ends the fetching and producing; it is safe to call more than
+// once and from any goroutine.
 func (a *assembler) stop() {
-	if a.quit != nil {
-		close(a.quit)
-		a.quit = nil
-	}
+	a.stopOnce.Do(func() { close(a.quit) })
 }
 
 // seedChunk is how many blocks are read from a seed at a time.
@@ -571,38 +609,37 @@ const seedChunk = 256
 
 func (a *assembler) Read(p []byte) (int, error) {
 	for len(a.buf) == 0 {
-		if a.next == len(a.exts) {
-			a.stop()
+		c, ok := <-a.out
+		switch {
+		case !ok:
 			return 0, io.EOF
-		}
-		if err := a.produce(); err != nil {
+		case c.err != nil:
 			a.stop()
-			return 0, err
+			return 0, c.err
 		}
+		a.buf = c.b
 	}
 	n := copy(p, a.buf)
 	a.buf = a.buf[n:]
 	return n, nil
 }
 
-// produce puts the next checked blocks into a.buf.
-func (a *assembler) produce() error {
+// produce returns the next checked blocks.
+func (a *assembler) produce() ([]byte, error) {
 	e := a.exts[a.next]
 	if e.seed < 0 {
-		f, ok := <-a.ranges
-		if !ok {
-			return errors.New("delta: the fetcher stopped early")
-		}
+		f := <-a.ranges[a.fetched]
+		a.fetched++
+		<-a.tokens
 		if f.err != nil {
-			return fmt.Errorf("fetching root blocks %d to %d: %w", e.block, e.block+e.n-1, f.err)
+			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", e.block, e.block+e.n-1, f.err)
 		}
 		b, err := a.checked(e.block, e.n, f.b)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		a.buf = b
 		a.next++
-		return nil
+		return b, nil
 	}
 	n := min(seedChunk, e.n-a.done)
 	sd := a.seeds[e.seed]
@@ -623,17 +660,16 @@ func (a *assembler) produce() error {
 		a.s.log("step", "seed", "seed", sd.Name, "block", e.from+a.done+c, "result", "mismatch", "action", "fetch")
 		got, err := a.checked(i, 1, nil)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		copy(blk, got)
 	}
-	a.buf = b
 	a.done += n
 	if a.done == e.n {
 		a.next++
 		a.done = 0
 	}
-	return nil
+	return b, nil
 }
 
 // checked returns blocks [i, i+n) from b, fetched, once they all match
