@@ -385,10 +385,10 @@ type assembler struct {
 	done    int64
 	fetched int
 
-	ranges   []chan chunk // one per range to fetch, in plan order
-	tokens   chan struct{}  // ranges being fetched or waiting
-	out      chan chunk  // checked blocks
-	buf      []byte         // the reader's: checked bytes not yet read
+	ranges   []chan chunk  // one per range to fetch, in plan order
+	tokens   chan struct{} // ranges being fetched or waiting
+	out      chan chunk    // checked blocks
+	buf      []byte        // the reader's: checked bytes not yet read
 	quit     chan struct{}
 	stopOnce sync.Once
 }
