@@ -181,6 +181,12 @@ func TestDelta(t *testing.T) {
 	half := bytes.Clone(d1) // an install of v2 cut half way
 	copy(half, d2[:n/2*bs])
 	otherSalt := makeImage(t, d1, []byte("another salt"))
+	// The tree: superblock, one block of level 1, 16 leaf blocks of
+	// which 0 and 3 (merged into one request with 1 and 2) and 15 cover
+	// changed blocks.
+	treeOff := int64(bytes.Index(b, v2.tree))
+	leafOff := treeOff + 2*bs
+	full, delta := int64(len(v2.tree)), int64(2*bs+5*bs)
 	empty := Seed{Name: "empty", Data: bytes.NewReader(nil)}
 
 	for _, tc := range []struct {
@@ -190,20 +196,23 @@ func TestDelta(t *testing.T) {
 		mode   Mode
 		reused int64 // root bytes copied
 		root   int64 // root bytes fetched, at most
+		tree   int64 // tree bytes fetched, at most
 		misses int64
 		refuse bool // some fetched block was refused
 		fail   bool
 	}{
-		{name: "delta", seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed},
-		{name: "no seed", seeds: []Seed{empty}, mode: ModeDelta, root: n * bs},
-		{name: "seed of another salt", seeds: []Seed{seed("a", otherSalt)}, mode: ModeDelta, reused: n*bs - changed, root: changed},
-		{name: "no range support", srv: misbehaviour{noRange: true}, seeds: []Seed{seed("a", v1)}, mode: ModeFull, root: n * bs},
-		{name: "corrupt seed block", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root})}, mode: ModeDelta, reused: n*bs - changed - bs, root: changed + bs, misses: 1},
-		{name: "corrupt seed, another has it", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root}), seed("b", v2)}, mode: ModeDelta, reused: n*bs - bs, root: bs, misses: 1},
-		{name: "wrong bytes once", srv: misbehaviour{bad: rootOff + 100*bs + 77, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed + 10*bs, refuse: true},
+		{name: "delta", seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
+		{name: "no seed", seeds: []Seed{empty}, mode: ModeDelta, root: n * bs, tree: full},
+		{name: "seed of another salt", seeds: []Seed{seed("a", otherSalt)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: full},
+		{name: "no range support", srv: misbehaviour{noRange: true}, seeds: []Seed{seed("a", v1)}, mode: ModeFull, root: n * bs, tree: full},
+		{name: "corrupt seed block", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root})}, mode: ModeDelta, reused: n*bs - changed - bs, root: changed + bs, tree: delta, misses: 1},
+		{name: "corrupt seed, another has it", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root}), seed("b", v2)}, mode: ModeDelta, reused: n*bs - bs, root: bs, tree: 2 * bs, misses: 1},
+		{name: "wrong bytes once", srv: misbehaviour{bad: rootOff + 100*bs + 77, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed + 10*bs, tree: delta, refuse: true},
+		{name: "wrong leaf bytes once", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta + 4*bs, refuse: true},
+		{name: "wrong leaf bytes always", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeRanges, fail: true},
 		{name: "wrong bytes always", srv: misbehaviour{bad: rootOff + 500*bs, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, refuse: true, fail: true},
-		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed},
-		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs},
+		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
+		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &server{content: b, misbehaviour: tc.srv}
@@ -235,9 +244,10 @@ func TestDelta(t *testing.T) {
 			if st.Reused != tc.reused {
 				t.Errorf("reused %d bytes, want %d", st.Reused, tc.reused)
 			}
-			// Fetched: the root blocks, plus the header, tree and UKI.
-			if extra := int64(len(b)) - int64(len(d2)); st.Fetched > tc.root+extra+headerFetch {
-				t.Errorf("fetched %d bytes, want at most %d of the root", st.Fetched, tc.root)
+			// Fetched: the root blocks and the tree, plus the header
+			// and the UKI.
+			if extra := int64(len(b)) - int64(len(d2)) - int64(len(v2.tree)); st.Fetched > tc.root+tc.tree+extra+headerFetch {
+				t.Errorf("fetched %d bytes, want at most %d of the root and %d of the tree", st.Fetched, tc.root, tc.tree)
 			}
 			if st.Misses != tc.misses || (st.Refused > 0) != tc.refuse {
 				t.Errorf("%d seed misses and %d refused, want %d and refused %v", st.Misses, st.Refused, tc.misses, tc.refuse)

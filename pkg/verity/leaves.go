@@ -13,9 +13,10 @@ import (
 // the image: a block whose digest is known can be looked for in another
 // image by digest alone, as long as both trees use the same salt.
 type Leaves struct {
-	Salt      []byte
-	BlockSize int    // the data block size
-	Digests   []byte // sha256.Size bytes per data block
+	Salt          []byte
+	BlockSize     int    // the data block size
+	HashBlockSize int    // the size of the hash blocks the digests are stored in
+	Digests       []byte // sha256.Size bytes per data block
 }
 
 // Blocks returns the number of data blocks.
@@ -23,6 +24,17 @@ func (l *Leaves) Blocks() int64 { return int64(len(l.Digests) / sha256.Size) }
 
 // Digest returns the digest of data block i.
 func (l *Leaves) Digest(i int64) []byte { return l.Digests[i*sha256.Size : (i+1)*sha256.Size] }
+
+// LeafBlock returns hash block k of the leaf level as stored: its
+// digests and, in the last one, zeros after them.
+func (l *Leaves) LeafBlock(k int64) []byte {
+	b := make([]byte, l.HashBlockSize)
+	start := k * int64(l.HashBlockSize)
+	if start < int64(len(l.Digests)) {
+		copy(b, l.Digests[start:])
+	}
+	return b
+}
 
 // Sum returns sha256(salt || block), the digest block would have in a
 // tree with l's salt.
@@ -80,7 +92,7 @@ func ReadLeaves(hash io.ReaderAt, rootHash []byte) (*Leaves, error) {
 			return nil, err
 		}
 	}
-	l := &Leaves{Salt: sb.Salt, BlockSize: int(g.dbs), Digests: make([]byte, g.dataBlocks*sha256.Size)}
+	l := &Leaves{Salt: sb.Salt, BlockSize: int(g.dbs), HashBlockSize: int(g.hbs), Digests: make([]byte, g.dataBlocks*sha256.Size)}
 	if err := readFull(hash, l.Digests, g.levels[0].offset); err != nil {
 		return nil, fmt.Errorf("reading verity leaves: %w", err)
 	}
@@ -92,4 +104,66 @@ type noData struct{}
 
 func (noData) ReadAt([]byte, int64) (int, error) {
 	return 0, errors.New("verity: data read where only the tree was expected")
+}
+
+// Top is a hash tree without its leaf level: the superblock and the
+// levels above the leaves, checked against the root hash. It is what one
+// needs to check the leaf level one hash block at a time, and so to take
+// leaf blocks from wherever they are found (another version's tree) and
+// fetch only the others. The leaf level is the tree's last part on the
+// hash device, and by far its largest.
+type Top struct {
+	g     *geometry
+	upper []byte // the hash device up to the leaf level
+}
+
+// ReadTop reads the superblock and the levels above the leaves from
+// hash, which need hold nothing else, and checks them against the root
+// hash. A tree of fewer than two levels (data of at most one hash block
+// of leaves) has nothing above its leaves; ReadTop refuses it.
+func ReadTop(hash io.ReaderAt, rootHash []byte) (*Top, error) {
+	sb, err := ReadSuperblock(hash)
+	if err != nil {
+		return nil, err
+	}
+	g, err := newGeometry(int64(sb.DataBlocks)*int64(sb.DataBlockSize), Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt})
+	if err != nil {
+		return nil, err
+	}
+	if len(g.levels) < 2 {
+		return nil, errors.New("verity tree has no level above its leaves")
+	}
+	t := &Top{g: g, upper: make([]byte, g.levels[0].offset)}
+	if err := readFull(hash, t.upper, 0); err != nil {
+		return nil, fmt.Errorf("reading the verity tree's upper levels: %w", err)
+	}
+	up := bytes.NewReader(t.upper)
+	if _, err := checkRoot(noData{}, int64(sb.DataBlocks)*int64(sb.DataBlockSize), up, rootHash, Params{}); err != nil {
+		return nil, err
+	}
+	if err := g.verifyLevels(nil, up, 2); err != nil {
+		return nil, err
+	}
+	return t, nil
+}
+
+// Leaves returns the byte offset and size of the leaf level on the hash
+// device, and its hash block size.
+func (t *Top) Leaves() (off, size, blockSize int64) {
+	return t.g.levels[0].offset, t.g.levels[0].blocks * t.g.hbs, t.g.hbs
+}
+
+// Upper returns the hash device up to the leaf level.
+func (t *Top) Upper() []byte { return t.upper }
+
+// CheckLeafBlock reports whether b is hash block k of the leaf level.
+func (t *Top) CheckLeafBlock(k int64, b []byte) bool {
+	if int64(len(b)) != t.g.hbs || k < 0 || k >= t.g.levels[0].blocks {
+		return false
+	}
+	h := sha256.New()
+	h.Write(t.g.salt)
+	h.Write(b)
+	off := t.g.levels[1].offset + k*sha256.Size
+	return bytes.Equal(h.Sum(nil), t.upper[off:off+sha256.Size])
 }

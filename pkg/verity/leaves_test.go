@@ -90,3 +90,57 @@ func TestReadLeavesOneBlock(t *testing.T) {
 		t.Errorf("ReadLeaves of a one-block tree succeeded")
 	}
 }
+
+// TestReadTop checks a tree's upper levels without its leaves, and then
+// each leaf block on its own.
+func TestReadTop(t *testing.T) {
+	const n = 1100
+	d := randomData(n, 4096)
+	h := &testutil.MemFile{}
+	root, err := Format(bytes.NewReader(d), int64(len(d)), h, Params{HashBlockSize: 512, Salt: []byte("salt")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := ReadLeaves(bytes.NewReader(h.B), root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	off, size, hbs := int64(0), int64(0), int64(0)
+	{
+		// Only the upper levels: the leaves zeroed.
+		noLeaves := bytes.Clone(h.B)
+		g, _ := newGeometry(int64(len(d)), Params{HashBlockSize: 512})
+		clear(noLeaves[g.levels[0].offset:])
+		top, err := ReadTop(bytes.NewReader(noLeaves), root)
+		if err != nil {
+			t.Fatalf("ReadTop: %v", err)
+		}
+		off, size, hbs = top.Leaves()
+		if off != g.levels[0].offset || size != int64(len(h.B))-off || hbs != 512 {
+			t.Fatalf("Leaves() = %d, %d, %d", off, size, hbs)
+		}
+		if !bytes.Equal(top.Upper(), h.B[:off]) {
+			t.Fatal("Upper() is not the tree up to the leaves")
+		}
+		for k := range size / hbs {
+			b := l.LeafBlock(k)
+			if !bytes.Equal(b, h.B[off+k*hbs:off+(k+1)*hbs]) {
+				t.Fatalf("LeafBlock(%d) is not the stored block", k)
+			}
+			if !top.CheckLeafBlock(k, b) {
+				t.Fatalf("leaf block %d does not check", k)
+			}
+			b[hbs-1] ^= 1 // the last block's padding included
+			if top.CheckLeafBlock(k, b) {
+				t.Fatalf("changed leaf block %d checks", k)
+			}
+		}
+	}
+	for _, at := range []int64{0, 600, off - 1} {
+		bad := bytes.Clone(h.B)
+		bad[at] ^= 1
+		if _, err := ReadTop(bytes.NewReader(bad), root); err == nil {
+			t.Errorf("ReadTop with byte %d changed succeeded", at)
+		}
+	}
+}
