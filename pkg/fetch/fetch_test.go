@@ -255,11 +255,7 @@ func TestOpenRange(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			defer r.Close()
-			got, err := io.ReadAll(r)
-			if err != nil {
-				t.Fatal(err)
-			}
+			got := readAll(t, r)
 			if tc.want != 0 {
 				tc.n = tc.want
 			}
@@ -274,4 +270,15 @@ func TestOpenRange(t *testing.T) {
 			}
 		})
 	}
+}
+
+// readAll reads r to its end and closes it.
+func readAll(t *testing.T, r io.ReadCloser) []byte {
+	t.Helper()
+	defer r.Close()
+	b, err := io.ReadAll(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
