@@ -32,6 +32,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -53,6 +54,7 @@ import (
 func main() {
 	pairs := flag.String("pairs", "", "NAME:OLD:NEW,... root image pairs; the first is also installed in full")
 	flag.IntVar(&rounds, "n", 3, "rounds of each")
+	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the delta installs to `file`")
 	flag.Parse()
 	if err := run(*pairs); err != nil {
 		fmt.Fprintln(os.Stderr, "bench/delta:", err)
@@ -60,7 +62,10 @@ func main() {
 	}
 }
 
-var rounds int
+var (
+	rounds     int
+	cpuProfile string
+)
 
 // salt is the product's fixed verity salt: the same in every version, so
 // that the running slot's own tree indexes its blocks.
@@ -216,6 +221,17 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 		if err != nil {
 			err = fmt.Errorf("%v: %s", err, out)
 		}
+	case "delta":
+		if cpuProfile != "" {
+			f, perr := os.Create(cpuProfile)
+			if perr != nil {
+				return x, perr
+			}
+			pprof.StartCPUProfile(f)
+			defer f.Close()
+			defer pprof.StopCPUProfile()
+		}
+		fallthrough
 	default:
 		x.reused, err = b.install(k, url)
 	}

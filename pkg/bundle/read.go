@@ -18,11 +18,12 @@ type Reader struct {
 	// Manifest is the verified manifest.
 	Manifest Manifest
 
-	r      io.Reader
-	header int64          // bytes before the first payload
-	next   int            // index of the next payload in Manifest.Payloads
-	cur    *payloadReader // the payload handed out last, if any
-	err    error          // sticky: once the stream is bad, it stays bad
+	r       io.Reader
+	header  int64          // bytes before the first payload
+	next    int            // index of the next payload in Manifest.Payloads
+	cur     *payloadReader // the payload handed out last, if any
+	vouched map[string]bool
+	err     error // sticky: once the stream is bad, it stays bad
 }
 
 // NewReader reads the header, manifest and signature from r, checks the
@@ -149,8 +150,25 @@ func (r *Reader) Next() (Payload, io.Reader, error) {
 	}
 	p := r.Manifest.Payloads[r.next]
 	r.next++
-	r.cur = &payloadReader{p: p, r: r.r, left: p.Size, h: sha256.New()}
+	r.cur = &payloadReader{p: p, r: r.r, left: p.Size}
+	if !r.vouched[p.Name] {
+		r.cur.h = sha256.New()
+	}
 	return p, r.cur, nil
+}
+
+// Vouch tells r that the caller checks payload name, not yet handed out,
+// against the signed manifest in another way, as strong and before a
+// byte of it is handed on: a delta install checks each root block
+// against the verity tree's leaves, and the leaves against the
+// manifest's root hash (pkg/delta). Next then does not hash it a second
+// time; its size is still enforced. Hashing 4 KiB blocks and then the
+// whole again would cost a delta install a second pass over the image.
+func (r *Reader) Vouch(name string) {
+	if r.vouched == nil {
+		r.vouched = map[string]bool{}
+	}
+	r.vouched[name] = true
 }
 
 // payloadReader reads one payload and checks its hash at its end.
@@ -158,8 +176,8 @@ type payloadReader struct {
 	p    Payload
 	r    io.Reader
 	left int64
-	h    hash.Hash
-	err  error // sticky; io.EOF once the payload was read and matched
+	h    hash.Hash // nil when vouched for
+	err  error     // sticky; io.EOF once the payload was read and matched
 }
 
 func (pr *payloadReader) Read(b []byte) (int, error) {
@@ -168,6 +186,9 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 	}
 	if pr.left == 0 {
 		pr.err = io.EOF
+		if pr.h == nil {
+			return 0, pr.err
+		}
 		if got := hex.EncodeToString(pr.h.Sum(nil)); got != pr.p.SHA256 {
 			pr.err = fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrHashMismatch, pr.p.Name, got, pr.p.SHA256)
 		}
@@ -177,7 +198,9 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 		b = b[:pr.left]
 	}
 	n, err := pr.r.Read(b)
-	pr.h.Write(b[:n])
+	if pr.h != nil {
+		pr.h.Write(b[:n])
+	}
 	pr.left -= int64(n)
 	switch {
 	case err == nil || (err == io.EOF && pr.left == 0):

@@ -8,10 +8,12 @@
 // on the bundle itself, so the server needs nothing but range support.
 //
 // A Source is the bundle as one byte stream, in bundle order, so that
-// bundle.NewReader and the installer consume it exactly as they consume
-// a full download (rule 6's write order, the payload hashes, the
-// read-back): the Source only changes where the bytes come from. The
-// order of work is:
+// bundle.NewReader and the installer consume it as they consume a full
+// download (rule 6's write order, the read-back, the tree's and the UKI's
+// hashes): the Source only changes where the bytes come from. The root
+// payload's sha256 is not computed a second time (bundle.Reader.Vouch):
+// each of its blocks was checked against the signed tree. The order of
+// work is:
 //
 //  1. Open fetches the start of the bundle (header, manifest, signature);
 //     a server without range support gets a plain full download instead;
@@ -280,6 +282,10 @@ func (s *Source) Plan(r *bundle.Reader, seeds []Seed) error {
 		case a != nil:
 			s.mode, s.root = ModeDelta, a
 			parts[root], parts[tree] = a, bytes.NewReader(treeBytes)
+			// Every root block is checked against its leaf before it
+			// is handed on: hashing the whole again would cost a
+			// second pass over the image.
+			r.Vouch(bundle.PayloadRoot)
 			a.start()
 		default:
 			parts[tree] = bytes.NewReader(treeBytes)
