@@ -481,11 +481,7 @@ type assembler struct {
 	seeds  []*seedIndex
 	exts   []extent
 
-	// The producer's: the extent being produced, its blocks produced
-	// so far, and the fetched ranges consumed.
-	next    int
-	done    int64
-	fetched int
+	fetched int // the checker's: fetched ranges consumed
 
 	ranges   []chan chunk  // one per range to fetch, in plan order
 	tokens   chan struct{} // ranges being fetched or waiting
@@ -653,9 +649,12 @@ func (a *assembler) merge() {
 	a.exts = out
 }
 
-// start starts fetching the planned ranges, up to prefetch at a time
-// and in plan order, and producing checked blocks ahead of the reader, so
-// that the network, the seeds' reads and the hashing overlap.
+// start starts three stages that run ahead of the reader, so that the
+// network, the seeds' reads and the hashing overlap: the fetcher fetches
+// the planned ranges, up to prefetch at a time and in plan order; the
+// seed reader reads the seeds' runs a chunk at a time, up to
+// readAhead chunks ahead; the checker checks each chunk, copied or
+// fetched, against its leaves and hands it to Read.
 func (a *assembler) start() {
 	a.quit, a.out = make(chan struct{}), make(chan chunk, 2)
 	var fetches []extent
@@ -682,9 +681,29 @@ func (a *assembler) start() {
 			}()
 		}
 	}()
+	read := make(chan unit, readAhead)
 	go func() {
-		for a.next < len(a.exts) {
-			b, err := a.produce()
+		defer close(read)
+		for _, e := range a.exts {
+			for done := int64(0); done < e.n; {
+				u := unit{extent: e, block: e.block + done, n: e.n}
+				if e.seed >= 0 {
+					u.n = min(seedChunk, e.n-done)
+					u.b = make([]byte, u.n*a.bs)
+					u.err = readFull(a.seeds[e.seed].Data, u.b, (e.from+done)*a.bs)
+				}
+				done += u.n
+				select {
+				case read <- u:
+				case <-a.quit:
+					return
+				}
+			}
+		}
+	}()
+	go func() {
+		for u := range read {
+			b, err := a.check(u)
 			select {
 			case a.out <- chunk{b, err}:
 			case <-a.quit:
@@ -704,8 +723,21 @@ func (a *assembler) stop() {
 	a.stopOnce.Do(func() { close(a.quit) })
 }
 
-// seedChunk is how many blocks are read from a seed at a time.
-const seedChunk = 256
+// seedChunk is how many blocks are read from a seed at a time, and
+// readAhead how many such chunks may wait to be checked.
+const (
+	seedChunk = 1024
+	readAhead = 3
+)
+
+// A unit is new blocks [block, block+n) of extent: read from its seed
+// into b (or why not), or to be fetched.
+type unit struct {
+	extent
+	block, n int64
+	b        []byte
+	err      error
+}
 
 func (a *assembler) Read(p []byte) (int, error) {
 	for len(a.buf) == 0 {
@@ -724,52 +756,41 @@ func (a *assembler) Read(p []byte) (int, error) {
 	return n, nil
 }
 
-// produce returns the next checked blocks.
-func (a *assembler) produce() ([]byte, error) {
-	e := a.exts[a.next]
-	if e.seed < 0 {
+// check returns u's blocks once each matches its leaf: a fetched range
+// that does not is fetched again, a seed block that does not is fetched
+// instead.
+func (a *assembler) check(u unit) ([]byte, error) {
+	if u.seed < 0 {
 		f := <-a.ranges[a.fetched]
 		a.fetched++
 		<-a.tokens
 		if f.err != nil {
-			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", e.block, e.block+e.n-1, f.err)
+			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)
 		}
-		b, err := a.checked(e.block, e.n, f.b)
-		if err != nil {
-			return nil, err
-		}
-		a.next++
-		return b, nil
+		return a.checked(u.block, u.n, f.b)
 	}
-	n := min(seedChunk, e.n-a.done)
-	sd := a.seeds[e.seed]
-	b := make([]byte, n*a.bs)
-	if err := readFull(sd.Data, b, (e.from+a.done)*a.bs); err != nil {
+	sd := a.seeds[u.seed]
+	if u.err != nil {
 		// Unreadable: fetch these blocks instead.
-		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", err)
-		clear(b)
+		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err)
+		clear(u.b)
 	}
-	for c := range n {
-		i := e.block + a.done + c
-		blk := b[c*a.bs : (c+1)*a.bs]
+	for c := range u.n {
+		i := u.block + c
+		blk := u.b[c*a.bs : (c+1)*a.bs]
 		if a.leaves.Check(i, blk) {
 			a.s.reused.Add(a.bs)
 			continue
 		}
 		a.s.misses.Add(1)
-		a.s.log("step", "seed", "seed", sd.Name, "block", e.from+a.done+c, "result", "mismatch", "action", "fetch")
+		a.s.log("step", "seed", "seed", sd.Name, "block", u.from+(i-u.extent.block), "result", "mismatch", "action", "fetch")
 		got, err := a.checked(i, 1, nil)
 		if err != nil {
 			return nil, err
 		}
 		copy(blk, got)
 	}
-	a.done += n
-	if a.done == e.n {
-		a.next++
-		a.done = 0
-	}
-	return b, nil
+	return u.b, nil
 }
 
 // checked returns blocks [i, i+n) from b, fetched, once they all match
