@@ -23,7 +23,6 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -38,6 +37,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/abboot/abboot/internal/benchutil"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/delta"
 	"github.com/abboot/abboot/pkg/diskimage"
@@ -147,10 +147,10 @@ func prepare(top string, pr pair) (*bench, error) {
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return nil, err
 	}
-	if _, err := formatTree(pr.old, b.p("old.verity")); err != nil {
+	if _, err := benchutil.FormatTree(pr.old, b.p("old.verity"), verity.Params{Salt: salt[:]}); err != nil {
 		return nil, err
 	}
-	hash, err := formatTree(pr.new, b.p("new.verity"))
+	hash, err := benchutil.FormatTree(pr.new, b.p("new.verity"), verity.Params{Salt: salt[:]})
 	if err != nil {
 		return nil, err
 	}
@@ -209,7 +209,7 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 	}
 	os.RemoveAll(b.p("esp"))
 	os.MkdirAll(b.p("esp/EFI/abboot"), 0o755)
-	dropCaches()
+	benchutil.DropCaches()
 	srv.reset()
 	var x result
 	start := time.Now()
@@ -339,23 +339,6 @@ func fileSize(p string) int64 {
 	return fi.Size()
 }
 
-// formatTree makes the tree with the product's salt.
-func formatTree(data, tree string) (string, error) {
-	d, err := os.Open(data)
-	if err != nil {
-		return "", err
-	}
-	defer d.Close()
-	fi, _ := d.Stat()
-	h, err := os.Create(tree)
-	if err != nil {
-		return "", err
-	}
-	defer h.Close()
-	root, err := verity.Format(d, fi.Size(), h, verity.Params{Salt: salt[:]})
-	return hex.EncodeToString(root), err
-}
-
 func sameFile(a, b string) error {
 	out, err := exec.Command("cmp", a, b).CombinedOutput()
 	if err != nil {
@@ -387,11 +370,4 @@ func (w countingWriter) Write(b []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(b)
 	w.c.bytes.Add(int64(n))
 	return n, err
-}
-
-// dropCaches makes every run start from the disk, not the page cache
-// (needs root; without it every run reads from the cache alike).
-func dropCaches() {
-	exec.Command("sync").Run()
-	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
 }
