@@ -263,7 +263,11 @@ func (b *bench) install(k, url string) (reused int64, err error) {
 	case "full":
 		src, err = fetch.Open(context.Background(), url+"new.abb", fetch.Options{})
 	case "delta":
-		ds, err = delta.Open(context.Background(), url+"new.abb", delta.Options{})
+		ds, err = delta.Open(context.Background(), url+"new.abb", delta.Options{Log: func(_ string, kv ...any) {
+			if kv[1] == "plan" || kv[1] == "tree" {
+				fmt.Println("   ", kv)
+			}
+		}})
 		src = ds
 	}
 	if err != nil {

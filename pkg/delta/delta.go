@@ -52,6 +52,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/fetch"
@@ -151,6 +152,7 @@ type Source struct {
 	parts []io.Reader
 	root  *assembler
 
+	start                                      time.Time
 	fetched, reused, requests, refused, misses atomic.Int64
 }
 
@@ -164,7 +166,7 @@ func Open(ctx context.Context, url string, o Options) (*Source, error) {
 	if o.MaxRange == 0 {
 		o.MaxRange = DefaultMaxRange
 	}
-	s := &Source{ctx: ctx, url: url, o: o, mode: ModeRanges}
+	s := &Source{ctx: ctx, url: url, o: o, mode: ModeRanges, start: time.Now()}
 	b, etag, err := s.fetchRange(0, headerFetch)
 	if errors.Is(err, fetch.ErrNoRange) {
 		s.log("step", "open", "mode", ModeFull, "reason", "no range support")
@@ -533,7 +535,7 @@ func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
 			reuse += e.n
 		}
 	}
-	a.s.log("step", "plan", "mode", ModeDelta, "blocks", n, "reuse_bytes", reuse*a.bs, "fetch_bytes", fetch*a.bs, "requests", requests)
+	a.s.log("step", "plan", "mode", ModeDelta, "blocks", n, "reuse_bytes", reuse*a.bs, "fetch_bytes", fetch*a.bs, "requests", requests, "elapsed_ms", time.Since(a.s.start).Milliseconds())
 	return nil
 }
 
