@@ -124,7 +124,7 @@ fi
 
 # 2. The modules the init loads, with their dependencies, in a tree of
 # their own with its own small modules.dep.
-MODKEY=$(echo "$KVER $MODS / $LATE_MODS" | sha256sum | cut -c1-16)
+MODKEY=$(echo "$KVER $MODS / $LATE_MODS softdeps" | sha256sum | cut -c1-16)
 STAGE=$CACHE/modules-$MODKEY
 if [[ ! -e $STAGE/.done ]]; then
 	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
@@ -142,6 +142,19 @@ if [[ ! -e $STAGE/.done ]]; then
 	done
 	cp "$MODROOT/lib/modules/$KVER"/modules.{builtin,builtin.modinfo,order} "$STAGE/lib/modules/$KVER/" 2>/dev/null || true
 	depmod -b "$STAGE" "$KVER"
+	# The init's loader (u-root kmodule) follows modules.dep but not
+	# modules.softdep, and loads independent modules in parallel; make the
+	# order modprobe gives binding: erofs needs libcrc32c, which needs a
+	# crc32c implementation (a softdep) loaded first, or it fails ENOENT.
+	for m in $MODS $LATE_MODS; do
+		prev=""
+		while read -r kind path _; do
+			[[ $kind == insmod ]] || continue
+			rel=${path#"$MODROOT/lib/modules/$KVER/"}
+			[[ -z $prev ]] || sed -i "s|^$rel:\(.*\)\$|$rel:\1$prev|" "$STAGE/lib/modules/$KVER/modules.dep"
+			prev="$prev $rel"
+		done < <(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m")
+	done
 	touch "$STAGE/.done"
 fi
 
