@@ -42,6 +42,7 @@ package delta
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/sha256"
 	"encoding/binary"
@@ -385,30 +386,57 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verit
 			missing = append(missing, extent{block: k, n: 1})
 		}
 	}
-	var fetched int64
+	// The runs are fetched prefetch at a time: each is a round trip.
+	var (
+		fetched  atomic.Int64
+		wg       sync.WaitGroup
+		mu       sync.Mutex
+		firstErr error
+		tokens   = make(chan struct{}, prefetch)
+	)
 	for _, e := range missing {
-		for try := 0; ; try++ {
-			b, _, err := s.fetchRange(off+loff+e.block*hbs, e.n*hbs)
-			if err != nil {
-				return nil, err
+		tokens <- struct{}{}
+		wg.Go(func() {
+			defer func() { <-tokens }()
+			if err := s.fetchLeaves(top, tb, off, e); err != nil {
+				mu.Lock()
+				firstErr = cmp.Or(firstErr, err)
+				mu.Unlock()
+				return
 			}
-			good := int64(len(b)) == e.n*hbs
-			for c := int64(0); good && c < e.n; c++ {
-				good = top.CheckLeafBlock(e.block+c, b[c*hbs:(c+1)*hbs])
-			}
-			if good {
-				copy(tb[loff+e.block*hbs:], b)
-				fetched += e.n
-				break
-			}
-			s.refused.Add(1)
-			if try == fetchRetries {
-				return nil, fmt.Errorf("delta: leaf blocks %d to %d do not match the tree after %d fetches", e.block, e.block+e.n-1, try+1)
-			}
+			fetched.Add(e.n)
+		})
+	}
+	wg.Wait()
+	if firstErr != nil {
+		return nil, firstErr
+	}
+	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched.Load(), "requests", len(missing))
+	return tb, nil
+}
+
+// fetchLeaves fetches the run e of leaf blocks of the tree at off into
+// tb, once they match the level above, up to fetchRetries times again.
+func (s *Source) fetchLeaves(top *verity.Top, tb []byte, off int64, e extent) error {
+	loff, _, hbs := top.Leaves()
+	for try := 0; ; try++ {
+		b, _, err := s.fetchRange(off+loff+e.block*hbs, e.n*hbs)
+		if err != nil {
+			return err
+		}
+		good := int64(len(b)) == e.n*hbs
+		for c := int64(0); good && c < e.n; c++ {
+			good = top.CheckLeafBlock(e.block+c, b[c*hbs:(c+1)*hbs])
+		}
+		if good {
+			copy(tb[loff+e.block*hbs:], b)
+			return nil
+		}
+		s.refused.Add(1)
+		if try == fetchRetries {
+			return fmt.Errorf("delta: leaf blocks %d to %d do not match the tree after %d fetches", e.block, e.block+e.n-1, try+1)
 		}
 	}
-	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched, "requests", len(missing))
-	return tb, nil
 }
 
 // remote is n bytes at off in the bundle, read by Range requests.
