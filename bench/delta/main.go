@@ -32,12 +32,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/pprof"
-	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
-	"github.com/abboot/abboot/internal/benchutil"
+	"github.com/abboot/abboot/bench/internal/benchutil"
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/delta"
 	"github.com/abboot/abboot/pkg/diskimage"
@@ -310,8 +310,7 @@ func (b *bench) report(kinds []string, res map[string][]result) {
 		for i, r := range rs {
 			ds[i] = r.d
 		}
-		slices.Sort(ds)
-		m.d = ds[len(ds)/2]
+		m.d = stats.Median(ds)
 		med[k] = m
 		fmt.Printf("  %-8s %9.2f %12.2f %9.2f %9d\n", k, m.d.Seconds(), mib(m.bytes), 100*float64(b.rootBytes(k, m))/float64(b.newSize), m.requests)
 	}

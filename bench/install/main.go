@@ -23,7 +23,7 @@ import (
 	"time"
 
 	"github.com/abboot/abboot/bench/internal/stats"
-	"github.com/abboot/abboot/internal/benchutil"
+	"github.com/abboot/abboot/bench/internal/benchutil"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/gpt"
