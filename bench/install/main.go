@@ -22,8 +22,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/bench/internal/benchutil"
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/gpt"
