@@ -71,8 +71,9 @@ type Seed struct {
 	// Hash is its verity tree (with superblock), used as an index of
 	// Data when its salt and block size are the new tree's; nil, or a
 	// tree that does not fit, and Data is hashed instead (a full read),
-	// except for the Target.
-	Hash io.ReaderAt
+	// except for the Target. HashSize is its size in bytes.
+	Hash     io.ReaderAt
+	HashSize int64
 	// Target marks the partition the new root is being written to. Its
 	// blocks change as the install goes, so one of its blocks is used
 	// only at or after the position being produced (the writer is behind
@@ -318,7 +319,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 	for i, sd := range seeds {
 		if sd.Hash != nil {
 			// A seed without a readable tree is hashed (see index).
-			seedLeaves[i], _ = verity.ReadLeaves(sd.Hash, nil)
+			seedLeaves[i], _ = verity.ReadLeaves(sd.Hash, sd.HashSize, nil)
 		}
 	}
 	tb, err := s.fetchTree(r.Offset(tree), tp.Size, rootHash, seedLeaves)
@@ -328,7 +329,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 	if sum := sha256.Sum256(tb); hex.EncodeToString(sum[:]) != tp.SHA256 {
 		return nil, nil, fmt.Errorf("delta: the fetched verity tree does not match the manifest: %w", bundle.ErrHashMismatch)
 	}
-	leaves, err := verity.ReadLeaves(bytes.NewReader(tb), rootHash)
+	leaves, err := verity.ReadLeaves(bytes.NewReader(tb), int64(len(tb)), rootHash)
 	if err != nil {
 		return nil, nil, fmt.Errorf("delta: the bundle's verity tree: %w", err)
 	}
@@ -351,7 +352,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 // block) and does not compress; the blocks of an unchanged region are
 // the same in both versions' trees.
 func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verity.Leaves) ([]byte, error) {
-	top, err := verity.ReadTop(&remote{s: s, off: off, n: size}, rootHash)
+	top, err := verity.ReadTop(&remote{s: s, off: off, n: size}, size, rootHash)
 	var loff, lsize, hbs int64
 	if err == nil {
 		loff, lsize, hbs = top.Leaves()

@@ -164,7 +164,7 @@ func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, error) {
 }
 
 func seed(name string, img image) Seed {
-	return Seed{Name: name, Data: bytes.NewReader(img.data), Size: int64(len(img.data)), Hash: bytes.NewReader(img.tree)}
+	return Seed{Name: name, Data: bytes.NewReader(img.data), Size: int64(len(img.data)), Hash: bytes.NewReader(img.tree), HashSize: int64(len(img.tree))}
 }
 
 func TestDelta(t *testing.T) {
@@ -212,7 +212,7 @@ func TestDelta(t *testing.T) {
 		{name: "wrong leaf bytes always", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeRanges, fail: true},
 		{name: "wrong bytes always", srv: misbehaviour{bad: rootOff + 500*bs, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, refuse: true, fail: true},
 		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
-		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
+		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree)), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &server{content: b, misbehaviour: tc.srv}

@@ -39,11 +39,12 @@ func SlotSeeds(disk string, running, target slot.Slot) ([]Seed, io.Closer, error
 			continue
 		}
 		seeds = append(seeds, Seed{
-			Name:   string(s),
-			Data:   io.NewSectionReader(f, root.Start(ss), root.Size(ss)),
-			Size:   root.Size(ss),
-			Hash:   io.NewSectionReader(f, tree.Start(ss), tree.Size(ss)),
-			Target: s == target,
+			Name:     string(s),
+			Data:     io.NewSectionReader(f, root.Start(ss), root.Size(ss)),
+			Size:     root.Size(ss),
+			Hash:     io.NewSectionReader(f, tree.Start(ss), tree.Size(ss)),
+			HashSize: tree.Size(ss),
+			Target:   s == target,
 		})
 	}
 	return seeds, f, nil

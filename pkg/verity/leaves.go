@@ -53,8 +53,8 @@ func (l *Leaves) Check(i int64, block []byte) bool {
 	return len(block) == l.BlockSize && bytes.Equal(d[:], l.Digest(i))
 }
 
-// ReadLeaves reads the leaf level of the tree on hash, which must start
-// with a superblock. With a root hash, every hash block above the leaves
+// ReadLeaves reads the leaf level of the tree on hash, size bytes, which
+// must start with a superblock describing a tree that fits in them. With a root hash, every hash block above the leaves
 // is checked first, top down, so that each leaf is known to be the
 // digest the root hash vouches for; a data block that matches its leaf
 // is then as good as one dm-verity read. Without one (nil), nothing is
@@ -63,9 +63,12 @@ func (l *Leaves) Check(i int64, block []byte) bool {
 //
 // A tree of a single data block has no leaf level (the root hash is the
 // block's digest); ReadLeaves refuses it.
-func ReadLeaves(hash io.ReaderAt, rootHash []byte) (*Leaves, error) {
+func ReadLeaves(hash io.ReaderAt, size int64, rootHash []byte) (*Leaves, error) {
 	sb, err := ReadSuperblock(hash)
 	if err != nil {
+		return nil, err
+	}
+	if err := fits(sb, size); err != nil {
 		return nil, err
 	}
 	p := Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt}
@@ -99,6 +102,23 @@ func ReadLeaves(hash io.ReaderAt, rootHash []byte) (*Leaves, error) {
 	return l, nil
 }
 
+// fits checks that the tree sb describes fits in size bytes, before
+// anything is allocated or read for it: the superblock is not covered by
+// the root hash, and the one of a seed or a server may say anything.
+func fits(sb *Superblock, size int64) error {
+	if sb.DataBlocks == 0 || sb.DataBlocks > uint64(maxDataBytes/int64(sb.DataBlockSize)) {
+		return fmt.Errorf("verity superblock: %d data blocks", sb.DataBlocks)
+	}
+	g, err := newGeometry(int64(sb.DataBlocks)*int64(sb.DataBlockSize), Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt})
+	if err != nil {
+		return err
+	}
+	if g.size > size {
+		return fmt.Errorf("verity superblock describes a tree of %d bytes, the hash device has %d", g.size, size)
+	}
+	return nil
+}
+
 // noData stands for a data device that is never read.
 type noData struct{}
 
@@ -118,12 +138,15 @@ type Top struct {
 }
 
 // ReadTop reads the superblock and the levels above the leaves from
-// hash, which need hold nothing else, and checks them against the root
-// hash. A tree of fewer than two levels (data of at most one hash block
+// hash, of size bytes, which need hold nothing else, and checks them
+// against the root hash. A tree of fewer than two levels (data of at most one hash block
 // of leaves) has nothing above its leaves; ReadTop refuses it.
-func ReadTop(hash io.ReaderAt, rootHash []byte) (*Top, error) {
+func ReadTop(hash io.ReaderAt, size int64, rootHash []byte) (*Top, error) {
 	sb, err := ReadSuperblock(hash)
 	if err != nil {
+		return nil, err
+	}
+	if err := fits(sb, size); err != nil {
 		return nil, err
 	}
 	g, err := newGeometry(int64(sb.DataBlocks)*int64(sb.DataBlockSize), Params{DataBlockSize: int(sb.DataBlockSize), HashBlockSize: int(sb.HashBlockSize), Salt: sb.Salt})

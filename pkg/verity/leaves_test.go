@@ -33,7 +33,7 @@ func TestReadLeaves(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := ReadLeaves(bytes.NewReader(tree), root)
+	l, err := ReadLeaves(bytes.NewReader(tree), int64(len(tree)), root)
 	if err != nil {
 		t.Fatalf("ReadLeaves: %v", err)
 	}
@@ -65,16 +65,16 @@ func TestReadLeaves(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			bad := bytes.Clone(tree)
 			bad[tc.off] ^= 1
-			if _, err := ReadLeaves(bytes.NewReader(bad), root); err == nil {
+			if _, err := ReadLeaves(bytes.NewReader(bad), int64(len(bad)), root); err == nil {
 				t.Errorf("ReadLeaves with byte %d changed succeeded", tc.off)
 			}
-			if _, err := ReadLeaves(bytes.NewReader(bad), nil); err != nil {
+			if _, err := ReadLeaves(bytes.NewReader(bad), int64(len(bad)), nil); err != nil {
 				t.Errorf("ReadLeaves without a root hash: %v", err)
 			}
 		})
 	}
 	root[31] ^= 1
-	if _, err := ReadLeaves(bytes.NewReader(tree), root); err == nil {
+	if _, err := ReadLeaves(bytes.NewReader(tree), int64(len(tree)), root); err == nil {
 		t.Errorf("ReadLeaves with a wrong root hash succeeded")
 	}
 }
@@ -86,7 +86,7 @@ func TestReadLeavesOneBlock(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ReadLeaves(bytes.NewReader(h.B), root); err == nil {
+	if _, err := ReadLeaves(bytes.NewReader(h.B), int64(len(h.B)), root); err == nil {
 		t.Errorf("ReadLeaves of a one-block tree succeeded")
 	}
 }
@@ -101,7 +101,7 @@ func TestReadTop(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := ReadLeaves(bytes.NewReader(h.B), root)
+	l, err := ReadLeaves(bytes.NewReader(h.B), int64(len(h.B)), root)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func TestReadTop(t *testing.T) {
 		noLeaves := bytes.Clone(h.B)
 		g, _ := newGeometry(int64(len(d)), Params{HashBlockSize: 512})
 		clear(noLeaves[g.levels[0].offset:])
-		top, err := ReadTop(bytes.NewReader(noLeaves), root)
+		top, err := ReadTop(bytes.NewReader(noLeaves), int64(len(noLeaves)), root)
 		if err != nil {
 			t.Fatalf("ReadTop: %v", err)
 		}
@@ -139,8 +139,32 @@ func TestReadTop(t *testing.T) {
 	for _, at := range []int64{0, 600, off - 1} {
 		bad := bytes.Clone(h.B)
 		bad[at] ^= 1
-		if _, err := ReadTop(bytes.NewReader(bad), root); err == nil {
+		if _, err := ReadTop(bytes.NewReader(bad), int64(len(bad)), root); err == nil {
 			t.Errorf("ReadTop with byte %d changed succeeded", at)
 		}
 	}
+}
+
+// FuzzReadTree feeds arbitrary hash devices to ReadLeaves and ReadTop:
+// a superblock may claim any geometry, and neither may allocate or read
+// more than the device holds, nor panic.
+func FuzzReadTree(f *testing.F) {
+	d := randomData(300, 4096)
+	h := &testutil.MemFile{}
+	root, err := Format(bytes.NewReader(d), int64(len(d)), h, Params{HashBlockSize: 512, Salt: []byte("s")})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(h.B, root)
+	f.Add(h.B[:4096], root)
+	f.Fuzz(func(t *testing.T, b, root []byte) {
+		size := int64(len(b))
+		if l, err := ReadLeaves(bytes.NewReader(b), size, nil); err == nil && int64(len(l.Digests)) > size {
+			t.Fatalf("%d bytes of leaves from %d bytes", len(l.Digests), size)
+		}
+		ReadLeaves(bytes.NewReader(b), size, root)
+		if top, err := ReadTop(bytes.NewReader(b), size, root); err == nil {
+			top.CheckLeafBlock(0, make([]byte, 4096))
+		}
+	})
 }
