@@ -91,7 +91,8 @@ type Options struct {
 	// most this many blocks lie between them; 0 means DefaultGap.
 	Gap int
 	// MaxRange bounds one request, in bytes; 0 means DefaultMaxRange.
-	// It bounds memory too: at most prefetch+1 ranges are held.
+	// Fetched ranges wait to be checked in at most fetchBuffer bytes (or
+	// one range, if larger).
 	MaxRange int64
 	// Log, if set, receives events (name "delta") with the signature of
 	// event.Logger.Log.
@@ -114,9 +115,16 @@ const headerFetch = 4096
 // leaves is fetched again before the install fails.
 const fetchRetries = 3
 
-// prefetch is how many ranges are fetched at once or wait to be
-// checked: several requests in flight hide the network's latency.
-const prefetch = 4
+// prefetch is how many ranges are fetched at once: several requests in
+// flight hide the network's latency. Fetched ranges wait to be checked
+// in fetchBuffer bytes, counted in tokens of tokenBytes, so that the
+// fetcher runs ahead over many small ranges (a one-package update has
+// ~130 of ~30 KiB) instead of a round trip stalling the install at each.
+const (
+	prefetch    = 4
+	fetchBuffer = 16 << 20
+	tokenBytes  = 64 << 10
+)
 
 // Mode says how a Source gets the bundle.
 type Mode string
@@ -515,7 +523,7 @@ type assembler struct {
 	fetched int // the checker's: fetched ranges consumed
 
 	ranges   []chan chunk  // one per range to fetch, in plan order
-	tokens   chan struct{} // ranges being fetched or waiting
+	tokens   chan struct{} // the fetch buffer's bytes, in tokenBytes
 	out      chan chunk    // checked blocks
 	buf      []byte        // the reader's: checked bytes not yet read
 	quit     chan struct{}
@@ -698,16 +706,25 @@ func (a *assembler) start() {
 	for k := range a.ranges {
 		a.ranges[k] = make(chan chunk, 1)
 	}
-	a.tokens = make(chan struct{}, prefetch)
+	a.tokens = make(chan struct{}, fetchBuffer/tokenBytes)
+	inflight := make(chan struct{}, prefetch)
 	go func() {
 		for k, e := range fetches {
+			for range a.need(e) {
+				select {
+				case a.tokens <- struct{}{}:
+				case <-a.quit:
+					return
+				}
+			}
 			select {
-			case a.tokens <- struct{}{}:
+			case inflight <- struct{}{}:
 			case <-a.quit:
 				return
 			}
 			go func() {
 				b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
+				<-inflight
 				a.ranges[k] <- chunk{b, err}
 			}()
 		}
@@ -746,6 +763,12 @@ func (a *assembler) start() {
 		}
 		close(a.out)
 	}()
+}
+
+// need is how many of the fetch buffer's tokens range e takes: all of
+// them at most, so that a range larger than the buffer is fetched alone.
+func (a *assembler) need(e extent) int {
+	return int(min((e.n*a.bs+tokenBytes-1)/tokenBytes, int64(cap(a.tokens))))
 }
 
 // stop ends the fetching and producing; it is safe to call more than
@@ -794,7 +817,9 @@ func (a *assembler) check(u unit) ([]byte, error) {
 	if u.seed < 0 {
 		f := <-a.ranges[a.fetched]
 		a.fetched++
-		<-a.tokens
+		for range a.need(u.extent) {
+			<-a.tokens
+		}
 		if f.err != nil {
 			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)
 		}
