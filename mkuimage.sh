@@ -124,7 +124,7 @@ fi
 
 # 2. The modules the init loads, with their dependencies, in a tree of
 # their own with its own small modules.dep.
-MODKEY=$(echo "$KVER $MODS / $LATE_MODS softdeps" | sha256sum | cut -c1-16)
+MODKEY=$(echo "$KVER $MODS / $LATE_MODS softdeps portable" | sha256sum | cut -c1-16)
 STAGE=$CACHE/modules-$MODKEY
 if [[ ! -e $STAGE/.done ]]; then
 	rm -rf "$STAGE" && mkdir -p "$STAGE/lib/modules/$KVER" "$STAGE/lib/modules-load.d"
@@ -146,13 +146,16 @@ if [[ ! -e $STAGE/.done ]]; then
 	# modules.softdep, and loads independent modules in parallel; make the
 	# order modprobe gives binding: erofs needs libcrc32c, which needs a
 	# crc32c implementation (a softdep) loaded first, or it fails ENOENT.
+	# Only portable modules become dependencies: an arch-specific one
+	# (crc32c-intel) fails ENODEV on a CPU without its instructions, and
+	# would fail what depends on it.
 	for m in $MODS $LATE_MODS; do
 		prev=""
 		while read -r kind path _; do
 			[[ $kind == insmod ]] || continue
 			rel=${path#"$MODROOT/lib/modules/$KVER/"}
 			[[ -z $prev ]] || sed -i "s|^$rel:\(.*\)\$|$rel:\1$prev|" "$STAGE/lib/modules/$KVER/modules.dep"
-			prev="$prev $rel"
+			[[ $rel == kernel/arch/* ]] || prev="$prev $rel"
 		done < <(modprobe -d "$MODROOT" -S "$KVER" --show-depends "$m")
 	done
 	touch "$STAGE/.done"
