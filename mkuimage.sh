@@ -5,10 +5,15 @@
 #   ./mkuimage.sh [-v VERSION] [-c "extra cmdline"] [-o OUT.efi] [-r | -R ROOT.img] [-k]
 #
 # With -r the OS goes on a read-only root instead of living in the
-# initramfs: OUT.root.img (squashfs) and OUT.verity.img (its dm-verity tree,
-# veritysetup format) are written next to the UKI, and the UKI's command
-# line carries abboot.roothash=HASH, which the init uses to find, verify
-# and mount the root (docs/design.md, Disk layout).
+# initramfs: OUT.root.img (erofs, or squashfs with ABBOOT_ROOTFS=squashfs)
+# and OUT.verity.img (its dm-verity tree, veritysetup format) are written
+# next to the UKI, and the UKI's command line carries abboot.roothash=HASH,
+# which the init uses to find, verify and mount the root (docs/design.md,
+# Disk layout). Both images are reproducible: the same inputs give the same
+# bytes (scripts/mkrootfs.sh pins the file system's layout; the verity
+# salt is the product's, the same in every version, so that one version's
+# tree indexes the blocks the next one shares with it, see pkg/delta; the
+# superblock's uuid is derived from the root image).
 #
 # With -R ROOT.img the root is an image built elsewhere (squashfs or erofs,
 # e.g. images/debian/build.sh): it is copied to OUT.root.img unless it is
@@ -37,6 +42,9 @@
 #                         (its vendor signature replaced) and the UKI with dir/db.key
 #   ABBOOT_COMPATIBLE=s   the compatible string bundles must carry
 #                         (default abboot-demo-x86_64)
+#   ABBOOT_ROOTFS=erofs|squashfs  the -r root's file system (default erofs)
+#   ABBOOT_VERITY_SALT=hex  the product's verity salt (default: the sha256
+#                         of "abboot verity salt " and the compatible string)
 #   ABBOOT_MODULES="..."  modules the init needs to find its slot (default below)
 #   ABBOOT_LATE_MODULES="..."  modules needed only before the handover (the
 #                         watchdog driver); the init does not wait for them
@@ -81,7 +89,15 @@ done
 OUT=${OUT:-$ROOT/out/abboot-v$VERSION.efi}
 export PATH=$PATH:/usr/sbin:/sbin
 # A verity root needs device-mapper's verity target and the file system.
-[[ -n $ROOTFS ]] && MODS="$MODS dm_verity squashfs${ROOTIMG:+ erofs}"
+ROOTFS_TYPE=${ABBOOT_ROOTFS:-erofs}
+[[ $ROOTFS_TYPE == erofs || $ROOTFS_TYPE == squashfs ]] || die "ABBOOT_ROOTFS=$ROOTFS_TYPE: want erofs or squashfs"
+COMPATIBLE=${ABBOOT_COMPATIBLE:-abboot-demo-x86_64}
+# A root image from elsewhere (-R) may be either file system.
+if [[ -n $ROOTIMG ]]; then
+	MODS="$MODS dm_verity squashfs erofs"
+elif [[ -n $ROOTFS ]]; then
+	MODS="$MODS dm_verity $ROOTFS_TYPE"
+fi
 
 need go golang
 need objcopy binutils
@@ -91,7 +107,8 @@ need modprobe kmod
 need zstd zstd
 need dpkg-deb dpkg
 need efibootmgr efibootmgr
-[[ -z $ROOTFS || -n $ROOTIMG ]] || need mksquashfs squashfs-tools
+[[ -z $ROOTFS || -n $ROOTIMG || $ROOTFS_TYPE != squashfs ]] || need mksquashfs squashfs-tools
+[[ -z $ROOTFS || -n $ROOTIMG || $ROOTFS_TYPE != erofs ]] || need mkfs.erofs erofs-utils
 [[ -z $ROOTIMG || -f $ROOTIMG ]] || die "root image $ROOTIMG not found"
 [[ -e /usr/lib/systemd/boot/efi/linuxx64.efi.stub ]] || die "UEFI stub missing: apt-get install systemd-boot-efi"
 mkdir -p "$CACHE" "$(dirname "$OUT")"
@@ -226,7 +243,7 @@ else
 	printf 'ID=abboot-demo\nNAME="abboot demo"\nVERSION_ID=%s\n' "$VERSION" >"$tmp/root/etc/os-release"
 fi
 cp "$KEYS" "$tmp/root/etc/abboot/keys.pub"
-echo "${ABBOOT_COMPATIBLE:-abboot-demo-x86_64}" >"$tmp/root/etc/abboot/compatible"
+echo "$COMPATIBLE" >"$tmp/root/etc/abboot/compatible"
 ln -s /bbin/demo "$tmp/root/sbin/init"
 # Time stamps from SOURCE_DATE_EPOCH (default 0) and no inode or device
 # numbers, so that the same inputs give the same UKI.
@@ -237,8 +254,9 @@ cp "$tmp/root/etc/os-release" "$tmp/osrel"
 
 
 # 5. With -r, the OS's root file system: the same programs and the image's
-# layer, as squashfs, and its verity tree. Device nodes are left out: the
-# init moves its /dev there.
+# layer, as erofs (or squashfs), and its verity tree, both reproducible.
+# Device nodes are left out: the init moves its /dev there. With -R, the
+# root image built elsewhere.
 if [[ -n $ROOTIMG ]]; then
 	[[ $ROOTIMG -ef ${OUT%.efi}.root.img ]] || cp "$ROOTIMG" "${OUT%.efi}.root.img"
 elif [[ -n $ROOTFS ]]; then
@@ -246,15 +264,19 @@ elif [[ -n $ROOTFS ]]; then
 	zstd -dc "$BASE" | (cd "$tmp/rootfs" && cpio -idm --quiet --no-absolute-filenames --nonmatching 'dev/*' 2>/dev/null) || true
 	(cd "$tmp/root" && cp -a . "$tmp/rootfs/")
 	mkdir -p "$tmp/rootfs"/{dev,proc,sys,run,tmp,efi}
-	rm -f "${OUT%.efi}.root.img"
-	mksquashfs "$tmp/rootfs" "${OUT%.efi}.root.img" -noappend -all-root -quiet -comp zstd >/dev/null
+	"$ROOT/scripts/mkrootfs.sh" "$ROOTFS_TYPE" "$tmp/rootfs" "${OUT%.efi}.root.img"
 fi
 if [[ -n $ROOTFS ]]; then
-	# The salt is the image's SHA-256 and the superblock's UUID its first
-	# 128 bits, instead of random ones, so that the same root gives the
-	# same tree and root hash; a salt still differs from image to image.
-	SALT=$(sha256sum "${OUT%.efi}.root.img" | cut -c1-64)
-	VUUID=$(echo "$SALT" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
+	# verity needs whole 4 KiB blocks; erofs writes them, squashfs pads
+	# to 4 KiB by default.
+	truncate -s %4096 "${OUT%.efi}.root.img"
+	# The salt is the product's, the same in every version, so that one
+	# version's tree indexes the blocks the next one shares with it
+	# (pkg/delta); the superblock's UUID comes from the image, so the same
+	# root gives the same tree and root hash.
+	SALT=${ABBOOT_VERITY_SALT:-$(printf 'abboot verity salt %s' "$COMPATIBLE" | sha256sum | cut -c1-64)}
+	VUUID=$(sha256sum <"${OUT%.efi}.root.img" | sed -E 's/^(.{8})(.{4})(.{4})(.{4})(.{12}).*/\1-\2-\3-\4-\5/')
+	rm -f "${OUT%.efi}.verity.img"
 	HASH=$("$CACHE/bin/abimage" verity format --salt "$SALT" --uuid "$VUUID" "${OUT%.efi}.root.img" "${OUT%.efi}.verity.img")
 	EXTRA="abboot.roothash=$HASH${EXTRA:+ $EXTRA}"
 	echo "mkuimage.sh: root ${OUT%.efi}.root.img verity ${OUT%.efi}.verity.img roothash $HASH" >&2

@@ -9,6 +9,7 @@ pkgs=(
 	mtools dosfstools gdisk   # FAT ESP images without root; sgdisk interop
 	cgpt efibootmgr           # interop tests against the operators' tools
 	cryptsetup-bin squashfs-tools erofs-utils sbsigntool
+	casync                    # bench/delta.sh compares delta installs with it
 	etcd-server               # /usr/bin/etcd for pkg/fleet's tests
 	swtpm swtpm-tools         # a TPM for the measured-handover e2e test
 	mmdebstrap                # images/debian: the Debian root of the real-OS tests

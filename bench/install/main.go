@@ -14,7 +14,6 @@ package main
 import (
 	"crypto/ed25519"
 	"crypto/rand"
-	"encoding/hex"
 	"flag"
 	"fmt"
 	"io"
@@ -23,6 +22,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/abboot/abboot/bench/internal/benchutil"
 	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/diskimage"
@@ -59,7 +59,11 @@ func run(size int64) error {
 	if err := randomFile(p("root.img"), size); err != nil {
 		return err
 	}
-	hash, err := formatTree(p("root.img"), p("verity.img"))
+	params, err := verity.NewParams()
+	if err != nil {
+		return err
+	}
+	hash, err := benchutil.FormatTree(p("root.img"), p("verity.img"), params)
 	if err != nil {
 		return err
 	}
@@ -93,7 +97,7 @@ func run(size int64) error {
 		}
 		ours = append(ours, d)
 		os.Remove(p("dd.img"))
-		dropCaches()
+		benchutil.DropCaches()
 		start := time.Now()
 		if out, err := exec.Command("dd", "if="+p("root.img"), "of="+p("dd.img"), "bs=4M", "conv=fsync", "status=none").CombinedOutput(); err != nil {
 			return fmt.Errorf("dd: %v: %s", err, out)
@@ -136,7 +140,7 @@ func installOnce(p func(string) string, size int64, pub ed25519.PublicKey, steps
 	os.MkdirAll(p("esp/EFI/abboot"), 0o755)
 	t := install.Target{Slot: slot.B, Running: slot.A, Store: store, ESPDir: p("esp"), Disk: p("disk.img")}
 
-	dropCaches()
+	benchutil.DropCaches()
 	in, err := os.Open(p("b.abb"))
 	if err != nil {
 		return 0, err
@@ -171,31 +175,4 @@ func randomFile(path string, size int64) error {
 	defer f.Close()
 	_, err = io.CopyN(f, rand.Reader, size)
 	return err
-}
-
-func formatTree(data, tree string) (string, error) {
-	d, err := os.Open(data)
-	if err != nil {
-		return "", err
-	}
-	defer d.Close()
-	fi, _ := d.Stat()
-	h, err := os.Create(tree)
-	if err != nil {
-		return "", err
-	}
-	defer h.Close()
-	params, err := verity.NewParams()
-	if err != nil {
-		return "", err
-	}
-	root, err := verity.Format(d, fi.Size(), h, params)
-	return hex.EncodeToString(root), err
-}
-
-// dropCaches makes both runs start from the disk, not the page cache
-// (needs root; without it both runs read from the cache alike).
-func dropCaches() {
-	exec.Command("sync").Run()
-	os.WriteFile("/proc/sys/vm/drop_caches", []byte("3\n"), 0)
 }

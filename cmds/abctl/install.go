@@ -13,6 +13,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/delta"
 	"github.com/abboot/abboot/pkg/esp"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/fetch"
@@ -29,6 +30,14 @@ import (
 // the bundle streams in, hashed in the same pass; what landed is checked;
 // only then does the slot get a priority above the running one and its
 // tries.
+//
+// From an HTTP(S) URL, on a disk with root partitions, the root is
+// installed by delta (pkg/delta) unless --no-delta: the blocks the running
+// or the target slot already has are copied from there, each checked
+// against the new tree before it is written, and only the others are
+// fetched, by range; a server without range support gets a full
+// download. The events and the progress say what was fetched and what
+// was reused.
 func installCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	how := fs.String("reboot", "none", "after installing: none, kexec, firmware or any")
@@ -38,12 +47,13 @@ func installCmd(g *globals, args []string) error {
 	keys := fs.String("keys", "/etc/abboot/keys.pub", "public keys to trust")
 	compatFile := fs.String("compatible", "/etc/abboot/compatible", "file holding the compatible string bundles must carry")
 	rate := fs.Int64("rate", 0, "read the bundle at most this many `bytes/s` (0: no limit), to leave the disk and network to the running system")
+	noDelta := fs.Bool("no-delta", false, "from a URL, fetch the whole bundle instead of only the blocks the slots do not have")
 	args, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
 	if len(args) != 1 || !validReboot(*how) {
-		return errors.New("usage: abctl install [--reboot=none|kexec|firmware|any] [--tries N] [--allow-downgrade] [--force] BUNDLE|URL|-")
+		return errors.New("usage: abctl install [--reboot=none|kexec|firmware|any] [--tries N] [--allow-downgrade] [--force] [--no-delta] BUNDLE|URL|-")
 	}
 	if *tries < 1 || *tries > slotstate.Max {
 		return fmt.Errorf("--tries %d: want 1 to %d", *tries, slotstate.Max)
@@ -78,7 +88,14 @@ func installCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	src, err := fetch.Open(context.Background(), args[0], fetch.Options{})
+	var src io.ReadCloser
+	var ds *delta.Source
+	if isURL(args[0]) && t.Disk != "" && !*noDelta {
+		ds, err = delta.Open(context.Background(), args[0], delta.Options{Log: event.Log})
+		src = ds
+	} else {
+		src, err = fetch.Open(context.Background(), args[0], fetch.Options{})
+	}
 	if err != nil {
 		return err
 	}
@@ -95,9 +112,15 @@ func installCmd(g *globals, args []string) error {
 	if err := checkBundleUKI(s.vars, src, r); err != nil {
 		return err
 	}
+	p := newProgress()
+	if ds != nil {
+		if err := planDelta(ds, r, t); err != nil {
+			return err
+		}
+		p.stats = ds.Stats
+	}
 	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "started")
 	start := time.Now()
-	p := newProgress()
 	var res install.Result
 	err = esp.WithWritable(t.ESPDir, func() (err error) {
 		res, err = install.Install(r, t, install.Options{Tries: *tries, Progress: p.update, Log: event.Log})
@@ -108,12 +131,33 @@ func installCmd(g *globals, args []string) error {
 		event.Error("install", err, "slot", t.Slot, "version", r.Manifest.Version)
 		return err
 	}
-	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "bytes", res.Bytes,
-		"elapsed_ms", time.Since(start).Milliseconds(), "reconnects", fetch.Reconnects(src), "result", "ok")
+	kv := []any{"slot", t.Slot, "version", r.Manifest.Version, "bytes", res.Bytes,
+		"elapsed_ms", time.Since(start).Milliseconds(), "reconnects", fetch.Reconnects(src)}
+	if ds != nil {
+		st := ds.Stats()
+		kv = append(kv, "mode", st.Mode, "fetched_bytes", st.Fetched, "reused_bytes", st.Reused, "requests", st.Requests)
+	}
+	event.Log("install", append(kv, "result", "ok")...)
 	if *how == "none" {
 		return nil
 	}
 	return s.reboot(*how, "")
+}
+
+func isURL(s string) bool {
+	return strings.HasPrefix(s, "http://") || strings.HasPrefix(s, "https://")
+}
+
+// planDelta plans a delta install into t, seeded from the running and the
+// target slot. Slots that cannot be read are only a lost optimisation.
+func planDelta(ds *delta.Source, r *bundle.Reader, t install.Target) error {
+	seeds, c, err := delta.SlotSeeds(t.Disk, t.Running, t.Slot)
+	if err != nil {
+		event.Error("delta", err, "step", "seeds")
+	} else {
+		defer c.Close()
+	}
+	return ds.Plan(r, seeds)
 }
 
 // limited reads at most rate bytes per second on average.
@@ -141,6 +185,8 @@ type progress struct {
 	start time.Time
 	last  int64 // tenths printed, for plain lines
 	open  bool  // a bar is drawn and its line not yet ended
+	// stats, for a delta install, says what was fetched and reused.
+	stats func() delta.Stats
 }
 
 func newProgress() *progress {
@@ -154,7 +200,7 @@ func (p *progress) update(done, total int64) {
 	rate := float64(done) / (1 << 20) / max(time.Since(p.start).Seconds(), 0.001)
 	if p.tty {
 		n := int(40 * done / total)
-		fmt.Fprintf(os.Stderr, "\r[%s%s] %3d%% %6.1f MiB/s", strings.Repeat("#", n), strings.Repeat(" ", 40-n), 100*done/total, rate)
+		fmt.Fprintf(os.Stderr, "\r[%s%s] %3d%% %6.1f MiB/s%s", strings.Repeat("#", n), strings.Repeat(" ", 40-n), 100*done/total, rate, p.delta())
 		p.open = true
 		if done == total {
 			// End the bar's line before the next event line.
@@ -164,8 +210,17 @@ func (p *progress) update(done, total int64) {
 	}
 	if tenth := 10 * done / total; tenth > p.last {
 		p.last = tenth
-		fmt.Fprintf(os.Stderr, "abctl: install %d%% (%d of %d bytes, %.1f MiB/s)\n", 10*tenth, done, total, rate)
+		fmt.Fprintf(os.Stderr, "abctl: install %d%% (%d of %d bytes, %.1f MiB/s%s)\n", 10*tenth, done, total, rate, p.delta())
 	}
+}
+
+// delta says what a delta install fetched and reused so far.
+func (p *progress) delta() string {
+	if p.stats == nil {
+		return ""
+	}
+	st := p.stats()
+	return fmt.Sprintf(", fetched %.1f MiB in %d requests, reused %.1f MiB", float64(st.Fetched)/(1<<20), st.Requests, float64(st.Reused)/(1<<20))
 }
 
 func (p *progress) done() {

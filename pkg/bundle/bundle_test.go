@@ -114,7 +114,10 @@ func TestRoundTrip(t *testing.T) {
 			if !reflect.DeepEqual(r.Manifest, wantM) {
 				t.Fatalf("manifest %+v, want %+v", r.Manifest, wantM)
 			}
-			for _, name := range names {
+			for i, name := range names {
+				if got, want := r.Offset(i), int64(16+n+64+bytes.Index(b[16+n+64:], c[name])); got != want {
+					t.Errorf("Offset(%d) = %d, want %d", i, got, want)
+				}
 				p, pr, err := r.Next()
 				if err != nil {
 					t.Fatal(err)
@@ -471,5 +474,50 @@ func TestPeekUKI(t *testing.T) {
 		if _, err := r.PeekUKI(bytes.NewReader(b[:len(b)-10])); !errors.Is(err, ErrTruncated) {
 			t.Errorf("%v: PeekUKI of a truncated bundle: %v, want ErrTruncated", names, err)
 		}
+	}
+}
+
+// TestVouch: a payload the caller vouches for is not hashed (its bytes
+// are the caller's to check), the others still are, and a vouched-for
+// payload that is cut short is still refused.
+func TestVouch(t *testing.T) {
+	good, c := goodBundle(t)
+	n := int(binary.BigEndian.Uint32(good[12:]))
+	root := 16 + n + 64
+	for _, tc := range []struct {
+		name string
+		at   int // the byte changed
+		want error
+	}{
+		{"vouched", root + 5, nil},
+		{"not vouched", root + len(c[PayloadRoot]) + 5, ErrHashMismatch},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewReader(bytes.NewReader(flip(good, tc.at)), Keyring{pub(testKey(1))}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			r.Vouch(PayloadRoot)
+			for {
+				_, _, err = r.Next()
+				if err != nil {
+					break
+				}
+			}
+			if tc.want == nil && err != io.EOF || tc.want != nil && !errors.Is(err, tc.want) {
+				t.Errorf("reading through: %v, want %v", err, tc.want)
+			}
+		})
+	}
+	r, err := NewReader(bytes.NewReader(good[:root+100]), Keyring{pub(testKey(1))}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Vouch(PayloadRoot)
+	if _, _, err := r.Next(); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := r.Next(); !errors.Is(err, ErrTruncated) {
+		t.Errorf("a truncated vouched-for root: %v, want %v", err, ErrTruncated)
 	}
 }

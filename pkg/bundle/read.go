@@ -18,12 +18,12 @@ type Reader struct {
 	// Manifest is the verified manifest.
 	Manifest Manifest
 
-	r io.Reader
-	// payloads is the offset of the first payload in the bundle.
-	payloads int64
-	next     int            // index of the next payload in Manifest.Payloads
-	cur      *payloadReader // the payload handed out last, if any
-	err      error          // sticky: once the stream is bad, it stays bad
+	r       io.Reader
+	header  int64          // bytes before the first payload
+	next    int            // index of the next payload in Manifest.Payloads
+	cur     *payloadReader // the payload handed out last, if any
+	vouched map[string]bool
+	err     error // sticky: once the stream is bad, it stays bad
 }
 
 // NewReader reads the header, manifest and signature from r, checks the
@@ -73,7 +73,7 @@ func NewReader(r io.Reader, keys Keyring, check func(Manifest) error) (*Reader, 
 			return nil, err
 		}
 	}
-	return &Reader{Manifest: m, r: r, payloads: int64(headerSize) + int64(n) + ed25519.SignatureSize}, nil
+	return &Reader{Manifest: m, r: r, header: int64(headerSize) + int64(n) + ed25519.SignatureSize}, nil
 }
 
 // PeekUKI reads the UKI payload out of ra, the bundle r is reading opened
@@ -82,14 +82,12 @@ func NewReader(r io.Reader, keys Keyring, check func(Manifest) error) (*Reader, 
 // can be checked before anything is (docs/design.md, Secure Boot). r's
 // own stream is not touched.
 func (r *Reader) PeekUKI(ra io.ReaderAt) ([]byte, error) {
-	off := r.payloads
-	for _, p := range r.Manifest.Payloads {
+	for i, p := range r.Manifest.Payloads {
 		if p.Name != PayloadUKI {
-			off += p.Size
 			continue
 		}
 		b := make([]byte, p.Size)
-		if n, err := ra.ReadAt(b, off); n < len(b) {
+		if n, err := ra.ReadAt(b, r.Offset(i)); n < len(b) {
 			return nil, fmt.Errorf("%w: reading the UKI payload: %w", ErrTruncated, err)
 		}
 		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != p.SHA256 {
@@ -128,6 +126,17 @@ func claimedKeyID(raw []byte) string {
 	return m.KeyID
 }
 
+// Offset returns the byte offset in the bundle of payload i of the
+// manifest, so that a payload can be fetched by range (RFC 9110 §14)
+// instead of streamed.
+func (r *Reader) Offset(i int) int64 {
+	off := r.header
+	for _, p := range r.Manifest.Payloads[:i] {
+		off += p.Size
+	}
+	return off
+}
+
 // Next returns the next payload in manifest order and a reader of its
 // bytes. The reader yields exactly p.Size bytes, hashing them as they
 // pass; where it would return io.EOF it returns an error wrapping
@@ -163,8 +172,25 @@ func (r *Reader) Next() (Payload, io.Reader, error) {
 	}
 	p := r.Manifest.Payloads[r.next]
 	r.next++
-	r.cur = &payloadReader{p: p, r: r.r, left: p.Size, h: sha256.New()}
+	r.cur = &payloadReader{p: p, r: r.r, left: p.Size}
+	if !r.vouched[p.Name] {
+		r.cur.h = sha256.New()
+	}
 	return p, r.cur, nil
+}
+
+// Vouch tells r that the caller checks payload name, not yet handed out,
+// against the signed manifest in another way, as strong and before a
+// byte of it is handed on: a delta install checks each root block
+// against the verity tree's leaves, and the leaves against the
+// manifest's root hash (pkg/delta). Next then does not hash it a second
+// time; its size is still enforced. Hashing 4 KiB blocks and then the
+// whole again would cost a delta install a second pass over the image.
+func (r *Reader) Vouch(name string) {
+	if r.vouched == nil {
+		r.vouched = map[string]bool{}
+	}
+	r.vouched[name] = true
 }
 
 // payloadReader reads one payload and checks its hash at its end.
@@ -172,8 +198,8 @@ type payloadReader struct {
 	p    Payload
 	r    io.Reader
 	left int64
-	h    hash.Hash
-	err  error // sticky; io.EOF once the payload was read and matched
+	h    hash.Hash // nil when vouched for
+	err  error     // sticky; io.EOF once the payload was read and matched
 }
 
 func (pr *payloadReader) Read(b []byte) (int, error) {
@@ -182,6 +208,9 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 	}
 	if pr.left == 0 {
 		pr.err = io.EOF
+		if pr.h == nil {
+			return 0, pr.err
+		}
 		if got := hex.EncodeToString(pr.h.Sum(nil)); got != pr.p.SHA256 {
 			pr.err = fmt.Errorf("%w: %s has sha256 %s, the manifest says %s", ErrHashMismatch, pr.p.Name, got, pr.p.SHA256)
 		}
@@ -191,7 +220,9 @@ func (pr *payloadReader) Read(b []byte) (int, error) {
 		b = b[:pr.left]
 	}
 	n, err := pr.r.Read(b)
-	pr.h.Write(b[:n])
+	if pr.h != nil {
+		pr.h.Write(b[:n])
+	}
 	pr.left -= int64(n)
 	switch {
 	case err == nil || (err == io.EOF && pr.left == 0):

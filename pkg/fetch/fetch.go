@@ -1,8 +1,10 @@
 // Package fetch opens an update bundle for streaming: a local file,
 // standard input, or an HTTP(S) URL whose download resumes with a Range
 // request (RFC 9110 §14) after a broken connection, so that a flaky link
-// costs a retry rather than the whole download. It does not cache, verify
-// or decompress: the bundle reader checks what comes through.
+// costs a retry rather than the whole download. OpenRange reads one byte
+// range of a URL the same way, for a delta install that fetches only the
+// blocks it lacks. It does not cache, verify or decompress: the bundle
+// reader (and for ranges, the delta installer) checks what comes through.
 package fetch
 
 import (
@@ -22,6 +24,9 @@ type Options struct {
 	Client  *http.Client  // default http.DefaultClient
 	Retries int           // reconnects in a row that deliver nothing before giving up; default 5
 	Backoff time.Duration // wait before the first reconnect, doubled each time; default 1s
+	// ETag, for OpenRange, is the entity tag the resource must still
+	// have (see ETag); "" accepts any.
+	ETag string
 }
 
 // Open returns a reader for src: "-" is standard input, an http:// or
@@ -31,22 +36,45 @@ func Open(ctx context.Context, src string, o Options) (io.ReadCloser, error) {
 	case src == "-":
 		return io.NopCloser(os.Stdin), nil
 	case strings.HasPrefix(src, "http://") || strings.HasPrefix(src, "https://"):
-		if o.Client == nil {
-			o.Client = http.DefaultClient
-		}
-		if o.Retries == 0 {
-			o.Retries = 5
-		}
-		if o.Backoff == 0 {
-			o.Backoff = time.Second
-		}
-		d := &download{ctx: ctx, url: src, o: o, size: -1}
-		if err := d.connect(); err != nil {
-			return nil, err
-		}
-		return d, nil
+		return openHTTP(ctx, src, 0, -1, o)
 	}
 	return os.Open(src)
+}
+
+// ErrNoRange is returned when a server answers a Range request with the
+// whole resource: it does not serve ranges, or (with Options.ETag) the
+// resource changed.
+var ErrNoRange = errors.New("the server did not answer with the range asked for (no range support, or the file changed)")
+
+// OpenRange returns a reader of the n bytes at byte off of the HTTP(S)
+// resource url, which resumes after a broken connection as Open's does.
+// A server that answers with the whole resource is refused with
+// ErrNoRange before a byte is read. With o.ETag set, the range is asked
+// for only if the resource still has that entity tag (If-Range, RFC 9110
+// §13.1.5), so that ranges fetched one after the other all come from the
+// same version of it.
+func OpenRange(ctx context.Context, url string, off, n int64, o Options) (io.ReadCloser, error) {
+	if off < 0 || n <= 0 {
+		return nil, fmt.Errorf("fetching %s: bad range of %d bytes at %d", url, n, off)
+	}
+	return openHTTP(ctx, url, off, n, o)
+}
+
+func openHTTP(ctx context.Context, url string, off, n int64, o Options) (*download, error) {
+	if o.Client == nil {
+		o.Client = http.DefaultClient
+	}
+	if o.Retries == 0 {
+		o.Retries = 5
+	}
+	if o.Backoff == 0 {
+		o.Backoff = time.Second
+	}
+	d := &download{ctx: ctx, url: url, o: o, start: off, size: n, etag: o.ETag, ranged: n >= 0}
+	if err := d.connect(); err != nil {
+		return nil, err
+	}
+	return d, nil
 }
 
 // download reads an HTTP resource, reconnecting where it broke off.
@@ -55,24 +83,31 @@ type download struct {
 	url     string
 	o       Options
 	body    io.ReadCloser
+	start   int64 // where the bytes asked for start in the resource
+	ranged  bool  // only size bytes from start were asked for (OpenRange)
 	off     int64 // bytes delivered so far
-	size    int64 // total size, -1 when the server did not say
+	size    int64 // bytes to deliver, -1 when the server did not say
 	etag    string
 	retries int   // reconnects so far
 	stalled int   // reconnects in a row that delivered nothing
 	mark    int64 // d.off at the last reconnect
 }
 
-// connect requests the resource from d.off on. A resumed request must be
-// answered with 206 and the same ETag, or the bytes would not fit
-// together.
+// connect requests the resource from d.off on. A resumed or ranged
+// request must be answered with 206 and the same ETag, or the bytes would
+// not fit together.
 func (d *download) connect() error {
 	req, err := http.NewRequestWithContext(d.ctx, http.MethodGet, d.url, nil)
 	if err != nil {
 		return fmt.Errorf("fetching %s: %w", d.url, err)
 	}
-	if d.off > 0 {
-		req.Header.Set("Range", "bytes="+strconv.FormatInt(d.off, 10)+"-")
+	pos := d.start + d.off
+	if d.ranged || d.off > 0 {
+		rg := "bytes=" + strconv.FormatInt(pos, 10) + "-"
+		if d.ranged {
+			rg += strconv.FormatInt(d.start+d.size-1, 10)
+		}
+		req.Header.Set("Range", rg)
 		if d.etag != "" {
 			req.Header.Set("If-Range", d.etag)
 		}
@@ -81,17 +116,27 @@ func (d *download) connect() error {
 	if err != nil {
 		return fmt.Errorf("fetching %s: %w: %w", d.url, errTransient, err)
 	}
+	partial := req.Header.Get("Range") != ""
 	switch {
-	case d.off == 0 && resp.StatusCode == http.StatusOK:
+	case !partial && resp.StatusCode == http.StatusOK:
 		d.size, d.etag = resp.ContentLength, resp.Header.Get("ETag")
-	case d.off > 0 && resp.StatusCode == http.StatusPartialContent:
-		if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(d.off, 10)+"-") {
+	case partial && resp.StatusCode == http.StatusPartialContent:
+		if !strings.HasPrefix(resp.Header.Get("Content-Range"), "bytes "+strconv.FormatInt(pos, 10)+"-") {
 			resp.Body.Close()
-			return fmt.Errorf("fetching %s: resumed at the wrong place: Content-Range %q, want byte %d", d.url, resp.Header.Get("Content-Range"), d.off)
+			return fmt.Errorf("fetching %s: resumed at the wrong place: Content-Range %q, want byte %d", d.url, resp.Header.Get("Content-Range"), pos)
 		}
-	case d.off > 0 && resp.StatusCode == http.StatusOK:
+		if d.etag == "" {
+			d.etag = resp.Header.Get("ETag")
+		}
+		// A range that runs past the end is cut short (RFC 9110
+		// §14.1.1): expect what Content-Range says, "bytes a-b/len".
+		var a, b int64
+		if _, err := fmt.Sscanf(resp.Header.Get("Content-Range"), "bytes %d-%d/", &a, &b); d.ranged && err == nil && b >= a && b-a+1 < d.size-d.off {
+			d.size = d.off + b - a + 1
+		}
+	case partial && resp.StatusCode == http.StatusOK:
 		resp.Body.Close()
-		return fmt.Errorf("fetching %s: the server cannot resume at byte %d (no range support, or the file changed)", d.url, d.off)
+		return fmt.Errorf("fetching %s at byte %d: %w", d.url, pos, ErrNoRange)
 	case resp.StatusCode >= 500:
 		resp.Body.Close()
 		return fmt.Errorf("fetching %s: %w: %s", d.url, errTransient, resp.Status)
@@ -104,6 +149,13 @@ func (d *download) connect() error {
 }
 
 func (d *download) Read(p []byte) (int, error) {
+	if d.size >= 0 {
+		// A server may send more than the range asked for.
+		if d.off == d.size {
+			return 0, io.EOF
+		}
+		p = p[:min(int64(len(p)), d.size-d.off)]
+	}
 	for {
 		n, err := d.body.Read(p)
 		d.off += int64(n)
@@ -155,6 +207,15 @@ type failed struct{ err error }
 
 func (f failed) Read([]byte) (int, error) { return 0, f.err }
 func (f failed) Close() error             { return nil }
+
+// ETag returns the entity tag the server gave r, if r is a download; ""
+// when it gave none or r is a file.
+func ETag(r io.Reader) string {
+	if d, ok := r.(*download); ok {
+		return d.etag
+	}
+	return ""
+}
 
 // Reconnects reports how many times r, if it is a download, had to
 // resume; 0 for files.

@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"context"
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/sha256"
@@ -20,6 +21,7 @@ import (
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/bootparam"
 	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/delta"
 	"github.com/abboot/abboot/pkg/diskimage"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/esp"
@@ -50,6 +52,17 @@ type version struct {
 // instead of its own.
 func newVersion(t testing.TB, key ed25519.PrivateKey, name string, rootBlocks int, ukiHash string) *version {
 	t.Helper()
+	p, err := verity.NewParams()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return makeVersion(t, key, name, random(rootBlocks*verity.DefaultBlockSize), p, ukiHash)
+}
+
+// makeVersion builds a version with root (none if empty), its tree made
+// with p, and a UKI as newVersion's.
+func makeVersion(t testing.TB, key ed25519.PrivateKey, name string, root []byte, p verity.Params, ukiHash string) *version {
+	t.Helper()
 	dir := t.TempDir()
 	v := &version{name: name}
 	files := map[string]string{}
@@ -59,12 +72,8 @@ func newVersion(t testing.TB, key ed25519.PrivateKey, name string, rootBlocks in
 			t.Fatal(err)
 		}
 	}
-	if rootBlocks > 0 {
-		v.root = random(rootBlocks * verity.DefaultBlockSize)
-		p, err := verity.NewParams()
-		if err != nil {
-			t.Fatal(err)
-		}
+	if len(root) > 0 {
+		v.root = root
 		var tree testutil.MemFile
 		h, err := verity.Format(bytes.NewReader(v.root), int64(len(v.root)), &tree, p)
 		if err != nil {
@@ -136,6 +145,10 @@ type fixture struct {
 	v0, v1, v2 *version
 	known      map[string]string // sha256 of every complete UKI -> version
 	base       *machine
+	// urls, when set, has install fetch a version listed there by delta
+	// (pkg/delta) from its URL, seeded from the machine's slots, instead
+	// of reading its bundle.
+	urls map[*version]string
 }
 
 // machine is one copy of the disk image, the ESP and the EFI variables.
@@ -328,9 +341,28 @@ func (f *fixture) install(t testing.TB, m *machine, v *version, pw *powercut.Pow
 	if err != nil {
 		return Result{}, err
 	}
-	r, err := bundle.NewReader(bytes.NewReader(v.bundle), f.keys, bundle.Policy(compatible, "1", bundle.SlotSizes(sizes)))
+	var src io.Reader = bytes.NewReader(v.bundle)
+	var ds *delta.Source
+	if u, ok := f.urls[v]; ok {
+		if ds, err = delta.Open(context.Background(), u, delta.Options{}); err != nil {
+			return Result{}, err
+		}
+		defer ds.Close()
+		src = ds
+	}
+	r, err := bundle.NewReader(src, f.keys, bundle.Policy(compatible, "1", bundle.SlotSizes(sizes)))
 	if err != nil {
 		return Result{}, err
+	}
+	if ds != nil {
+		seeds, c, err := delta.SlotSeeds(m.disk, slot.A, slot.B)
+		if err != nil {
+			return Result{}, err
+		}
+		defer c.Close()
+		if err := ds.Plan(r, seeds); err != nil {
+			return Result{}, err
+		}
 	}
 	return Install(r, tg, o)
 }

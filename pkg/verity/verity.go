@@ -250,8 +250,14 @@ func Verify(data io.ReaderAt, dataSize int64, hash io.ReaderAt, rootHash []byte,
 	if err != nil {
 		return err
 	}
+	return g.verifyLevels(data, hash, 0)
+}
+
+// verifyLevels checks the levels of the tree from the top down to level
+// lowest, each against the one above it; 0 checks the data too.
+func (g *geometry) verifyLevels(data, hash io.ReaderAt, lowest int) error {
 	ws := g.newWorkers()
-	for i := len(g.levels) - 1; i >= 0; i-- {
+	for i := len(g.levels) - 1; i >= lowest; i-- {
 		l := g.levels[i]
 		src, srcOff, srcBlocks, bs := g.children(i, data, hash)
 		err := g.hashLevel(ws, src, srcOff, srcBlocks, bs, func(w *worker, first int64, want []byte) error {

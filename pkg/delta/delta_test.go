@@ -1,0 +1,290 @@
+package delta
+
+import (
+	"bytes"
+	"context"
+	"crypto/ed25519"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/abboot/abboot/internal/testutil"
+	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/fetch"
+	"github.com/abboot/abboot/pkg/verity"
+)
+
+const bs = verity.DefaultBlockSize
+
+var (
+	key  = ed25519.NewKeyFromSeed(bytes.Repeat([]byte{7}, ed25519.SeedSize))
+	salt = []byte("abboot delta test salt, per product")
+)
+
+// image is a root image and its tree.
+type image struct {
+	data, tree []byte
+	root       string
+}
+
+func makeImage(t testing.TB, data []byte, salt []byte) image {
+	t.Helper()
+	h := &testutil.MemFile{}
+	root, err := verity.Format(bytes.NewReader(data), int64(len(data)), h, verity.Params{Salt: salt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return image{data, h.B, hex.EncodeToString(root)}
+}
+
+// versions returns two images of n blocks: v2 is v1 with a few runs of
+// blocks changed, as a package update changes an erofs image.
+func versions(t testing.TB, n int) (v1, v2 []byte) {
+	rng := rand.New(rand.NewChaCha8([32]byte{3}))
+	v1 = make([]byte, n*bs)
+	for i := range v1 {
+		v1[i] = byte(rng.Uint32())
+	}
+	clear(v1[(n-20)*bs:]) // free space
+	v2 = bytes.Clone(v1)
+	for _, run := range [][2]int{{100, 110}, {500, 501}, {n - 40, n - 35}} {
+		for i := run[0] * bs; i < run[1]*bs; i++ {
+			v2[i] = byte(rng.Uint32())
+		}
+	}
+	return v1, v2
+}
+
+// makeBundle bundles img with a UKI.
+func makeBundle(t testing.TB, img image) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{}
+	for name, b := range map[string][]byte{bundle.PayloadRoot: img.data, bundle.PayloadVerity: img.tree, bundle.PayloadUKI: bytes.Repeat([]byte("uki"), 5000)} {
+		files[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(files[name], b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var buf bytes.Buffer
+	if err := bundle.Write(&buf, bundle.Manifest{Version: "2", Compatible: "abboot-test", RootHash: img.root}, files, key); err != nil {
+		t.Fatal(err)
+	}
+	return buf.Bytes()
+}
+
+// misbehaviour is how a server departs from RFC 9110.
+type misbehaviour struct {
+	noRange bool
+	cut     int   // cut every response after this many bytes (0: never)
+	bad     int64 // a byte that is served wrong...
+	badLeft int   // ...this many times
+}
+
+// server serves a bundle by range, or misbehaves as told.
+type server struct {
+	content []byte
+	misbehaviour
+
+	mu       sync.Mutex
+	requests int
+	served   [][2]int64 // the byte ranges served
+}
+
+func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.requests++
+	var a, b int64
+	_, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-%d", &a, &b)
+	body := s.content
+	if s.noRange || err != nil {
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+	} else {
+		b = min(b, int64(len(s.content))-1)
+		body = bytes.Clone(s.content[a : b+1])
+		if s.bad >= a && s.bad <= b && s.badLeft > 0 {
+			s.badLeft--
+			body[s.bad-a] ^= 0xff
+		}
+		s.served = append(s.served, [2]int64{a, b + 1})
+		w.Header().Set("Content-Range", fmt.Sprintf("bytes %d-%d/%d", a, b, len(s.content)))
+		w.Header().Set("Content-Length", fmt.Sprint(len(body)))
+		w.WriteHeader(http.StatusPartialContent)
+	}
+	cut := s.cut
+	s.mu.Unlock()
+	if cut == 0 || cut >= len(body) {
+		w.Write(body)
+		return
+	}
+	w.Write(body[:cut])
+	w.(http.Flusher).Flush()
+	c, _, _ := w.(http.Hijacker).Hijack()
+	c.Close()
+}
+
+// install reads the bundle at url with seeds as abctl does and returns
+// what came through the source, with its stats.
+func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, error) {
+	t.Helper()
+	src, err := Open(context.Background(), url, Options{Fetch: fetch.Options{Backoff: time.Millisecond}, Log: func(name string, kv ...any) { t.Log(name, kv) }})
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	defer src.Close()
+	var out bytes.Buffer
+	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+	if err != nil {
+		return nil, Stats{}, err
+	}
+	if err := src.Plan(r, seeds); err != nil {
+		return out.Bytes(), src.Stats(), err
+	}
+	for {
+		_, p, err := r.Next()
+		if err == io.EOF {
+			return out.Bytes(), src.Stats(), nil
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, p)
+		}
+		if err != nil {
+			return out.Bytes(), src.Stats(), err
+		}
+	}
+}
+
+func seed(name string, img image) Seed {
+	return Seed{Name: name, Data: bytes.NewReader(img.data), Size: int64(len(img.data)), Hash: bytes.NewReader(img.tree), HashSize: int64(len(img.tree))}
+}
+
+func TestDelta(t *testing.T) {
+	const n = 2048
+	d1, d2 := versions(t, n)
+	v1, v2 := makeImage(t, d1, salt), makeImage(t, d2, salt)
+	b := makeBundle(t, v2)
+	rootOff := int64(bytes.Index(b, d2[:bs]))
+	// The blocks that changed: 10 + 1 + 5, fetched in three requests.
+	changed := int64(16 * bs)
+
+	corrupt := bytes.Clone(d1)
+	corrupt[7*bs+5] ^= 1
+	half := bytes.Clone(d1) // an install of v2 cut half way
+	copy(half, d2[:n/2*bs])
+	otherSalt := makeImage(t, d1, []byte("another salt"))
+	// The tree: superblock, one block of level 1, 16 leaf blocks of
+	// which 0 and 3 (merged into one request with 1 and 2) and 15 cover
+	// changed blocks.
+	treeOff := int64(bytes.Index(b, v2.tree))
+	leafOff := treeOff + 2*bs
+	full, delta := int64(len(v2.tree)), int64(2*bs+5*bs)
+	empty := Seed{Name: "empty", Data: bytes.NewReader(nil)}
+
+	for _, tc := range []struct {
+		name   string
+		srv    misbehaviour
+		seeds  []Seed
+		mode   Mode
+		reused int64 // root bytes copied
+		root   int64 // root bytes fetched, at most
+		tree   int64 // tree bytes fetched, at most
+		misses int64
+		refuse bool // some fetched block was refused
+		fail   bool
+	}{
+		{name: "delta", seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
+		{name: "no seed", seeds: []Seed{empty}, mode: ModeDelta, root: n * bs, tree: full},
+		{name: "seed of another salt", seeds: []Seed{seed("a", otherSalt)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: full},
+		{name: "no range support", srv: misbehaviour{noRange: true}, seeds: []Seed{seed("a", v1)}, mode: ModeFull, root: n * bs, tree: full},
+		{name: "corrupt seed block", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root})}, mode: ModeDelta, reused: n*bs - changed - bs, root: changed + bs, tree: delta, misses: 1},
+		{name: "corrupt seed, another has it", seeds: []Seed{seed("a", image{corrupt, v1.tree, v1.root}), seed("b", v2)}, mode: ModeDelta, reused: n*bs - bs, root: bs, tree: 2 * bs, misses: 1},
+		{name: "wrong bytes once", srv: misbehaviour{bad: rootOff + 100*bs + 77, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed + 10*bs, tree: delta, refuse: true},
+		{name: "wrong leaf bytes once", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta + 4*bs, refuse: true},
+		{name: "wrong leaf bytes always", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeRanges, fail: true},
+		{name: "wrong bytes always", srv: misbehaviour{bad: rootOff + 500*bs, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, refuse: true, fail: true},
+		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
+		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree)), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := &server{content: b, misbehaviour: tc.srv}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			got, st, err := install(t, hs.URL, tc.seeds)
+			t.Logf("stats %+v, %d requests served", st, srv.requests)
+			// Whatever happens, what came through is the bundle: no
+			// block that did not match its leaf was ever handed on.
+			if !bytes.HasPrefix(b, got) {
+				t.Fatalf("the source yielded %d bytes that are not the bundle's", len(got))
+			}
+			if tc.fail {
+				if err == nil {
+					t.Fatal("install succeeded")
+				}
+				if int64(len(got)) > rootOff+500*bs {
+					t.Errorf("the source yielded %d bytes, past the bad block at %d", len(got), rootOff+500*bs)
+				}
+			} else if err != nil || len(got) != len(b) {
+				t.Fatalf("install: %v after %d of %d bytes", err, len(got), len(b))
+			}
+			if st.Mode != tc.mode {
+				t.Errorf("mode %s, want %s", st.Mode, tc.mode)
+			}
+			if tc.fail {
+				return
+			}
+			if st.Reused != tc.reused {
+				t.Errorf("reused %d bytes, want %d", st.Reused, tc.reused)
+			}
+			// Fetched: the root blocks and the tree, plus the header
+			// and the UKI.
+			if extra := int64(len(b)) - int64(len(d2)) - int64(len(v2.tree)); st.Fetched > tc.root+tc.tree+extra+headerFetch {
+				t.Errorf("fetched %d bytes, want at most %d of the root and %d of the tree", st.Fetched, tc.root, tc.tree)
+			}
+			if st.Misses != tc.misses || (st.Refused > 0) != tc.refuse {
+				t.Errorf("%d seed misses and %d refused, want %d and refused %v", st.Misses, st.Refused, tc.misses, tc.refuse)
+			}
+		})
+	}
+}
+
+// TestMerge merges runs to fetch across short runs from seeds.
+func TestMerge(t *testing.T) {
+	a := &assembler{s: &Source{o: Options{Gap: 4, MaxRange: 10 * bs}}, bs: bs}
+	// f: fetched, s: from a seed.
+	for _, e := range []extent{
+		{block: 0, n: 2, seed: -1},
+		{block: 2, n: 4, seed: 0},  // gap 4: merged
+		{block: 6, n: 1, seed: -1}, //
+		{block: 7, n: 5, seed: 0},  // gap 5: kept
+		{block: 12, n: 1, seed: -1},
+		{block: 13, n: 1, seed: 0},
+		{block: 14, n: 1, seed: -1}, // merged, 3 blocks
+		{block: 15, n: 1, seed: 0},
+		{block: 16, n: 8, seed: -1}, // 11 blocks: too long to merge
+	} {
+		a.exts = append(a.exts, e)
+	}
+	a.merge()
+	want := []extent{{0, 7, -1, 0}, {7, 5, 0, 0}, {12, 3, -1, 0}, {15, 1, 0, 0}, {16, 8, -1, 0}}
+	if fmt.Sprint(a.exts) != fmt.Sprint(want) {
+		t.Errorf("merged %v, want %v", a.exts, want)
+	}
+}
+
+// TestNotFound refuses a URL that is not there.
+func TestNotFound(t *testing.T) {
+	hs := httptest.NewServer(http.NotFoundHandler())
+	defer hs.Close()
+	if _, err := Open(context.Background(), hs.URL, Options{}); err == nil || errors.Is(err, fetch.ErrNoRange) {
+		t.Errorf("Open = %v, want a plain error", err)
+	}
+}
