@@ -29,8 +29,8 @@
 # read-only root alone.
 # The tree is then made reproducible (SOURCE_DATE_EPOCH for every time
 # stamp, logs, caches, machine-id and random seed removed) and packed as
-# erofs with a fixed time stamp and UUID, so the same inputs give the same
-# bytes. The inputs are this directory, abctl's binary, the kernel, the
+# erofs by scripts/mkrootfs.sh, which pins the layout, so the same inputs
+# give the same bytes. The inputs are this directory, abctl's binary, the kernel, the
 # keys and the mirror's state: apt's lists on this machine key the cache,
 # and mmdebstrap resolves the packages against the mirror when it builds.
 # Run `apt-get update` to move to newer packages.
@@ -54,9 +54,6 @@ WATCHDOG=${ABBOOT_WATCHDOG:-300}
 # The UKI's initramfs loads what the init needs (virtio, vfat, dm-verity,
 # erofs); udev in the root loads the rest by modalias from these.
 OS_MODULES=${ABBOOT_OS_MODULES:-"virtio_pci virtio_blk virtio_scsi virtio_net virtio_rng virtio_console ahci sd_mod efivarfs vfat nls_cp437 nls_ascii nls_utf8 ext4 dm_verity erofs squashfs autofs4 loop i6300esb efi_pstore"}
-# One fixed file-system UUID for every image: the root is found by its
-# partition UUIDs (the root hash), never by this.
-EROFS_UUID=6162626f-6f74-4465-9269-616e30303031
 
 die() { echo "build.sh: $*" >&2; exit 1; }
 export PATH=$PATH:/usr/sbin:/sbin
@@ -97,7 +94,8 @@ KEYS=${ABBOOT_KEYS:-$CACHE/keys/demo.pub}
 [[ -f $KEYS ]] || die "keys $KEYS not found (mkuimage.sh makes the demo keys)"
 
 KEY=$( (
-	echo "$VARIANT $SOURCE_DATE_EPOCH $COMPATIBLE $MODDIR $OS_MODULES $EROFS_UUID"
+	echo "$VARIANT $SOURCE_DATE_EPOCH $COMPATIBLE $MODDIR $OS_MODULES"
+	sha256sum "$ROOT/scripts/mkrootfs.sh"
 	cd "$HERE" && find . -type f | LC_ALL=C sort | xargs sha256sum
 	sha256sum "$CACHE/bin/abctl-static" "$KEYS" "$KERNEL"
 	cat /var/lib/apt/lists/*_InRelease 2>/dev/null | sha256sum
@@ -131,11 +129,7 @@ if [[ -n $FORCE || ! -e $IMG/.done ]]; then
 		--customize-hook='rm -rf "$1"/var/log/* "$1"/var/cache/* "$1"/var/lib/apt/lists/* "$1"/var/lib/dpkg/*-old "$1"/var/lib/systemd/random-seed "$1"/etc/*- "$1"/var/lib/dbus/machine-id' \
 		--customize-hook=': >"$1/etc/machine-id"' \
 		bookworm "$work/root" || die "mmdebstrap failed"
-	# Every time stamp is SOURCE_DATE_EPOCH (-T), the UUID fixed (-U);
-	# mkfs.erofs stores directories sorted by name (EROFS on-disk format,
-	# directories), so the host's readdir order does not leak in.
-	mkfs.erofs --quiet -zlz4hc -T"$SOURCE_DATE_EPOCH" -U"$EROFS_UUID" -x-1 "$IMG/root.img" "$work/root" ||
-		die "mkfs.erofs failed"
+	"$ROOT/scripts/mkrootfs.sh" -o erofs "$work/root" "$IMG/root.img" || die "mkrootfs.sh failed"
 	# Padded with zeros to a multiple of 16 MiB, so that the slots, sized
 	# for one variant, take the next ones (an install refuses a root larger
 	# than the slot's partition); verity covers the padding too.
