@@ -3,6 +3,8 @@ package event
 import (
 	"bytes"
 	"errors"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -117,5 +119,27 @@ func TestError(t *testing.T) {
 	line := strings.TrimSuffix(b.String(), "\n")
 	if m, _ := Parse(line); !strings.HasSuffix(line, " result=error err=gone t_ms="+m["t_ms"]) || m["t_ms"] == "" {
 		t.Errorf("with Since: %q", b.String())
+	}
+}
+
+func TestKmsg(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "kmsg")
+	if err := os.WriteFile(path, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	l := New(Kmsg{Path: path})
+	l.Log("start", "slot", "b")
+	l.Log("crash", "slot", "b", "reason", "x y")
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "<7>abboot: event=start slot=b\n<7>abboot: event=crash slot=b reason=\"x y\"\n"
+	if string(got) != want {
+		t.Errorf("kmsg got %q, want %q", got, want)
+	}
+	// A missing device is not an error: the console line is the event.
+	if n, err := (Kmsg{Path: filepath.Join(t.TempDir(), "none", "kmsg")}).Write([]byte("x\n")); n != 2 || err != nil {
+		t.Errorf("Write to a missing device = %d, %v; want 2, nil", n, err)
 	}
 }
