@@ -10,8 +10,8 @@
 // init does, in this order: write Decision.State when Decision.Write is
 // set, then act. When that write fails, acting on it would leave a try
 // uncounted (rule 2) and could loop on a broken slot: the init then only
-// boots the running slot if it is committed (the decision is Continue with
-// reason committed), and rescues otherwise.
+// boots the running slot if it is committed (the decision is Continue and
+// the slot is committed in Input.State), and rescues otherwise.
 //
 // The decision is explored exhaustively against an adversarial model of the
 // firmware, the power and the kernels in model_test.go.
