@@ -112,6 +112,7 @@ func main() {
 	// when this slot boots (Continue), or when nothing can (Rescue).
 	st, p := b.run(kernelMS)
 	took := modulesTook()
+	st.CrashLimit = params.CrashLimit
 	if err := runstate.Write(st); err != nil {
 		event.Error("runstate", err)
 	}
