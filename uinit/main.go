@@ -121,8 +121,8 @@ func main() {
 		rescue(d.Reason)
 	}
 	armWatchdog(params.Watchdog)
-	if n := d.State.Get(d.Target).Crashes; n < params.TestCrash {
-		testCrash(d.Target, n)
+	if a := d.State.Get(d.Target); a.Committed() && a.Crashes < params.TestCrash {
+		testCrash(d.Target, a.Crashes)
 	}
 	event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
 		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", took.Milliseconds(), "kernel_ms", kernelMS)

@@ -33,9 +33,10 @@ type Params struct {
 	// the limit off. At most slotstate.MaxCrashes.
 	CrashLimit int
 	// TestCrash is abboot.test-crash, a test hook: the init panics the
-	// kernel just before it starts the OS while the running slot's crash
-	// count is below this, so a test gets a slot that crashes a known
-	// number of times. 0 (the default) never.
+	// kernel just before it starts the OS while the running slot is
+	// committed and its crash count is below this, so a test gets a
+	// committed slot that crashes a known number of times in a row. 0
+	// (the default) never.
 	TestCrash int
 }
 
