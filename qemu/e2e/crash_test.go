@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"strings"
+	"testing"
+
+	"github.com/abboot/abboot/pkg/slot"
+	"github.com/abboot/abboot/pkg/slotstate"
+	"github.com/abboot/abboot/qemu"
+)
+
+// commitB sets B active on a machine running committed A and waits for B
+// to come up and commit.
+func commitB(t *testing.T, vm *qemu.VM, version string) {
+	t.Helper()
+	command(t, vm, "abctl set-active b")
+	vm.Send("reboot\r")
+	upAs(t, vm, version, "b")
+	expect(t, vm, `abboot: event=commit slot=b version=`+version+` wrote=state`)
+}
+
+// TestCrashLimitVerity: committed B's root gets corrupted blocks that its
+// OS reads at every boot. dm-verity panics (abboot.verity's default), the
+// kernel leaves a record naming B, and after K crashed boots in a row B's
+// init hands over to A, which stays; abctl status says why.
+func TestCrashLimitVerity(t *testing.T) {
+	disk := verityDisk(t, "r1", "r2", "")
+	m, vm := committedOn(t, disk)
+	commitB(t, vm, "2")
+	poweroff(t, vm)
+	corruptRoot(t, disk, slot.B)
+
+	vm = m.start()
+	k := slotstate.DefaultCrashLimit
+	for i := 0; i < k; i++ {
+		expect(t, vm, `abboot: event=start running=b`)
+		if i > 0 {
+			expect(t, vm, `abboot: event=crash slot=b reason="dm-verity device corrupted"`)
+			expect(t, vm, fmt.Sprintf(`abboot: event=select running=b best=b reason=committed crashes=b:%d->%d action=continue write=true`, i-1, i))
+		}
+		expect(t, vm, `verity: \S+: data block \d+ is corrupted`)
+		expect(t, vm, `Kernel panic - not syncing: dm-verity device corrupted`)
+	}
+	expect(t, vm, `abboot: event=start running=b`)
+	expect(t, vm, `abboot: event=crash slot=b reason="dm-verity device corrupted"`)
+	expect(t, vm, fmt.Sprintf(`abboot: event=select running=b best=a reason=crash-limit crashes=b:%d->%d action=kexec write=true`, k-1, k))
+	expect(t, vm, `abboot: event=start running=a how=handover`)
+	upAs(t, vm, "1", "a")
+	st := status(t, vm)
+	if b := st.Slots[1]; st.Next != "a" || !b.OverCrashLimit || b.Crashes != k || !b.Successful {
+		t.Errorf("after the crash limit: next %s, B %+v; want next a, B committed with %d crashes over the limit", st.Next, b, k)
+	}
+	if out := strings.Join(command(t, vm, "abctl status"), "\n"); !strings.Contains(out, fmt.Sprintf("slot b crashed on %d boots in a row (crash limit %d): not preferred", k, k)) {
+		t.Errorf("abctl status does not say why B is left:\n%s", out)
+	}
+	if n := strings.Count(vm.Output(), "Kernel panic"); n != k {
+		t.Errorf("%d panics, want %d", n, k)
+	}
+	poweroff(t, vm)
+}
+
+// TestCrashOnce: committed B panics once (abboot.test-crash=1), then boots
+// cleanly: it stays the slot, and its mark-good clears the count.
+func TestCrashOnce(t *testing.T) {
+	m, vm := committedA(t, "1", "2-crash1")
+	commitB(t, vm, "2")
+	poweroff(t, vm)
+
+	vm = m.start()
+	expect(t, vm, `abboot: event=crash slot=b what=test-crash crashes=0`)
+	expect(t, vm, `Kernel panic - not syncing: sysrq triggered crash`)
+	expect(t, vm, `abboot: event=crash slot=b reason="sysrq triggered crash"`)
+	expect(t, vm, `abboot: event=select running=b best=b reason=committed crashes=b:0->1 action=continue write=true`)
+	upAs(t, vm, "2", "b")
+	expect(t, vm, `abboot: event=commit slot=b version=2 wrote=state`)
+	if st := status(t, vm); st.Next != "b" || st.Slots[1].Crashes != 0 {
+		t.Errorf("after one crash and a clean boot: %+v; want next b, no crashes", st)
+	}
+	poweroff(t, vm)
+}
+
+// TestSteadyBootsWriteNothing: rule 7 with the crash channel in place: a
+// committed slot booted five times leaves the OVMF variable store and the
+// disk's GPT byte for byte as they were.
+func TestSteadyBootsWriteNothing(t *testing.T) {
+	disk := verityDisk(t, "r1", "r2", "")
+	m, vm := committedOn(t, disk)
+	poweroff(t, vm)
+	vm = m.start() // the first boot through the entry abboot made
+	up(t, vm)
+	poweroff(t, vm)
+	vars, table := snapshot(t, m.vars), gptBytes(t, disk)
+	for i := 0; i < 5; i++ {
+		vm = m.start()
+		expect(t, vm, `abboot: event=select running=a best=a reason=committed action=continue write=false`)
+		up(t, vm)
+		poweroff(t, vm)
+	}
+	if !bytes.Equal(snapshot(t, m.vars), vars) {
+		t.Errorf("the OVMF variable store changed over five steady boots")
+	}
+	if !bytes.Equal(gptBytes(t, disk), table) {
+		t.Errorf("the GPT changed over five steady boots")
+	}
+}
+
+func snapshot(t *testing.T, path string) []byte {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
+}
+
+// gptBytes returns both GPT copies: the first and the last 33 sectors of
+// 512 bytes, and the protective MBR.
+func gptBytes(t *testing.T, disk string) []byte {
+	t.Helper()
+	b := snapshot(t, disk)
+	return append(append([]byte(nil), b[:34*512]...), b[len(b)-33*512:]...)
+}
