@@ -19,7 +19,16 @@ func commitB(t *testing.T, vm *qemu.VM, version string) {
 	command(t, vm, "abctl set-active b")
 	vm.Send("reboot\r")
 	upAs(t, vm, version, "b")
-	expect(t, vm, `abboot: event=commit slot=b version=`+version+` wrote=state`)
+	committed(t, vm, "abboot: event=commit slot=b version="+version+" wrote=state")
+}
+
+// committed fails the test unless the demo OS logged the commit line (it
+// comes before the ready line up waits for).
+func committed(t *testing.T, vm *qemu.VM, line string) {
+	t.Helper()
+	if !strings.Contains(vm.Output(), line) {
+		t.Fatalf("no %q:\n%s", line, grep(vm.Output(), "event=commit"))
+	}
 }
 
 // TestCrashLimitVerity: committed B's root gets corrupted blocks that its
@@ -75,7 +84,7 @@ func TestCrashOnce(t *testing.T) {
 	expect(t, vm, `abboot: event=crash slot=b reason="sysrq triggered crash"`)
 	expect(t, vm, `abboot: event=select running=b best=b reason=committed crashes=b:0->1 action=continue write=true`)
 	upAs(t, vm, "2", "b")
-	expect(t, vm, `abboot: event=commit slot=b version=2 wrote=state`)
+	committed(t, vm, "abboot: event=commit slot=b version=2 wrote=state")
 	if st := status(t, vm); st.Next != "b" || st.Slots[1].Crashes != 0 {
 		t.Errorf("after one crash and a clean boot: %+v; want next b, no crashes", st)
 	}
