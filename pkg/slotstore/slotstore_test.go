@@ -30,6 +30,9 @@ var states = []slotstate.State{
 	{A: slotstate.Attrs{Priority: 3, Tries: 2}, B: slotstate.Attrs{Priority: 2, Successful: true}, Counted: slot.A},
 	{A: slotstate.Attrs{Priority: 0, Tries: 15}, B: slotstate.Attrs{Priority: 15}},
 	{A: slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}, B: slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}, Counted: slot.B},
+	// Crash counts (issue 13).
+	{A: slotstate.Attrs{Priority: 1, Successful: true, Crashes: 3}, B: slotstate.Attrs{Priority: 2, Successful: true, Crashes: 1}},
+	{A: slotstate.Attrs{Priority: 4, Successful: true, Crashes: 2}, B: slotstate.Attrs{Priority: 5, Tries: 1}, Counted: slot.B},
 }
 
 // diskSize is the size of the test disks: the two GPT copies and four
