@@ -129,11 +129,12 @@ func statusCmd(g *globals, args []string) error {
 	for _, x := range st.Slots {
 		fmt.Printf("%-4s %-8s %-10s %-8d %-5d %-10v %-7d %s\n", x.Slot, or(x.Version, "-"), x.Condition, x.Priority, x.Tries, x.Successful, x.Crashes, or(x.Entry, "missing"))
 	}
-	for _, x := range st.Slots {
+	for i, x := range st.Slots {
 		if !x.OverCrashLimit {
 			continue
 		}
-		if st.Next == x.Slot {
+		// st.Slots follows slot.All: 1-i is the other slot.
+		if o := st.Slots[1-i]; !o.Bootable || o.OverCrashLimit {
 			fmt.Printf("slot %s crashed on %d boots in a row (crash limit %d), and is still booted: no other slot can boot\n", x.Slot, x.Crashes, st.CrashLimit)
 		} else {
 			fmt.Printf("slot %s crashed on %d boots in a row (crash limit %d): not preferred while another slot can boot\n", x.Slot, x.Crashes, st.CrashLimit)
