@@ -119,7 +119,8 @@ func Mount(dir string) error {
 	return nil
 }
 
-// Read returns the dmesg records in dir, oldest dump first, and an error
+// Read returns the dmesg records in dir, in the order they were written
+// (see Crashes), and an error
 // naming each file that could not be read or parsed (those are left in
 // place: Remove only removes what Read returned).
 func Read(dir string) ([]Record, error) {
@@ -140,17 +141,23 @@ func Read(dir string) ([]Record, error) {
 		}
 		recs = append(recs, r)
 	}
+	sortWritten(recs)
+	return recs, errors.Join(errs...)
+}
+
+// sortWritten sorts records in the order the kernel wrote them: by time,
+// and within one second by part. A dump writes Part1 (its newest lines)
+// first, then Part2 and on, each part stamped with its own time: on a
+// slow firmware (OVMF under TCG, about 0.1 s per variable) one dump spans
+// seconds.
+func sortWritten(recs []Record) {
 	sort.SliceStable(recs, func(i, j int) bool {
 		a, b := recs[i], recs[j]
 		if !a.Time.Equal(b.Time) {
 			return a.Time.Before(b.Time)
 		}
-		if a.Count != b.Count {
-			return a.Count < b.Count
-		}
-		return a.Part > b.Part
+		return a.Part < b.Part
 	})
-	return recs, errors.Join(errs...)
 }
 
 func readFile(dir string, e os.DirEntry) (Record, error) {
@@ -201,30 +208,28 @@ type Crash struct {
 
 // Crashes groups records into crashed boots: the parts of one dump belong
 // together, and dumps of the same boot (an Oops, then the Panic it led
-// to) are one crash. Records of one dump are told by their why, count and
-// time; dumps of one boot by the boot id in their start event.
+// to) are one crash. In the order the kernel wrote them (sortWritten), a
+// dump is a run of records with the same why and count and rising parts;
+// a Part1 starts the next dump, even one with the same why and count from
+// another boot. Dumps of one boot share the boot id of their start event.
 func Crashes(recs []Record) []Crash {
-	type dump struct {
-		key  string
-		recs []Record // Part1 first
-	}
-	var dumps []*dump
-	byKey := map[string]*dump{}
+	recs = append([]Record(nil), recs...)
+	sortWritten(recs)
+	var dumps [][]Record // each Part1 first
 	for _, r := range recs {
-		key := fmt.Sprintf("%d %s#%d", r.Time.Unix(), r.Why, r.Count)
-		d := byKey[key]
-		if d == nil {
-			d = &dump{key: key}
-			byKey[key] = d
-			dumps = append(dumps, d)
+		if n := len(dumps); n > 0 {
+			last := dumps[n-1][len(dumps[n-1])-1]
+			if r.Why == last.Why && r.Count == last.Count && r.Part > last.Part {
+				dumps[n-1] = append(dumps[n-1], r)
+				continue
+			}
 		}
-		d.recs = append(d.recs, r)
+		dumps = append(dumps, []Record{r})
 	}
 	var out []Crash
 	byBoot := map[string]int{}
 	for _, d := range dumps {
-		sort.SliceStable(d.recs, func(i, j int) bool { return d.recs[i].Part < d.recs[j].Part })
-		c := attribute(d.recs)
+		c := attribute(d)
 		if i, ok := byBoot[c.Boot]; ok && c.Boot != "" {
 			prev := &out[i]
 			prev.Records = append(prev.Records, c.Records...)

@@ -53,10 +53,22 @@ func TestCrashes(t *testing.T) {
 				Records: []string{"dmesg-efi_pstore-176461234500101001"}}},
 		},
 		{
-			// The init's lines are in the older part only.
+			// The init's lines are in the older part only, written a
+			// second after the first part (a slow firmware).
 			dir: "twopart",
 			want: []Crash{{Slot: slot.A, Boot: "11111111-2222-3333-4444-555555555555", Reason: "abboot test panic",
-				Records: []string{"dmesg-efi_pstore-176461234500101001", "dmesg-efi_pstore-176461234500201001"}}},
+				Records: []string{"dmesg-efi_pstore-176461234500101001", "dmesg-efi_pstore-176461234600201001"}}},
+		},
+		{
+			// Two boots' dumps, both Panic#1 in two parts, each
+			// spanning seconds: two crashes, each counted once.
+			dir: "twoboots",
+			want: []Crash{
+				{Slot: slot.B, Boot: "bbbbbbbb-0000-0000-0000-000000000001", Reason: "dm-verity device corrupted",
+					Records: []string{"dmesg-efi_pstore-176461230000101001", "dmesg-efi_pstore-176461230100201001"}},
+				{Slot: slot.B, Boot: "bbbbbbbb-0000-0000-0000-000000000002", Reason: "dm-verity device corrupted",
+					Records: []string{"dmesg-efi_pstore-176461240000101001", "dmesg-efi_pstore-176461240200201001"}},
+			},
 		},
 		{
 			// An Oops and the panic it led to are one crashed boot; a
@@ -135,7 +147,7 @@ func TestParse(t *testing.T) {
 // FuzzParse: any file gives a record or an error, never a panic, and a
 // record attributes without a panic.
 func FuzzParse(f *testing.F) {
-	for _, dir := range []string{"verity", "twopart", "oopspanic", "compressed", "bad"} {
+	for _, dir := range []string{"verity", "twopart", "twoboots", "oopspanic", "compressed", "bad"} {
 		ents, _ := os.ReadDir(filepath.Join("testdata", dir))
 		for _, e := range ents {
 			data, _ := os.ReadFile(filepath.Join("testdata", dir, e.Name()))
