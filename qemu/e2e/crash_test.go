@@ -58,7 +58,7 @@ func TestCrashLimitVerity(t *testing.T) {
 	expect(t, vm, `abboot: event=start running=b`)
 	expect(t, vm, `abboot: event=crash slot=b reason="dm-verity device corrupted"`)
 	expect(t, vm, fmt.Sprintf(`abboot: event=select running=b best=a reason=crash-limit crashes=b:%d->%d action=kexec write=true`, k-1, k))
-	expect(t, vm, `abboot: event=start running=a how=handover`)
+	expect(t, vm, `abboot: event=start running=a how=roothash`)
 	upAs(t, vm, "1", "a")
 	st := status(t, vm)
 	if b := st.Slots[1]; st.Next != "a" || !b.OverCrashLimit || b.Crashes != k || !b.Successful {
@@ -94,8 +94,9 @@ func TestCrashOnce(t *testing.T) {
 }
 
 // TestSteadyBootsWriteNothing: rule 7 with the crash channel in place: a
-// committed slot booted five times leaves the OVMF variable store and the
-// disk's GPT byte for byte as they were.
+// committed slot booted five times leaves the disk's GPT byte for byte as
+// it was, and writes no variable of the OVMF store (which is not byte for
+// byte the same: OVMF rewrites its console variables and counter itself).
 func TestSteadyBootsWriteNothing(t *testing.T) {
 	disk := verityDisk(t, "r1", "r2", "")
 	m, vm := committedOn(t, disk)
@@ -110,8 +111,13 @@ func TestSteadyBootsWriteNothing(t *testing.T) {
 		up(t, vm)
 		poweroff(t, vm)
 	}
-	if after := snapshot(t, m.vars); !bytes.Equal(after, vars) {
-		t.Errorf("the OVMF variable store changed over five steady boots; variables written: %v", written(vars, after))
+	// OVMF itself rewrites ConIn, ConOut, ErrOut and its monotonic
+	// counter (MTC) on every boot: those are the firmware's writes, the
+	// only ones allowed.
+	if w := slices.DeleteFunc(written(vars, snapshot(t, m.vars)), func(v string) bool {
+		return slices.Contains([]string{"ConIn", "ConOut", "ErrOut", "MTC"}, v[:strings.IndexByte(v, '@')])
+	}); len(w) > 0 {
+		t.Errorf("abboot wrote variables over five steady boots: %v", w)
 	}
 	if !bytes.Equal(gptBytes(t, disk), table) {
 		t.Errorf("the GPT changed over five steady boots")
