@@ -62,7 +62,7 @@ VERSION=1
 EXTRA=""
 OUT=""
 ROOTFS=""
-MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs nls_cp437 nls_ascii vfat"}
+MODS=${ABBOOT_MODULES:-"virtio_pci virtio_blk efivarfs efi_pstore nls_cp437 nls_ascii vfat"}
 LATE_MODS=${ABBOOT_LATE_MODULES:-"i6300esb"}
 BASE_CMDLINE="console=ttyS0,115200 panic=10 loglevel=4"
 

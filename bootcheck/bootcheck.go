@@ -1,7 +1,8 @@
 // Package bootcheck is abboot's slot decision: given the slot state as
 // loaded from the store and what the init knows about the running boot, it
 // says which slot to boot, how to get there, and which state to write
-// first (docs/design.md, Rules 1-4, 7-9). abboot's init (PID 1 in every UKI)
+// first (docs/design.md, Rules 1-4, 7-9, and the crash limit of issue 13).
+// abboot's init (PID 1 in every UKI)
 // calls Decide on every boot.
 //
 // The package is pure: no I/O, no clock, no randomness. It does not read or
@@ -9,8 +10,8 @@
 // init does, in this order: write Decision.State when Decision.Write is
 // set, then act. When that write fails, acting on it would leave a try
 // uncounted (rule 2) and could loop on a broken slot: the init then only
-// boots the running slot if it is committed (the decision is Continue with
-// reason committed), and rescues otherwise.
+// boots the running slot if it is committed (the decision is Continue and
+// the slot is committed in Input.State), and rescues otherwise.
 //
 // The decision is explored exhaustively against an adversarial model of the
 // firmware, the power and the kernels in model_test.go.
@@ -66,6 +67,7 @@ const (
 	ReasonNoBootable      = "no-bootable-slot" // rule 9
 	ReasonRebuilt         = "state-rebuilt"    // the state was unreadable or invalid (rule 8)
 	ReasonBadRunning      = "invalid-running"  // Input.Running is not a slot
+	ReasonCrashLimit      = "crash-limit"      // the committed slot crashed on CrashLimit boots in a row: the other one is preferred now
 )
 
 // Input is what the init knows when it decides.
@@ -87,6 +89,16 @@ type Input struct {
 	// FirmwareAllowed is false when BootNext cannot be set (no EFI
 	// variables, or the write failed earlier in this boot).
 	FirmwareAllowed bool
+	// Crashed names the slot of each crashed boot that the kernel's
+	// crash records tell of (pkg/pstore), one entry per boot. The init
+	// reads the records and removes them before it decides, so a power
+	// cut may lose a crash but never lets one be counted twice.
+	Crashed []slot.Slot
+	// CrashLimit is K: a committed slot whose last K boots crashed stops
+	// being preferred while the other slot is bootable
+	// (abboot.crash-limit, default slotstate.DefaultCrashLimit). 0
+	// disables the limit; crashes are still counted.
+	CrashLimit int
 }
 
 // Decision is what the init does.
@@ -143,10 +155,23 @@ type Decision struct {
 // that ends a trial writes once, and the boots after it see a bad slot and
 // write nothing (rule 7).
 //
+// Crashes (issue 13): each entry of Input.Crashed counts one crash of its
+// slot when that slot is committed (slotstate.State.Crashed), in the same
+// write as the rest of the decision; a commit clears the count. When the
+// best slot is committed and has crashed CrashLimit times in a row, and
+// the other slot is bootable and not itself over the limit, the other slot
+// gets the higher priority (slotstate.State.Prefer) and is booted, with
+// reason crash-limit: the state itself then says which slot is preferred,
+// for every later boot, abctl and cgpt alike. With no other slot to boot,
+// the crashing slot is still booted: a machine that crashes now and then
+// is better than one stranded in the rescue shell. A boot with no crash
+// record writes nothing, whatever the count (rule 7).
+//
 // When the running slot's root fails after a Continue, call Decide again
 // with State set to the state just written, Handover and the allowed
-// handovers as before, and RootFailed set: the running slot is marked bad
-// (rule 4) and the other slot selected, or Rescue when it is not bootable.
+// handovers as before, Crashed empty (its crashes are in the state just
+// written) and RootFailed set: the running slot is marked bad (rule 4) and
+// the other slot selected, or Rescue when it is not bootable.
 //
 // An invalid State (out of range, as no store should hold) is treated as an
 // unreadable one: see Rebuild.
@@ -167,6 +192,9 @@ func Decide(in Input) Decision {
 		d.Spent = other
 	}
 	st.Counted = ""
+	for _, s := range in.Crashed {
+		st = st.Crashed(s)
+	}
 	var passed string // why the running slot is passed over, if it is
 	if in.RootFailed {
 		st = st.MarkBad(run)
@@ -188,6 +216,13 @@ func Decide(in Input) Decision {
 		}
 	}
 	best, ok := eff.Best(run)
+	limited := false
+	if o := best.Other(); ok && crashing(eff.Get(best), in.CrashLimit) && eff.Get(o).Bootable() && !crashing(eff.Get(o), in.CrashLimit) {
+		st, eff, best, limited = st.Prefer(o), eff.Prefer(o), o, true
+		if passed == "" && o != run {
+			passed = ReasonCrashLimit
+		}
+	}
 	switch {
 	case !ok:
 		d.Action, d.Reason = Rescue, ReasonNoBootable
@@ -218,6 +253,9 @@ func Decide(in Input) Decision {
 		}
 	default:
 		d.Action, d.Reason = Rescue, ReasonNoHandover
+	}
+	if limited && d.Target == best {
+		d.Reason = ReasonCrashLimit
 	}
 	// A failed trial passed over is marked bad. The running slot's try
 	// counted for this boot shows in eff, not in st, so a trial started
@@ -258,6 +296,11 @@ func Reboot(in Input) Decision {
 	}
 	d.Write = d.State != in.State
 	return d
+}
+
+// crashing reports a committed slot that crashed on limit boots in a row.
+func crashing(a slotstate.Attrs, limit int) bool {
+	return limit > 0 && a.Committed() && a.Crashes >= limit
 }
 
 // count returns st with slot s's try counted, unless it is successful or

@@ -1,6 +1,7 @@
 package bootcheck
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/abboot/abboot/pkg/slot"
@@ -19,6 +20,11 @@ var (
 	lastTry   = attrs{Priority: 2, Tries: 1}
 	spent     = attrs{Priority: 2} // trial out of tries
 )
+
+// crashed is a committed slot whose last n boots crashed.
+func crashed(priority, n int) attrs {
+	return attrs{Priority: priority, Successful: true, Crashes: n}
+}
 
 // both, fwOnly and kexecOnly allow the handovers they name.
 func both(in Input) Input      { in.KexecAllowed, in.FirmwareAllowed = true, true; return in }
@@ -147,6 +153,56 @@ func TestDecide(t *testing.T) {
 			want: Decision{Action: Rescue, State: slotstate.State{A: committed, B: slotstate.Bad}, Reason: ReasonNoHandover},
 		},
 		{
+			name: "crash of the running committed slot is counted",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 0)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: crashed(2, 1)}, Write: true, Reason: ReasonCommitted},
+		},
+		{
+			name: "crashed once, then a clean boot: kept, nothing written",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 1)}, Running: slot.B, CrashLimit: 3}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: crashed(2, 1)}, Reason: ReasonCommitted},
+		},
+		{
+			name: "crash limit reached: the other slot is preferred and booted",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 2)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: at(3, 0, true), B: crashed(2, 3)}, Write: true, Reason: ReasonCrashLimit},
+		},
+		{
+			name: "crash limit reached without kexec: BootNext with the marker",
+			in:   fwOnly(Input{State: slotstate.State{A: committed, B: crashed(2, 2)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Firmware, Target: slot.A, State: slotstate.State{A: at(3, 0, true), B: crashed(2, 3), Counted: slot.A}, Write: true, Reason: ReasonCrashLimit},
+		},
+		{
+			name: "crash limit reached, found by the other slot's init: it stays",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 2)}, Running: slot.A, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Continue, Target: slot.A, State: slotstate.State{A: at(3, 0, true), B: crashed(2, 3)}, Write: true, Reason: ReasonCrashLimit},
+		},
+		{
+			name: "several crashed boots in one reading",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 0)}, Running: slot.B, Crashed: []slot.Slot{slot.B, slot.B}, CrashLimit: 2}),
+			want: Decision{Action: Kexec, Target: slot.A, State: slotstate.State{A: at(3, 0, true), B: crashed(2, 2)}, Write: true, Reason: ReasonCrashLimit},
+		},
+		{
+			name: "crash limit reached, nothing else bootable: never strand the machine",
+			in:   both(Input{State: slotstate.State{A: slotstate.Bad, B: crashed(2, 2)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: slotstate.Bad, B: crashed(2, 3)}, Write: true, Reason: ReasonCommitted},
+		},
+		{
+			name: "both slots over the limit: no ping-pong, the count saturates, nothing written",
+			in:   both(Input{State: slotstate.State{A: crashed(1, 3), B: crashed(2, 3)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 3}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: crashed(1, 3), B: crashed(2, 3)}, Reason: ReasonCommitted},
+		},
+		{
+			name: "crash limit off: counted, kept",
+			in:   both(Input{State: slotstate.State{A: committed, B: crashed(2, 2)}, Running: slot.B, Crashed: []slot.Slot{slot.B}}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: crashed(2, 3)}, Write: true, Reason: ReasonCommitted},
+		},
+		{
+			name: "crash of a trial: its try already counted it",
+			in:   both(Input{State: slotstate.State{A: committed, B: at(2, 2, false)}, Running: slot.B, Crashed: []slot.Slot{slot.B}, CrashLimit: 1}),
+			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{A: committed, B: lastTry}, Write: true, Reason: ReasonTrial},
+		},
+		{
 			name: "invalid state is rebuilt",
 			in:   both(Input{State: slotstate.State{A: at(16, 0, true)}, Running: slot.B}),
 			want: Decision{Action: Continue, Target: slot.B, State: slotstate.State{B: at(1, 0, true)}, Write: true, Reason: ReasonRebuilt},
@@ -250,23 +306,31 @@ func TestActionString(t *testing.T) {
 
 // FuzzDecide holds, for any input, in range or not: no panic, a valid state
 // out, Write exactly when it changed, at most one try counted (a running
-// slot whose root failed is marked bad instead), and a target
-// that fits the action.
+// slot whose root failed is marked bad instead), a crash count that rises
+// by at most the crashes given for its slot, and a target that fits the
+// action.
 func FuzzDecide(f *testing.F) {
-	f.Add(1, 0, true, 2, 3, false, "", "a", false, false, true, true)
-	f.Add(1, 0, true, 2, 0, false, "b", "b", false, false, false, true)
-	f.Add(0, 0, false, 0, 0, false, "", "a", false, true, true, true)
-	f.Add(16, -1, true, 2, 3, false, "c", "a", true, false, true, false)
-	f.Add(1, 0, true, 1, 1, false, "", "x", false, false, true, true)
-	f.Add(8, 0, true, 0, 7, false, "a", "b", false, true, false, true) // root fails on a slot already at priority 0
-	f.Fuzz(func(t *testing.T, pa, ta int, sa bool, pb, tb int, sb bool, counted, running string, handover, rootFailed, kexec, firmware bool) {
+	f.Add(1, 0, true, 2, 3, false, "", "a", false, false, true, true, 0, 0, "", 3)
+	f.Add(1, 0, true, 2, 0, false, "b", "b", false, false, false, true, 0, 0, "", 3)
+	f.Add(0, 0, false, 0, 0, false, "", "a", false, true, true, true, 0, 0, "", 3)
+	f.Add(16, -1, true, 2, 3, false, "c", "a", true, false, true, false, 0, 0, "", 3)
+	f.Add(1, 0, true, 1, 1, false, "", "x", false, false, true, true, 0, 0, "", 3)
+	f.Add(8, 0, true, 0, 7, false, "a", "b", false, true, false, true, 0, 0, "", 3) // root fails on a slot already at priority 0
+	f.Add(1, 0, true, 2, 0, true, "", "b", false, false, true, true, 0, 2, "bb", 3)
+	f.Add(1, 0, true, 2, 0, true, "", "a", false, false, false, true, 3, 3, "b", 3)
+	f.Add(1, 0, true, 2, 0, true, "", "a", false, false, false, true, 3, 4, "bx", -1)
+	f.Fuzz(func(t *testing.T, pa, ta int, sa bool, pb, tb int, sb bool, counted, running string, handover, rootFailed, kexec, firmware bool, ca, cb int, crashes string, limit int) {
 		in := Input{
-			State:           slotstate.State{A: at(pa, ta, sa), B: at(pb, tb, sb), Counted: slot.Slot(counted)},
+			State:           slotstate.State{A: attrs{Priority: pa, Tries: ta, Successful: sa, Crashes: ca}, B: attrs{Priority: pb, Tries: tb, Successful: sb, Crashes: cb}, Counted: slot.Slot(counted)},
 			Running:         slot.Slot(running),
 			Handover:        handover,
 			RootFailed:      rootFailed,
 			KexecAllowed:    kexec,
 			FirmwareAllowed: firmware,
+			CrashLimit:      limit,
+		}
+		for _, c := range crashes {
+			in.Crashed = append(in.Crashed, slot.Slot(c))
 		}
 		d := Decide(in)
 		if d.Action == Rescue && d.Reason == ReasonBadRunning {
@@ -303,6 +367,9 @@ func FuzzDecide(f *testing.F) {
 			}
 			if a.Priority == b.Priority && b.Tries < a.Tries {
 				counts += a.Tries - b.Tries
+			}
+			if b.Crashes > a.Crashes+strings.Count(crashes, string(s)) {
+				t.Fatalf("Decide(%+v) = %+v: slot %s's crashes counted beyond the records", in, d, s)
 			}
 		}
 		if counts > 1 {

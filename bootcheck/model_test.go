@@ -22,10 +22,19 @@ package bootcheck
 //   - the running slot's root may fail (rule 4: the init decides again);
 //   - an OS that boots either commits (slotstate.Commit; then the operator
 //     may install a new image of any kind into the other slot) or never
-//     commits (failed health check, hang after init: reset).
+//     commits (failed health check, hang after init: reset);
+//   - an OS may crash after it booted, always or only sometimes (issue 13:
+//     a committed slot whose root has a bad block, a driver that panics):
+//     the kernel leaves a crash record naming the slot (pstore) and resets.
+//     The next init reads the records, removes them, and passes them to
+//     Decide (Input.Crashed); the power may fail before or after the
+//     removal.
 //
-// Bounds: priorities 0..3 and tries 0..3 in the initial states, every
-// combination of images, markers and BootNext a selector could have left;
+// Bounds: priorities 0..3 and tries 0..3 in the initial states, crash
+// counts 0..slotstate.MaxCrashes and a pending record on the slots whose
+// image crashes, every combination of images, markers and BootNext a
+// selector could have left; the crash limit K is a parameter (TestModel
+// runs 1..MaxCrashes);
 // installs that would give a priority above 3 are not explored (Commit may
 // still raise one to 4).
 //
@@ -38,7 +47,12 @@ package bootcheck
 // liveBoot), and boots on which BootNext cannot be set at all. On those,
 // every run of kernel starts without progress (a good or committed OS
 // runs, or the rescue shell) must be finite and at most bound kernel
-// starts long.
+// starts long, and hold at most K crashed boots of any one slot while it
+// is the preferred one (property 7): it is left by the next boot. (It may
+// still crash as the fallback when the slot preferred over it does not
+// come up, or on a boot where the firmware ignored BootNext.) A committed slot that crashes while no other slot is bootable, or
+// only one over the crash limit itself, is progress: it is the best the
+// machine has (never strand it).
 
 import (
 	"fmt"
@@ -63,12 +77,29 @@ const (
 	panics                    // the kernel dies or hangs before init (panic=N, watchdog)
 	rootFails                 // init runs, the root cannot come up (rule 4)
 	noCommit                  // init runs, the OS boots but never commits (health check fails, hangs later)
+	crashes                   // init runs, the OS boots, then the kernel crashes and leaves a record
+	flaky                     // as crashes or as good, each time it boots
 	nBehaviors
 )
 
 func (b behavior) String() string {
-	return [...]string{"good", "panics", "root-fails", "no-commit"}[b]
+	return [...]string{"good", "panics", "root-fails", "no-commit", "crashes", "flaky"}[b]
 }
+
+// canCrash reports an image whose OS may crash after it booted.
+func (b behavior) canCrash() bool { return b == crashes || b == flaky }
+
+// record is the crash record pstore holds for one slot's crashed boot.
+type record uint8
+
+const (
+	noRecord record = iota
+	pending         // not counted yet
+	// counted is a ghost: the record is still there, but a write
+	// already counted it (only when the init removes records after the
+	// write, which the real init does not do).
+	counted
+)
 
 func idx(s slot.Slot) int {
 	if s == slot.B {
@@ -93,6 +124,9 @@ type node struct {
 	kexec       slot.Slot
 	kexecCredit bool
 	rescue      bool // the rescue shell runs: terminal
+	// records are the crash records in pstore, per slot (idx): one per
+	// slot at most; crashed boots whose records pile up count once.
+	records [2]record
 }
 
 func (n node) String() string {
@@ -103,9 +137,17 @@ func (n node) String() string {
 		if a.Successful {
 			ok = " ok"
 		}
+		if a.Crashes > 0 {
+			ok += fmt.Sprintf(" crashed%d", a.Crashes)
+		}
 		fmt.Fprintf(&b, "%s{p%d t%d%s %v} ", s.Upper(), a.Priority, a.Tries, ok, n.beh[idx(s)])
 	}
 	fmt.Fprintf(&b, "marker=%q bootnext=%q", n.st.Counted, n.bootNext)
+	for _, s := range slot.All {
+		if r := n.records[idx(s)]; r != noRecord {
+			fmt.Fprintf(&b, " record(%s)=%s", s, [...]string{"", "pending", "counted"}[r])
+		}
+	}
 	if n.kexec != "" {
 		fmt.Fprintf(&b, " kexec->%s", n.kexec)
 	}
@@ -118,9 +160,11 @@ func (n node) String() string {
 // An edge is one kernel start. progress marks the starts that end the
 // liveness question: an OS runs that is good or committed, or the rescue
 // shell. live marks those the liveness check considers (see liveBoot).
+// crash names the committed slot whose OS crashed on this start, if any.
 type edge struct {
 	to             int32
 	progress, live bool
+	crash          slot.Slot
 }
 
 // The properties; a violation names one.
@@ -132,7 +176,10 @@ const (
 	propKept    = 4 // a committed slot stays bootable unless its root fails
 	propSteady  = 5 // a steady-state boot writes nothing; Write says whether State changed
 	propRescue  = 6 // nothing bootable: rescue, never a non-bootable slot
-	nProperties = 7
+	propLeft    = 7 // a committed slot that always crashes is left within K+1 of its boots
+	propCrashOK = 8 // a committed slot that crashed fewer than K times in a row stays preferred
+	propCrash1  = 9 // a crash count rises only by crash records not counted yet
+	nProperties = 10
 )
 
 // anyStep asks step for the step to a node rather than a violation.
@@ -146,14 +193,22 @@ var propNames = [nProperties]string{
 	"4 (committed slot never lost)",
 	"5 (steady state writes nothing)",
 	"6 (nothing bootable: rescue)",
+	"7 (an always-crashing committed slot is left within K+1 boots)",
+	"8 (a committed slot with fewer than K crashes in a row is kept)",
+	"9 (no crash record counted twice)",
 }
 
 type checker struct {
 	decide func(Input) Decision
-	ids    map[node]int32
-	nodes  []node
-	parent []int32
-	edges  [][]edge
+	limit  int // K, Input.CrashLimit
+	// removeLate makes the init remove the crash records after its
+	// write instead of before its decision: the ordering the real init
+	// must not use (see TestModelCatchesBrokenDecide).
+	removeLate bool
+	ids        map[node]int32
+	nodes      []node
+	parent     []int32
+	edges      [][]edge
 	// first violation per property: node where it was found, and a
 	// message (filled in with labels once exploration ends).
 	violNode [nProperties]int32
@@ -161,8 +216,13 @@ type checker struct {
 	maxSteps int // longest path, in kernel starts, to progress
 }
 
-func newChecker(decide func(Input) Decision) *checker {
-	c := &checker{decide: decide, ids: map[node]int32{}}
+// over reports a committed slot that crashed on K boots in a row.
+func (c *checker) over(a slotstate.Attrs) bool {
+	return c.limit > 0 && a.Committed() && a.Crashes >= c.limit
+}
+
+func newChecker(decide func(Input) Decision, limit int) *checker {
+	c := &checker{decide: decide, limit: limit, ids: map[node]int32{}}
 	for i := range c.violNode {
 		c.violNode[i] = -1
 	}
@@ -174,7 +234,7 @@ func newChecker(decide func(Input) Decision) *checker {
 type expansion struct {
 	c      *checker
 	labels bool
-	emit   func(to node, progress, live bool, desc string)
+	emit   func(to node, e edge, desc string)
 	bad    func(prop int, msg func() string)
 }
 
@@ -192,7 +252,11 @@ func (x *expansion) f(format string, args ...any) string {
 // a kernel that dies before init, or a slot abboot does not boot, by
 // itself: no selector runs then, nothing can count those boots, and the
 // init's repair of the entries and the fallback copy (rule 8) is what
-// stops them.
+// stops them. Excluded too is a firmware that ignores BootNext and starts,
+// by itself, a slot whose OS crashes while another bootable slot does not
+// crash: when kexec is refused as well, no
+// selector can keep it from crashing that slot forever (the crash count
+// saturates, so those boots write no slot state).
 func liveBoot(n node, k slot.Slot) bool {
 	if n.bootNext == k {
 		return true
@@ -207,6 +271,9 @@ func liveBoot(n node, k slot.Slot) bool {
 		return c
 	}
 	cand := pick(func(s slot.Slot) bool { return n.beh[idx(s)] != panics && n.st.Get(s).Bootable() })
+	if calm := pick(func(s slot.Slot) bool { return slices.Contains(cand, s) && !n.beh[idx(s)].canCrash() }); n.bootNext != "" && len(calm) > 0 {
+		cand = calm
+	}
 	if len(cand) == 0 {
 		cand = pick(func(s slot.Slot) bool { return n.beh[idx(s)] != panics })
 	}
@@ -244,13 +311,29 @@ func (x *expansion) start(base node, k slot.Slot, handover, credit, live bool, d
 		if credit {
 			base.fresh = "" // this start used the counted try
 		}
-		x.emit(base, false, live, desc+"; kernel panics before init")
+		x.emit(base, edge{live: live}, desc+"; kernel panics before init")
 		return
+	}
+	// The init reads the crash records and removes them before it
+	// decides, so that a power cut can lose a crash but never let it be
+	// counted twice (unless the checker tries the other order).
+	given := base.records
+	var crashed []slot.Slot
+	for _, s := range slot.All {
+		if given[idx(s)] != noRecord {
+			crashed = append(crashed, s)
+		}
+	}
+	if crashed != nil && !x.c.removeLate {
+		x.emit(base, edge{}, desc+"; init reads the crash records, power cut before it removes them")
+		base.records = [2]record{}
+		desc += x.f("; init reads and removes the crash records of %v", crashed)
 	}
 	for _, kexec := range []bool{true, false} {
 		for _, fw := range []bool{true, false} {
-			r := &initRun{x: x, base: base, k: k, credit: credit, orig: base.st, live: live && fw}
-			r.decide(Input{State: base.st, Running: k, Handover: handover, KexecAllowed: kexec, FirmwareAllowed: fw}, base.st, desc)
+			r := &initRun{x: x, base: base, k: k, credit: credit, orig: base.st, given: given, live: live && fw}
+			in := Input{State: base.st, Running: k, Handover: handover, KexecAllowed: kexec, FirmwareAllowed: fw, Crashed: crashed, CrashLimit: x.c.limit}
+			r.decide(in, base.st, desc)
 		}
 	}
 }
@@ -262,14 +345,15 @@ type initRun struct {
 	k      slot.Slot
 	credit bool            // ghost: the handover that started this kernel counted its try
 	orig   slotstate.State // the store when the init started
+	given  [2]record       // the crash records the init read
 	live   bool
 }
 
 // decs is how many tries slot s lost from orig to st, not counting a
-// mark bad.
+// mark bad (the crash limit may have raised its priority meanwhile).
 func (r *initRun) decs(st slotstate.State, s slot.Slot) int {
 	a, b := r.orig.Get(s), st.Get(s)
-	if a.Priority != b.Priority || a.Successful != b.Successful {
+	if b.Priority == 0 || a.Successful != b.Successful {
 		return 0
 	}
 	return a.Tries - b.Tries
@@ -294,7 +378,7 @@ func (r *initRun) decide(in Input, stored slotstate.State, desc string) {
 	if d.Write {
 		cut = "; power cut before the write"
 	}
-	x.emit(r.reset(stored), false, false, desc+cut)
+	x.emit(r.reset(stored), edge{}, desc+cut)
 	// From here the decision takes effect. This boot has used its
 	// counted try; a try counted for a slot not booted is spent; a
 	// BootNext handover's try is there for that slot's next start.
@@ -307,7 +391,17 @@ func (r *initRun) decide(in Input, stored slotstate.State, desc string) {
 		r.base.fresh = d.Target
 	}
 	if d.Write {
-		x.emit(r.reset(cur), false, false, desc+"; written, power cut")
+		n := r.reset(cur)
+		for _, s := range slot.All {
+			if n.records[idx(s)] != noRecord && cur.Get(s).Crashes > r.orig.Get(s).Crashes {
+				n.records[idx(s)] = counted
+			}
+		}
+		x.emit(n, edge{}, desc+"; written, power cut")
+	}
+	if x.c.removeLate && r.base.records != [2]record{} {
+		r.base.records = [2]record{}
+		desc += "; init removes the crash records"
 	}
 	k, t := r.k, d.Target
 	switch d.Action {
@@ -317,17 +411,31 @@ func (r *initRun) decide(in Input, stored slotstate.State, desc string) {
 				return desc + ": try skipped: the OS of trial slot " + string(k) + " runs, no try was counted for this boot"
 			})
 		}
-		switch r.base.beh[idx(k)] {
+		beh := r.base.beh[idx(k)]
+		if beh.canCrash() {
+			// The kernel dies after the OS booted and leaves a
+			// record naming k. A committed slot crashing with nothing
+			// better to boot is the machine's best: progress.
+			n := r.reset(cur)
+			n.records[idx(k)] = pending
+			a, oa := cur.Get(k), cur.Get(k.Other())
+			e := edge{progress: a.Committed() && !(oa.Bootable() && !x.c.over(oa)), live: r.live}
+			if best, _ := cur.Best(k); a.Committed() && !e.progress && best == k {
+				e.crash = k // property 7 counts the crashes of the preferred slot
+			}
+			x.emit(n, e, desc+x.f("; OS runs, the kernel crashes, its record names %s", k))
+		}
+		switch beh {
 		case rootFails:
 			if !in.RootFailed {
 				in2 := in
-				in2.State, in2.RootFailed = cur, true
+				in2.State, in2.RootFailed, in2.Crashed = cur, true, nil
 				r.decide(in2, cur, desc+x.f("; root of %s fails", k))
 			}
-		case good:
-			x.emit(r.reset(cur), true, r.live, desc+"; OS runs, power cut before commit")
+		case good, flaky:
+			x.emit(r.reset(cur), edge{progress: true, live: r.live}, desc+"; OS runs, power cut before commit")
 			committed := cur.Commit(k)
-			x.emit(r.reset(committed), true, r.live, desc+"; OS runs and commits")
+			x.emit(r.reset(committed), edge{progress: true, live: r.live}, desc+"; OS runs and commits")
 			o := k.Other()
 			for tries := 1; tries <= maxTries; tries++ {
 				st := committed.MarkBad(o).SetActive(o, tries)
@@ -337,27 +445,27 @@ func (r *initRun) decide(in Input, stored slotstate.State, desc string) {
 				for b := range nBehaviors {
 					n := r.reset(st)
 					n.beh[idx(o)] = b
-					x.emit(n, true, r.live, desc+x.f("; OS commits, installs a %v image into %s with %d tries", b, o, tries))
+					x.emit(n, edge{progress: true, live: r.live}, desc+x.f("; OS commits, installs a %v image into %s with %d tries", b, o, tries))
 				}
 			}
 		case noCommit:
-			x.emit(r.reset(cur), cur.Get(k).Successful, r.live, desc+"; OS runs, never commits, reset")
+			x.emit(r.reset(cur), edge{progress: cur.Get(k).Successful, live: r.live}, desc+"; OS runs, never commits, reset")
 		}
 	case Kexec:
 		n := r.reset(cur)
 		n.kexec, n.kexecCredit = t, r.decs(cur, t) == 1
-		x.emit(n, false, r.live, desc+"; kexec")
+		x.emit(n, edge{live: r.live}, desc+"; kexec")
 		in2 := in
 		in2.KexecAllowed = false
 		r.decide(in2, cur, desc+"; kexec refused")
 	case Firmware:
 		n := r.reset(cur)
 		n.bootNext = t
-		x.emit(n, false, r.live, desc+"; BootNext, reboot")
+		x.emit(n, edge{live: r.live}, desc+"; BootNext, reboot")
 	case Rescue:
 		n := r.reset(cur)
 		n.rescue = true
-		x.emit(n, true, r.live, desc+"; rescue shell")
+		x.emit(n, edge{progress: true, live: r.live}, desc+"; rescue shell")
 	}
 }
 
@@ -398,8 +506,42 @@ func (r *initRun) check(in Input, d Decision, desc string) bool {
 		fail(propRules, "unknown action %v", d.Action)
 		return false
 	}
+	// Crashes (issue 13). A count rises only by a record this init read
+	// and that no write counted before; it falls only by a mark bad. A
+	// committed slot preferred before the decision stays preferred
+	// unless its count reached K; when it reached K (and the other slot
+	// is bootable and not over K), the other slot's priority may rise
+	// above it.
+	c := r.x.c
+	demoted := func(s slot.Slot) bool {
+		a, b, ob := in.State.Get(s), d.State.Get(s), d.State.Get(s.Other())
+		return c.over(b) && a.Priority >= in.State.Get(s.Other()).Priority && ob.Priority > b.Priority && !c.over(ob)
+	}
+	limited := demoted(slot.A) || demoted(slot.B)
+	for _, s := range slot.All {
+		a, b := r.orig.Get(s), d.State.Get(s)
+		allowed := 0
+		if r.given[idx(s)] == pending {
+			allowed = 1
+		}
+		if b.Crashes-a.Crashes > allowed {
+			fail(propCrash1, "slot %s's crash count %d -> %d, from %v crash records not counted yet", s, a.Crashes, b.Crashes, allowed)
+		}
+		oa, ob := in.State.Get(s.Other()), d.State.Get(s.Other())
+		if a := in.State.Get(s); a.Committed() && a.Priority > oa.Priority && !c.over(b) && !(s == k && in.RootFailed) &&
+			!(b.Committed() && b.Priority > ob.Priority) {
+			fail(propCrashOK, "committed slot %s with %d crashes in a row (limit %d) no longer preferred: %v, %v -> %v, %v", s, b.Crashes, c.limit, a, oa, b, ob)
+		}
+	}
 	for _, s := range slot.All {
 		a, b := in.State.Get(s), d.State.Get(s)
+		if b.Crashes < a.Crashes && b != slotstate.Bad {
+			fail(propRules, "slot %s's crash count cleared by a boot: %v -> %v", s, a, b)
+		}
+		a.Crashes, b.Crashes = 0, 0
+		if limited && a.Priority > 0 && b.Priority > 0 {
+			b.Priority = a.Priority
+		}
 		switch {
 		case a.Failed() && s != d.Target && d.Action != Rescue && b != slotstate.Bad:
 			fail(propRules, "failed trial %s passed over but not marked bad: %v -> %v", s, a, b)
@@ -454,9 +596,9 @@ func (r *initRun) check(in Input, d Decision, desc string) bool {
 	case anyOK && d.Action == Rescue && (in.KexecAllowed || in.FirmwareAllowed || eligible(k)):
 		fail(propGood, "rescue although a slot can be booted")
 	}
-	if a, b := in.State.Get(k), in.State.Get(o); in.State.Counted == "" && !in.Handover && !in.RootFailed &&
+	if a, b := in.State.Get(k), in.State.Get(o); in.State.Counted == "" && !in.Handover && !in.RootFailed && len(in.Crashed) == 0 &&
 		a.Successful && a.Priority > 0 && !b.Failed() && (!b.Bootable() || b.Priority <= a.Priority) &&
-		(d.Action != Continue || d.Write) {
+		!(c.over(a) && b.Bootable() && !c.over(b)) && (d.Action != Continue || d.Write) {
 		fail(propSteady, "steady-state boot of committed slot %s: %v write=%v", k, d.Action, d.Write)
 	}
 	return true
@@ -465,6 +607,8 @@ func (r *initRun) check(in Input, d Decision, desc string) bool {
 // initial lists the states a selector and an operator could have left: any
 // counters within the bounds, any images, and a marker (with BootNext set
 // or not) only naming a trial slot a selector would have handed over to.
+// Only a slot whose image crashes can have crashed: its crash count is
+// anything when committed, and a record of it may be pending.
 func initial() []node {
 	var attrs []slotstate.Attrs
 	for p := 0; p <= maxPriority; p++ {
@@ -478,22 +622,58 @@ func initial() []node {
 			st := slotstate.State{A: a, B: b}
 			for ba := range nBehaviors {
 				for bb := range nBehaviors {
-					n := node{st: st, beh: [2]behavior{ba, bb}}
-					out = append(out, n)
-					for _, s := range slot.All {
-						x, y := st.Get(s), st.Get(s.Other())
-						if x.Successful || x.Priority == 0 || x.Tries == maxTries || y.Bootable() && y.Priority >= x.Priority {
-							continue
-						}
-						m := n
-						m.st.Counted, m.fresh = s, s
-						out = append(out, m)
-						m.bootNext = s
-						out = append(out, m)
+					for _, n := range crashHistories(node{st: st, beh: [2]behavior{ba, bb}}) {
+						out = append(out, markers(n)...)
 					}
 				}
 			}
 		}
+	}
+	return out
+}
+
+// crashHistories returns n with every crash count and pending record its
+// images allow.
+func crashHistories(n node) []node {
+	out := []node{n}
+	for _, s := range slot.All {
+		if !n.beh[idx(s)].canCrash() {
+			continue
+		}
+		var more []node
+		for _, m := range out {
+			for c := 0; c <= slotstate.MaxCrashes; c++ {
+				a := m.st.Get(s)
+				if c > 0 && !a.Committed() {
+					break
+				}
+				a.Crashes = c
+				m.st = m.st.With(s, a)
+				m.records[idx(s)] = noRecord
+				more = append(more, m)
+				m.records[idx(s)] = pending
+				more = append(more, m)
+			}
+		}
+		out = more
+	}
+	return out
+}
+
+// markers returns n and n with each marker a selector could have left.
+func markers(n node) []node {
+	st := n.st
+	out := []node{n}
+	for _, s := range slot.All {
+		x, y := st.Get(s), st.Get(s.Other())
+		if x.Successful || x.Priority == 0 || x.Tries == maxTries || y.Bootable() && y.Priority >= x.Priority {
+			continue
+		}
+		m := n
+		m.st.Counted, m.fresh = s, s
+		out = append(out, m)
+		m.bootNext = s
+		out = append(out, m)
 	}
 	return out
 }
@@ -523,16 +703,16 @@ func (c *checker) explore() {
 		from := queue[0]
 		queue = queue[1:]
 		x := &expansion{c: c}
-		x.emit = func(to node, progress, live bool, _ string) {
+		x.emit = func(to node, e edge, _ string) {
 			i, isNew := c.id(to)
 			if isNew {
 				c.parent[i] = from
 				queue = append(queue, i)
 			}
-			e := edge{to: i, progress: progress, live: live}
+			e.to = i
 			for j, old := range c.edges[from] {
-				if old.to == i && old.progress == progress {
-					c.edges[from][j].live = old.live || live
+				if old.to == i && old.progress == e.progress && old.crash == e.crash {
+					c.edges[from][j].live = old.live || e.live
 					return
 				}
 			}
@@ -558,8 +738,8 @@ func (c *checker) explore() {
 func (c *checker) step(from, to int32, prop int, live bool) string {
 	var got string
 	x := &expansion{c: c, labels: true}
-	x.emit = func(n node, progress, l bool, desc string) {
-		if got == "" && prop < 0 && c.ids[n] == to && (!live || l && !progress) {
+	x.emit = func(n node, e edge, desc string) {
+		if got == "" && prop < 0 && c.ids[n] == to && (!live || e.live && !e.progress) {
 			got = desc
 		}
 	}
@@ -604,14 +784,26 @@ func triesLeft(n node) int {
 // a good OS, a committed OS or the rescue shell runs: two per try left
 // (the selector's start and the trial's own), one for a BootNext handover
 // that does not arrive, two for a handover to a slot whose root then fails
-// and its handover back, and the start that makes progress.
-func bound(n node) int { return 2*triesLeft(n) + 4 }
+// and its handover back, and the start that makes progress; and for each
+// slot whose image crashes, three per crashed boot and per handover away
+// from it (the firmware may start the other slot, whose init hands over by
+// a BootNext the firmware ignores, and then by kexec).
+func (c *checker) bound(n node) int {
+	b := 2*triesLeft(n) + 4
+	for _, s := range slot.All {
+		if n.beh[idx(s)].canCrash() {
+			b += 3 * (c.limit + 1)
+		}
+	}
+	return b
+}
 
 // precondition is when liveness can be asked of abboot at all: some slot's
-// kernel reaches init, and no committed slot's kernel dies before init (its
-// boots are never counted, by the cgpt semantics of successful).
+// kernel reaches init, some slot's OS need not crash, and no committed
+// slot's kernel dies before init (its boots are never counted, by the cgpt
+// semantics of successful).
 func precondition(n node) bool {
-	if n.beh[0] == panics && n.beh[1] == panics {
+	if n.beh[0] == panics && n.beh[1] == panics || n.beh[0].canCrash() && n.beh[1].canCrash() {
 		return false
 	}
 	for _, s := range slot.All {
@@ -625,20 +817,33 @@ func precondition(n node) bool {
 // liveness computes, for every node that meets the precondition, the
 // longest run of live kernel starts without progress, and fails on a cycle
 // of them (an infinite loop of failing boots) or a run longer than bound.
+//
+// It also computes, per slot, the most crashed boots of that committed
+// slot such a run holds, and fails when one exceeds K (property 7): K
+// crashed boots and the boot whose init leaves the slot.
 func (c *checker) liveness() {
 	const unseen, onPath, done = 0, 1, 2
 	color := make([]uint8, len(c.nodes))
 	longest := make([]int, len(c.nodes))
+	crashed := make([][2]int, len(c.nodes))
+	// next and crashNext: the next node on a longest run, and on a run
+	// with the most crashes of each slot; -1 at its end.
+	next := make([]int32, len(c.nodes))
+	crashNext := make([][2]int32, len(c.nodes))
 	var stack []int32
 	var visit func(i int32) bool
 	visit = func(i int32) bool {
 		color[i] = onPath
+		next[i], crashNext[i] = -1, [2]int32{-1, -1}
 		stack = append(stack, i)
 		for _, e := range c.edges[i] {
 			if !e.live {
 				continue
 			}
-			l := 1
+			l, cr := 1, [2]int{}
+			if e.crash != "" {
+				cr[idx(e.crash)] = 1
+			}
 			if !e.progress {
 				switch color[e.to] {
 				case onPath:
@@ -650,8 +855,24 @@ func (c *checker) liveness() {
 					}
 				}
 				l += longest[e.to]
+				for j := range cr {
+					cr[j] += crashed[e.to][j]
+				}
 			}
-			longest[i] = max(longest[i], l)
+			if l > longest[i] {
+				longest[i] = l
+				if !e.progress {
+					next[i] = e.to
+				}
+			}
+			for j := range cr {
+				if cr[j] > crashed[i][j] {
+					crashed[i][j] = cr[j]
+					if !e.progress {
+						crashNext[i][j] = e.to
+					}
+				}
+			}
 		}
 		stack = stack[:len(stack)-1]
 		color[i] = done
@@ -666,29 +887,55 @@ func (c *checker) liveness() {
 			return
 		}
 		c.maxSteps = max(c.maxSteps, longest[i])
-		if longest[i] > bound(n) && c.violNode[propGood] < 0 {
+		if longest[i] > c.bound(n) && c.violNode[propGood] < 0 {
 			c.violNode[propGood] = int32(i)
-			c.violMsg[propGood] = fmt.Sprintf("%s\nfrom here %d kernel starts can pass without progress, bound %d",
-				strings.Join(c.trace(int32(i)), "\n"), longest[i], bound(n))
+			c.violMsg[propGood] = fmt.Sprintf("%s\nfrom here %d kernel starts can pass without progress, bound %d\n%s",
+				strings.Join(c.trace(int32(i)), "\n"), longest[i], c.bound(n), c.describeRun(int32(i), func(j int32) int32 { return next[j] }))
+		}
+		for _, s := range slot.All {
+			if cr := crashed[i][idx(s)]; cr > c.limit && c.violNode[propLeft] < 0 {
+				c.violNode[propLeft] = int32(i)
+				c.violMsg[propLeft] = fmt.Sprintf("%s\nfrom here committed slot %s can crash on %d boots before it is left, limit %d\n%s",
+					strings.Join(c.trace(int32(i)), "\n"), s, cr, c.limit, c.describeRun(int32(i), func(j int32) int32 { return crashNext[j][idx(s)] }))
+			}
 		}
 	}
 }
 
-func (c *checker) cycle(stack []int32, to int32) {
-	if c.violNode[propGood] >= 0 {
-		return
+// describeRun describes the live run from node i that next gives.
+func (c *checker) describeRun(i int32, next func(int32) int32) string {
+	lines := []string{"such a run:"}
+	for j, k := i, next(i); k >= 0; j, k = k, next(k) {
+		lines = append(lines, c.step(j, k, anyStep, true), "  now: "+c.nodes[k].String())
 	}
-	c.violNode[propGood] = to
+	return strings.Join(lines, "\n")
+}
+
+// cycle reports a loop of live kernel starts without progress: property 7
+// when a committed slot crashes in it, else property 1.
+func (c *checker) cycle(stack []int32, to int32) {
 	at := 0
 	for stack[at] != to {
 		at++
 	}
 	loop := append(stack[at:len(stack):len(stack)], to)
+	prop := propGood
+	for j := 1; j < len(loop); j++ {
+		for _, e := range c.edges[loop[j-1]] {
+			if e.to == loop[j] && e.live && !e.progress && e.crash != "" {
+				prop = propLeft
+			}
+		}
+	}
+	if c.violNode[prop] >= 0 {
+		return
+	}
+	c.violNode[prop] = to
 	lines := append(c.trace(to), "LOOP, forever:")
 	for j := 1; j < len(loop); j++ {
 		lines = append(lines, c.step(loop[j-1], loop[j], anyStep, true), "  now: "+c.nodes[loop[j]].String())
 	}
-	c.violMsg[propGood] = strings.Join(lines, "\n")
+	c.violMsg[prop] = strings.Join(lines, "\n")
 }
 
 func (c *checker) run() {
@@ -697,17 +944,21 @@ func (c *checker) run() {
 }
 
 func TestModel(t *testing.T) {
-	c := newChecker(Decide)
-	c.run()
-	nEdges := 0
-	for _, e := range c.edges {
-		nEdges += len(e)
-	}
-	t.Logf("explored %d states, %d distinct transitions; longest run without progress: %d kernel starts", len(c.nodes), nEdges, c.maxSteps)
-	for p, msg := range c.violMsg {
-		if msg != "" {
-			t.Errorf("property %s violated:\n%s", propNames[p], msg)
-		}
+	for k := 1; k <= slotstate.MaxCrashes; k++ {
+		t.Run(fmt.Sprintf("crash-limit=%d", k), func(t *testing.T) {
+			c := newChecker(Decide, k)
+			c.run()
+			nEdges := 0
+			for _, e := range c.edges {
+				nEdges += len(e)
+			}
+			t.Logf("explored %d states, %d distinct transitions; longest run without progress: %d kernel starts", len(c.nodes), nEdges, c.maxSteps)
+			for p, msg := range c.violMsg {
+				if msg != "" {
+					t.Errorf("property %s violated:\n%s", propNames[p], msg)
+				}
+			}
+		})
 	}
 }
 
@@ -720,9 +971,11 @@ func TestModelCatchesBrokenDecide(t *testing.T) {
 		return d
 	}
 	for _, tc := range []struct {
-		name   string
-		decide func(Input) Decision
-		want   int
+		name       string
+		decide     func(Input) Decision
+		want       int
+		limit      int  // K; 0: slotstate.DefaultCrashLimit
+		removeLate bool // the init removes the crash records after its write
 	}{
 		{
 			name: "forgets to count a BootNext handover",
@@ -832,9 +1085,64 @@ func TestModelCatchesBrokenDecide(t *testing.T) {
 			},
 			want: propGood,
 		},
+		{
+			name: "never leaves a crashing slot",
+			decide: func(in Input) Decision {
+				in.CrashLimit = 0
+				return Decide(in)
+			},
+			want: propLeft,
+		},
+		{
+			name: "leaves a crashing slot one crash late",
+			decide: func(in Input) Decision {
+				in.CrashLimit++
+				return Decide(in)
+			},
+			limit: 2,
+			want:  propLeft,
+		},
+		{
+			name: "leaves a committed slot on its first crash",
+			decide: func(in Input) Decision {
+				in.CrashLimit = 1
+				return Decide(in)
+			},
+			want: propCrashOK,
+		},
+		{
+			name: "counts each crash record twice",
+			decide: func(in Input) Decision {
+				in.Crashed = append(in.Crashed, in.Crashed...)
+				return Decide(in)
+			},
+			want: propCrash1,
+		},
+		{
+			name:       "the init removes the crash records after its write",
+			decide:     Decide,
+			removeLate: true,
+			want:       propCrash1,
+		},
+		{
+			name: "clears the crash count on a boot without a crash",
+			decide: func(in Input) Decision {
+				d := Decide(in)
+				if a := d.State.Get(d.Target); len(in.Crashed) == 0 && d.Action == Continue && a.Crashes > 0 {
+					a.Crashes = 0
+					d.State = d.State.With(d.Target, a)
+				}
+				return fix(in, d)
+			},
+			want: propSteady,
+		},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			c := newChecker(tc.decide)
+			if tc.limit == 0 {
+				tc.limit = slotstate.DefaultCrashLimit
+			}
+			c := newChecker(tc.decide, tc.limit)
+			c.removeLate = tc.removeLate
 			c.run()
 			msg := c.violMsg[tc.want]
 			if msg == "" {

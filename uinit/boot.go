@@ -57,7 +57,13 @@ type boot struct {
 	replaceFallback func(dir string, s slot.Slot) (bool, error)
 	log             *event.Logger
 	version         string
-	waitDisk        time.Duration // how long to wait for disks to appear
+	// pstoreDir is where the crash records are ("" for none);
+	// pstoreReady, when set, returns once they can be read (efi_pstore
+	// loaded, pstore mounted).
+	pstoreDir   string
+	pstoreReady func()
+	bootID      string        // the start event's boot key
+	waitDisk    time.Duration // how long to wait for disks to appear
 }
 
 // run finds the ESP, learns the running slot, repairs the boot entries and
@@ -133,7 +139,7 @@ func (b *boot) run(kernelMS int64) (runstate.State, *handover.Plan) {
 	}
 	st.Slot, st.How = string(s), how
 	b.log.Log("start", append([]any{"running", s, "how", how}, append(detail,
-		"version", b.version, "kernel_ms", kernelMS)...)...)
+		"version", b.version, "boot", b.bootID, "kernel_ms", kernelMS)...)...)
 	if e != nil {
 		b.repair(e, espFS, fw.entries, s)
 	}

@@ -35,6 +35,8 @@ type rig struct {
 	// start, if set, stands for the handover; by default every handover
 	// happens.
 	start func(*handover.Plan) error
+	// pstore, if set, is the directory of crash records.
+	pstore string
 }
 
 // newRig builds a disk whose ESP holds files (ESP path -> content); with
@@ -93,6 +95,8 @@ func (r *rig) bootSel(cmdline string, kexecLoad func(string, []byte, func(string
 		kexecLoad:    kexecLoad,
 		start:        r.start,
 		efivarsReady: r.mount,
+		pstoreDir:    r.pstore,
+		bootID:       "0d0c8f5e-0000-4000-8000-000000000001",
 		replaceFallback: func(dir string, s slot.Slot) (bool, error) {
 			return fallback.Replace(dir, s)
 		},

@@ -32,7 +32,9 @@ import (
 	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/kexec"
 	"github.com/abboot/abboot/pkg/osrelease"
+	"github.com/abboot/abboot/pkg/pstore"
 	"github.com/abboot/abboot/pkg/runstate"
+	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/watchdog"
 )
 
@@ -60,7 +62,8 @@ func main() {
 	}
 
 	// The events also go to the kernel log, where the OS's journal finds
-	// them after the switch (journalctl -t abboot).
+	// them after the switch (journalctl -t abboot) and a crash dump names
+	// the slot that was running (pkg/pstore).
 	kmsg, err := event.OpenKmsg()
 	if err != nil {
 		event.Error("kmsg", err)
@@ -101,13 +104,22 @@ func main() {
 		},
 		replaceFallback: fallback.ReplaceMounted,
 		log:             event.Default,
-		version:         osrelease.Read("/etc/os-release")["VERSION_ID"],
-		waitDisk:        5 * time.Second,
+		pstoreDir:       pstore.Dir,
+		pstoreReady: func() {
+			modules.Wait("efi_pstore")
+			if err := pstore.Mount(pstore.Dir); err != nil {
+				event.Error("crash", err, "what", "mount")
+			}
+		},
+		bootID:   bootID(),
+		version:  osrelease.Read("/etc/os-release")["VERSION_ID"],
+		waitDisk: 5 * time.Second,
 	}
 	// run hands over when the slot to boot is not this one; it returns
 	// when this slot boots (Continue), or when nothing can (Rescue).
 	st, p := b.run(kernelMS)
 	took := modulesTook()
+	st.CrashLimit = params.CrashLimit
 	if err := runstate.Write(st); err != nil {
 		event.Error("runstate", err)
 	}
@@ -116,6 +128,9 @@ func main() {
 		rescue(d.Reason)
 	}
 	armWatchdog(params.Watchdog)
+	if a := d.State.Get(d.Target); a.Committed() && a.Crashes < params.TestCrash {
+		testCrash(d.Target, a.Crashes)
+	}
 	event.Log("exec", "slot", d.Target, "version", st.Version, "init", params.Init,
 		"elapsed_ms", time.Since(start).Milliseconds(), "modules_ms", took.Milliseconds(), "kernel_ms", kernelMS)
 	if kmsg != nil {
@@ -137,6 +152,16 @@ func main() {
 		err = syscall.Exec(params.Init, []string{params.Init}, os.Environ())
 	}
 	rescue(fmt.Sprintf("exec %s: %v", params.Init, err))
+}
+
+// testCrash is the abboot.test-crash hook: it panics the kernel (sysrq c,
+// Documentation/admin-guide/sysrq.rst) as a committed slot's crash would,
+// leaving a pstore record that names the slot.
+func testCrash(s slot.Slot, crashes int) {
+	event.Log("crash", "slot", s, "what", "test-crash", "crashes", crashes)
+	if err := os.WriteFile("/proc/sysrq-trigger", []byte("c"), 0); err != nil {
+		event.Error("crash", err, "what", "test-crash")
+	}
 }
 
 // armWatchdog arms the hardware watchdog for the handover when the command

@@ -65,9 +65,10 @@ func (b *boot) findRoot(hexHash string) (*root, error) {
 }
 
 // mountRoot checks the root hash against the top of the tree, sets up
-// the dm-verity device (restart_on_corruption: a block that does not match
-// restarts the machine, and the selector counts that as a failed try) and
-// mounts it read-only at dir.
+// the dm-verity device (abboot.verity, by default panic_on_corruption: a
+// block that does not match panics the kernel, which leaves a crash
+// record naming the slot; the selector counts that as a failed try, or as
+// a crash of a committed slot) and mounts it read-only at dir.
 func (b *boot) mountRoot(r *root, dir string) error {
 	if err := checkRoot(r); err != nil {
 		b.log.Error("verity", err, "slot", r.slot, "roothash", hex.EncodeToString(r.hash))

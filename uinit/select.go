@@ -18,6 +18,7 @@ import (
 // once no handover is left to try.
 func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *firmware, rootFailed bool) *handover.Plan {
 	b.env = &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Verify: secureboot.HandoverCheck(fw.secureBoot, fw.secureBootErr), Start: b.start, Written: b.selected, Log: b.log}
+	crashed := b.crashes()
 	store, err := slotstore.Open(disk, b.vars)
 	if err != nil {
 		// Rule 8: no state store never stops a boot. Nothing can be
@@ -59,6 +60,8 @@ func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *f
 		RootFailed:      rootFailed,
 		KexecAllowed:    !b.params.NoKexec,
 		FirmwareAllowed: len(fw.entries) > 0,
+		Crashed:         crashed,
+		CrashLimit:      b.params.CrashLimit,
 	})
 	p.Unsaved = p.Unsaved || unsaved
 	return b.env.Run(p)
@@ -80,6 +83,9 @@ func (b *boot) selected(p *handover.Plan, err error) {
 	if d.Spent != "" {
 		kv = append(kv, "spent", d.Spent)
 	}
+	if c := crashChanges(p.Input.State, d.State); c != "" {
+		kv = append(kv, "crashes", c)
+	}
 	b.log.Log("select", append(kv, "action", d.Action, "write", d.Write)...)
 }
 
@@ -88,6 +94,7 @@ func (b *boot) selected(p *handover.Plan, err error) {
 // bad, and run the sequence again.
 func (b *boot) rootFailed(p *handover.Plan) *handover.Plan {
 	in := p.Input
-	in.State, in.RootFailed = p.Decision.State, true
+	// The crashes are in the state just written: not again.
+	in.State, in.RootFailed, in.Crashed = p.Decision.State, true, nil
 	return b.env.Run(b.env.Decide(in))
 }

@@ -194,3 +194,34 @@ func TestUnreadableStore(t *testing.T) {
 		t.Errorf("rebuilt state %+v, want A committed and B not bootable", st)
 	}
 }
+
+// TestCrashRecords: the records a crashed boot of B left are logged as one
+// crash event, removed before the decision, and handed to it; a boot with
+// no records counts nothing and removes nothing.
+func TestCrashRecords(t *testing.T) {
+	r := pending(t, both)
+	r.pstore = t.TempDir()
+	dump := "Panic#1 Part1\n<7>[    2.0] abboot: event=start running=b how=handover boot=b00710 kernel_ms=1\n" +
+		"<3>[    3.0] device-mapper: verity: 254:0: data block 7 is corrupted\n<0>[    3.1] Kernel panic - not syncing: dm-verity device corrupted\n"
+	if err := os.WriteFile(filepath.Join(r.pstore, "dmesg-efi_pstore-1"), []byte(dump), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(r.pstore, "console-ramoops-0"), []byte("not ours"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, sel, lines := r.bootSel("", nil)
+	if n := count(lines, `^abboot: event=crash slot=b reason="dm-verity device corrupted" boot=b00710 records=1$`); n != 1 {
+		t.Errorf("%d crash events for B, want 1:\n%s", n, strings.Join(lines, "\n"))
+	}
+	if got := sel.Input.Crashed; len(got) != 1 || got[0] != slot.B || sel.Input.CrashLimit != slotstate.DefaultCrashLimit {
+		t.Errorf("decision input: crashed %v, limit %d; want [b], %d", got, sel.Input.CrashLimit, slotstate.DefaultCrashLimit)
+	}
+	left, _ := os.ReadDir(r.pstore)
+	if len(left) != 1 || left[0].Name() != "console-ramoops-0" {
+		t.Errorf("left in pstore: %v, want only console-ramoops-0", left)
+	}
+	_, sel, lines = r.bootSel("abboot.handover=b", nil)
+	if left, _ := os.ReadDir(r.pstore); len(sel.Input.Crashed) != 0 || count(lines, "event=crash") != 0 || len(left) != 1 {
+		t.Errorf("boot without records: crashed %v, pstore %v:\n%s", sel.Input.Crashed, left, strings.Join(lines, "\n"))
+	}
+}

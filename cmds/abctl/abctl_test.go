@@ -194,3 +194,38 @@ func TestVarStore(t *testing.T) {
 		t.Errorf("%d variables written, want 1", len(ents))
 	}
 }
+
+// TestStatusCrashes: status shows the crash counts the GPT bits hold and
+// says why a committed slot over the crash limit is, or is not, booted.
+func TestStatusCrashes(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		b    slotstate.Attrs
+		want string
+	}{
+		{"left", slotstate.Attrs{Priority: 2, Successful: true}, "slot a crashed on 3 boots in a row (crash limit 3): not preferred while another slot can boot"},
+		{"nothing else", slotstate.Attrs{}, "slot a crashed on 3 boots in a row (crash limit 3), and is still booted: no other slot can boot"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			im := newImage(t)
+			err := diskimage.Build(im.disk, diskimage.Spec{
+				ESPSizeMiB: diskimage.MinESPSizeMiB,
+				Partitions: []diskimage.PartSpec{
+					{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: slotstore.WithAttrs(0, slotstate.Attrs{Priority: 3, Successful: true, Crashes: 3})},
+					{Label: slot.B.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: 1, Attributes: slotstore.WithAttrs(0, tc.b)},
+				},
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			st := im.status()
+			if a := st.Slots[0]; a.Crashes != 3 || !a.OverCrashLimit || st.CrashLimit != slotstate.DefaultCrashLimit {
+				t.Errorf("status: A %+v, crash limit %d; want 3 crashes over the limit %d", a, st.CrashLimit, slotstate.DefaultCrashLimit)
+			}
+			out, err := im.abctl("status")
+			if err != nil || !strings.Contains(out, tc.want) {
+				t.Errorf("abctl status: %v\n%s\nwant %q", err, out, tc.want)
+			}
+		})
+	}
+}

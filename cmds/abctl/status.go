@@ -28,9 +28,13 @@ type slotStatus struct {
 	slotstate.Attrs
 	Bootable  bool   `json:"bootable"`
 	Condition string `json:"condition"` // committed, trial, failed or bad
-	Running   bool   `json:"running"`
-	Entry     string `json:"entry,omitempty"` // Boot#### of its firmware entry
-	BootOrder int    `json:"boot_order"`      // position of that entry in BootOrder, -1 when absent
+	// OverCrashLimit: a committed slot that crashed on crash-limit
+	// boots in a row (issue 13); it is booted only when no other slot
+	// can be.
+	OverCrashLimit bool   `json:"over_crash_limit"`
+	Running        bool   `json:"running"`
+	Entry          string `json:"entry,omitempty"` // Boot#### of its firmware entry
+	BootOrder      int    `json:"boot_order"`      // position of that entry in BootOrder, -1 when absent
 }
 
 type entryStatus struct {
@@ -44,6 +48,7 @@ type status struct {
 	Running     string         `json:"running,omitempty"`
 	How         string         `json:"how,omitempty"`
 	Store       string         `json:"store"`
+	CrashLimit  int            `json:"crash_limit"` // abboot.crash-limit of this boot (default for an image); 0: off
 	StoreError  string         `json:"store_error,omitempty"`
 	Next        string         `json:"next,omitempty"` // the slot the next boot selects
 	Slots       []slotStatus   `json:"slots"`
@@ -62,7 +67,10 @@ func statusCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	st := status{Running: string(s.running), How: s.run.How, Store: s.store.String()}
+	st := status{Running: string(s.running), How: s.run.How, Store: s.store.String(), CrashLimit: slotstate.DefaultCrashLimit}
+	if s.run.Slot != "" {
+		st.CrashLimit = s.run.CrashLimit
+	}
 	state, err := s.store.Load()
 	if err != nil && !errors.Is(err, slotstore.ErrNoState) {
 		st.StoreError = err.Error()
@@ -95,7 +103,8 @@ func statusCmd(g *globals, args []string) error {
 	}
 	for _, sl := range slot.All {
 		a := state.Get(sl)
-		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Condition: a.Condition(), Running: sl == s.running, BootOrder: -1}
+		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Condition: a.Condition(), Running: sl == s.running, BootOrder: -1,
+			OverCrashLimit: st.CrashLimit > 0 && a.Committed() && a.Crashes >= st.CrashLimit}
 		if n, ok := bootentry.Find(entries, sl); ok {
 			ss.Entry = efivar.BootName(n)
 			ss.BootOrder = slices.Index(order, n)
@@ -117,9 +126,20 @@ func statusCmd(g *globals, args []string) error {
 		fmt.Printf(" (unreadable: %s)", st.StoreError)
 	}
 	fmt.Printf("\nrunning: %s (learned from %s)   next boot: %s\n", or(st.Running, "unknown"), or(st.How, "-"), or(st.Next, "none bootable"))
-	fmt.Printf("%-4s %-8s %-10s %-8s %-5s %-10s %s\n", "SLOT", "VERSION", "CONDITION", "PRIORITY", "TRIES", "SUCCESSFUL", "ENTRY")
+	fmt.Printf("%-4s %-8s %-10s %-8s %-5s %-10s %-7s %s\n", "SLOT", "VERSION", "CONDITION", "PRIORITY", "TRIES", "SUCCESSFUL", "CRASHES", "ENTRY")
 	for _, x := range st.Slots {
-		fmt.Printf("%-4s %-8s %-10s %-8d %-5d %-10v %s\n", x.Slot, or(x.Version, "-"), x.Condition, x.Priority, x.Tries, x.Successful, or(x.Entry, "missing"))
+		fmt.Printf("%-4s %-8s %-10s %-8d %-5d %-10v %-7d %s\n", x.Slot, or(x.Version, "-"), x.Condition, x.Priority, x.Tries, x.Successful, x.Crashes, or(x.Entry, "missing"))
+	}
+	for i, x := range st.Slots {
+		if !x.OverCrashLimit {
+			continue
+		}
+		// st.Slots follows slot.All: 1-i is the other slot.
+		if o := st.Slots[1-i]; !o.Bootable || o.OverCrashLimit {
+			fmt.Printf("slot %s crashed on %d boots in a row (crash limit %d), and is still booted: no other slot can boot\n", x.Slot, x.Crashes, st.CrashLimit)
+		} else {
+			fmt.Printf("slot %s crashed on %d boots in a row (crash limit %d): not preferred while another slot can boot\n", x.Slot, x.Crashes, st.CrashLimit)
+		}
 	}
 	if h := st.Health; h != nil {
 		switch {

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/abboot/abboot/pkg/slotstate"
 )
 
 // Params are the abboot parameters of one command line.
@@ -17,11 +19,25 @@ type Params struct {
 	Watchdog int    // abboot.watchdog: seconds to arm the hardware watchdog for; 0 = off
 	Init     string // abboot.init: the OS init to exec; default /sbin/init
 	// VerityMode is what dm-verity does on a block that does not match
-	// (abboot.verity=restart|panic|eio|ignore), as the target's option:
-	// restart_on_corruption (the default), panic_on_corruption, "" (I/O
-	// error) or ignore_corruption.
+	// (abboot.verity=panic|restart|eio|ignore), as the target's option:
+	// panic_on_corruption (the default), restart_on_corruption, "" (I/O
+	// error) or ignore_corruption. Panic is the default because a panic
+	// leaves a crash record in pstore that names the slot (issue 13): the
+	// next boot counts it, and a slot whose root keeps failing is left.
+	// A restart leaves none: the kernel dumps its log only on an oops or
+	// a panic (kmsg_dump's default max_reason, KMSG_DUMP_OOPS).
 	VerityMode string
 	Panic      int // panic: seconds the kernel waits before rebooting on a panic
+	// CrashLimit is abboot.crash-limit: after this many crashed boots in
+	// a row a committed slot is no longer preferred (bootcheck); 0 turns
+	// the limit off. At most slotstate.MaxCrashes.
+	CrashLimit int
+	// TestCrash is abboot.test-crash, a test hook: the init panics the
+	// kernel just before it starts the OS while the running slot is
+	// committed and its crash count is below this, so a test gets a
+	// committed slot that crashes a known number of times in a row. 0
+	// (the default) never.
+	TestCrash int
 }
 
 // DefaultInit is the OS init executed when abboot.init is absent.
@@ -31,7 +47,7 @@ const DefaultInit = "/sbin/init"
 // are ignored; a malformed abboot parameter is an error, so that a typo in a
 // signed command line is seen at once rather than silently defaulted.
 func Parse(cmdline string) (Params, error) {
-	p := Params{Init: DefaultInit, VerityMode: verityModes["restart"]}
+	p := Params{Init: DefaultInit, VerityMode: verityModes["panic"], CrashLimit: slotstate.DefaultCrashLimit}
 	for _, f := range Fields(cmdline) {
 		k, v, _ := strings.Cut(f, "=")
 		var err error
@@ -57,8 +73,12 @@ func Parse(cmdline string) (Params, error) {
 		case "abboot.verity":
 			var ok bool
 			if p.VerityMode, ok = verityModes[v]; !ok {
-				err = fmt.Errorf("want restart, panic, eio or ignore")
+				err = fmt.Errorf("want panic, restart, eio or ignore")
 			}
+		case "abboot.crash-limit":
+			p.CrashLimit, err = crashes(v)
+		case "abboot.test-crash":
+			p.TestCrash, err = crashes(v)
 		case "panic":
 			// The kernel accepts negative values (reboot at once); abboot only
 			// reads it, so take any integer.
@@ -85,6 +105,14 @@ func hexParam(v string) (string, error) {
 		return "", fmt.Errorf("want an even number (at least 64) of hex digits")
 	}
 	return strings.ToLower(v), nil
+}
+
+func crashes(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 || n > slotstate.MaxCrashes {
+		return 0, fmt.Errorf("want a number of crashes from 0 to %d", slotstate.MaxCrashes)
+	}
+	return n, nil
 }
 
 func seconds(v string) (int, error) {

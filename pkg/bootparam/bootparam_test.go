@@ -13,11 +13,16 @@ func TestParse(t *testing.T) {
 		want    Params
 		wantErr bool
 	}{
-		{"console=ttyS0 panic=10", Params{Init: DefaultInit, Panic: 10, VerityMode: "restart_on_corruption"}, false},
+		{"console=ttyS0 panic=10", Params{Init: DefaultInit, Panic: 10, VerityMode: "panic_on_corruption", CrashLimit: 3}, false},
 		{"abboot.roothash=" + strings.ToUpper(hash) + " abboot.handover=b abboot.kexec=0 abboot.watchdog=30 abboot.init=/bbin/demo abboot.verity=eio",
-			Params{RootHash: hash, Handover: "b", NoKexec: true, Watchdog: 30, Init: "/bbin/demo"}, false},
-		{"abboot.kexec=1", Params{Init: DefaultInit, VerityMode: "restart_on_corruption"}, false},
-		{`quiet "abboot.init=/a b"`, Params{Init: "/a b", VerityMode: "restart_on_corruption"}, false},
+			Params{RootHash: hash, Handover: "b", NoKexec: true, Watchdog: 30, Init: "/bbin/demo", CrashLimit: 3}, false},
+		{"abboot.verity=restart abboot.crash-limit=0 abboot.test-crash=1", Params{Init: DefaultInit, VerityMode: "restart_on_corruption", TestCrash: 1}, false},
+		{"abboot.crash-limit=2", Params{Init: DefaultInit, VerityMode: "panic_on_corruption", CrashLimit: 2}, false},
+		{"abboot.crash-limit=4", Params{}, true},
+		{"abboot.crash-limit=-1", Params{}, true},
+		{"abboot.test-crash=x", Params{}, true},
+		{"abboot.kexec=1", Params{Init: DefaultInit, VerityMode: "panic_on_corruption", CrashLimit: 3}, false},
+		{`quiet "abboot.init=/a b"`, Params{Init: "/a b", VerityMode: "panic_on_corruption", CrashLimit: 3}, false},
 		{"abboot.verity=sometimes", Params{}, true},
 		{"abboot.handover=c", Params{}, true},
 		{"abboot.roothash=xyz", Params{}, true},

@@ -206,7 +206,10 @@ func (e *Env) write(p *Plan) {
 		} else {
 			err = e.Store.Save(d.State)
 		}
-		if err != nil && (d.Action != bootcheck.Continue || d.Reason != bootcheck.ReasonCommitted) {
+		// Without the write only a committed running slot may boot:
+		// it has no try to count (whatever the reason, committed or
+		// crash-limit).
+		if err != nil && (d.Action != bootcheck.Continue || !p.Input.State.Get(d.Target).Committed()) {
 			*d = bootcheck.Decision{Action: bootcheck.Rescue, Reason: fmt.Sprintf("writing the slot state failed: %v", err)}
 		}
 	}

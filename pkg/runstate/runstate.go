@@ -23,6 +23,9 @@ type State struct {
 	ESP     string `json:"esp,omitempty"`     // ESP partition device
 	Disk    string `json:"disk,omitempty"`    // disk holding the ESP
 	ESPDir  string `json:"esp_dir,omitempty"` // where the init mounted the ESP (read-only)
+	// CrashLimit is the abboot.crash-limit the init decided with (0:
+	// off), so that abctl status can say why a slot is not preferred.
+	CrashLimit int `json:"crash_limit"`
 }
 
 // Write stores s at Path.

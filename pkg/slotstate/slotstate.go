@@ -4,6 +4,11 @@
 // marker a BootNext handover leaves (rule 2). It holds the pure operations
 // on that state (bootable, best, commit, mark bad, set active); stores that
 // persist it and the boot decision live elsewhere. No I/O.
+//
+// A committed slot also carries the number of its boots in a row that
+// crashed (issue 13): the init counts a crash when the kernel's crash
+// records (pstore) name the slot, and a commit clears it, so a boot
+// without a crash writes nothing (rule 7).
 package slotstate
 
 import (
@@ -19,11 +24,24 @@ const Max = 15
 // DefaultTries is the number of tries a newly activated slot gets.
 const DefaultTries = 3
 
+// MaxCrashes is the largest crash count: two bits, the spare attribute
+// bits the GPT store has left once cgpt and the Discoverable Partitions
+// Specification have taken theirs (see slotstore). A count saturates.
+const MaxCrashes = 3
+
+// DefaultCrashLimit is the number of crashed boots in a row after which a
+// committed slot stops being preferred (abboot.crash-limit, issue 13).
+const DefaultCrashLimit = 3
+
 // Attrs is one slot's state.
 type Attrs struct {
 	Priority   int  `json:"priority"`
 	Tries      int  `json:"tries"`
 	Successful bool `json:"successful"`
+	// Crashes is the number of boots of this committed slot in a row
+	// that crashed (the kernel died and left a record naming it), up to
+	// MaxCrashes; 0 for a slot that is not committed.
+	Crashes int `json:"crashes"`
 }
 
 // Bootable reports whether the slot may be chosen: a priority and either a
@@ -51,8 +69,15 @@ func (a Attrs) Condition() string {
 	return "failed"
 }
 
+// Committed reports a successful slot that has a priority.
+func (a Attrs) Committed() bool { return a.Priority > 0 && a.Successful }
+
 func (a Attrs) String() string {
-	return fmt.Sprintf("priority=%d tries=%d successful=%v", a.Priority, a.Tries, a.Successful)
+	s := fmt.Sprintf("priority=%d tries=%d successful=%v", a.Priority, a.Tries, a.Successful)
+	if a.Crashes > 0 {
+		s += fmt.Sprintf(" crashes=%d", a.Crashes)
+	}
+	return s
 }
 
 // State is both slots' state. It is comparable with ==.
@@ -91,6 +116,9 @@ func (st State) Validate() error {
 		if a.Priority < 0 || a.Priority > Max || a.Tries < 0 || a.Tries > Max {
 			return fmt.Errorf("slot %s: %v out of range 0..%d", s, a, Max)
 		}
+		if a.Crashes < 0 || a.Crashes > MaxCrashes {
+			return fmt.Errorf("slot %s: crashes=%d out of range 0..%d", s, a.Crashes, MaxCrashes)
+		}
 	}
 	if st.Counted != "" && st.Counted != slot.A && st.Counted != slot.B {
 		return fmt.Errorf("counted marker %q is not a slot", st.Counted)
@@ -110,9 +138,9 @@ func (st State) Best(running slot.Slot) (best slot.Slot, ok bool) {
 	return best, ok
 }
 
-// top returns st with s's priority above the other slot's, lowering the
-// other one when s cannot go higher.
-func (st State) top(s slot.Slot) State {
+// Prefer returns st with s's priority above the other slot's, lowering
+// the other one when s cannot go higher; nothing else changes.
+func (st State) Prefer(s slot.Slot) State {
 	a, o := st.Get(s), st.Get(s.Other())
 	switch {
 	case o.Priority >= Max:
@@ -123,31 +151,48 @@ func (st State) top(s slot.Slot) State {
 	return st.With(s, a).With(s.Other(), o)
 }
 
-// Commit is rule 5: s is successful, has no tries and the highest
-// priority; the other slot keeps its state as the fallback.
+// Commit is rule 5: s is successful, has no tries, no crashes and the
+// highest priority; the other slot keeps its state as the fallback.
 func (st State) Commit(s slot.Slot) State {
 	a := st.Get(s)
-	a.Successful, a.Tries = true, 0
+	a.Successful, a.Tries, a.Crashes = true, 0, 0
 	if a.Priority == 0 {
 		a.Priority = 1
 	}
-	return st.With(s, a).top(s)
+	return st.With(s, a).Prefer(s)
 }
 
-// SetActive makes s the slot to boot next: the highest priority and, when
-// it is not successful, tries for a trial (DefaultTries when tries <= 0).
+// SetActive makes s the slot to boot next: the highest priority, no
+// crashes (the operator chose it) and, when it is not successful, tries
+// for a trial (DefaultTries when tries <= 0).
 func (st State) SetActive(s slot.Slot, tries int) State {
 	if tries <= 0 {
 		tries = DefaultTries
 	}
 	a := st.Get(s)
+	a.Crashes = 0
 	if !a.Successful {
 		a.Tries = min(tries, Max)
 	}
 	if a.Priority == 0 {
 		a.Priority = 1
 	}
-	return st.With(s, a).top(s)
+	return st.With(s, a).Prefer(s)
+}
+
+// Crashed returns st with one more crash counted for s when s is
+// committed, saturating at MaxCrashes. A slot on trial has its tries to
+// count its failed boots, and a bad one is not booted: their crashes are
+// not counted.
+func (st State) Crashed(s slot.Slot) State {
+	if s != slot.A && s != slot.B {
+		return st
+	}
+	a := st.Get(s)
+	if a.Committed() && a.Crashes < MaxCrashes {
+		a.Crashes++
+	}
+	return st.With(s, a)
 }
 
 // MarkBad is rule 4: s is never chosen again until reinstalled or set

@@ -31,6 +31,16 @@ const (
 // uses 59 (grow-file-system), 60 (read-only) and 63 (no-auto).
 const countedBit = 1 << 61
 
+// crashLowBit and crashHighBit hold a committed slot's crash count
+// (slotstate.Attrs.Crashes, 0..3, issue 13): the two bits of 48-63 left
+// once cgpt (48-57), the Discoverable Partitions Specification (59, 60,
+// 63) and the counted marker (61) have theirs. cgpt keeps them, as it
+// keeps every bit it does not own.
+const (
+	crashLowBit  = 1 << 58
+	crashHighBit = 1 << 62
+)
+
 // AttrsOf returns the slot attributes the cgpt bits of a root
 // partition's attribute bits hold.
 func AttrsOf(bits uint64) slotstate.Attrs {
@@ -38,7 +48,19 @@ func AttrsOf(bits uint64) slotstate.Attrs {
 		Priority:   int(bits >> priorityShift & nibble),
 		Tries:      int(bits >> triesShift & nibble),
 		Successful: bits>>successfulShift&1 == 1,
+		Crashes:    crashes(bits),
 	}
+}
+
+func crashes(bits uint64) int {
+	n := 0
+	if bits&crashLowBit != 0 {
+		n |= 1
+	}
+	if bits&crashHighBit != 0 {
+		n |= 2
+	}
+	return n
 }
 
 // WithAttrs returns a root partition's attribute bits with the cgpt
@@ -48,10 +70,17 @@ func AttrsOf(bits uint64) slotstate.Attrs {
 // field.
 func WithAttrs(bits uint64, a slotstate.Attrs) uint64 {
 	clamp := func(v int) uint64 { return uint64(max(0, min(v, nibble))) }
-	bits &^= nibble<<priorityShift | nibble<<triesShift | 1<<successfulShift
+	bits &^= nibble<<priorityShift | nibble<<triesShift | 1<<successfulShift | crashLowBit | crashHighBit
 	bits |= clamp(a.Priority)<<priorityShift | clamp(a.Tries)<<triesShift
 	if a.Successful {
 		bits |= 1 << successfulShift
+	}
+	c := max(0, min(a.Crashes, slotstate.MaxCrashes))
+	if c&1 != 0 {
+		bits |= crashLowBit
+	}
+	if c&2 != 0 {
+		bits |= crashHighBit
 	}
 	return bits
 }

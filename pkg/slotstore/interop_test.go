@@ -58,7 +58,9 @@ func TestInteropCgpt(t *testing.T) {
 		}
 	}
 
-	if err := g.Save(slotstate.State{Counted: slot.A}); err != nil {
+	// cgpt add keeps the bits it does not own: the counted marker and
+	// the crash counts.
+	if err := g.Save(slotstate.State{A: slotstate.Attrs{Crashes: 2}, B: slotstate.Attrs{Crashes: 1}, Counted: slot.A}); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -67,9 +69,9 @@ func TestInteropCgpt(t *testing.T) {
 		succ        string
 		want        slotstate.State
 	}{
-		{slot.B, "5", "2", "0", slotstate.State{B: slotstate.Attrs{Priority: 5, Tries: 2}, Counted: slot.A}},
-		{slot.A, "15", "0", "1", slotstate.State{A: slotstate.Attrs{Priority: 15, Successful: true}, B: slotstate.Attrs{Priority: 5, Tries: 2}, Counted: slot.A}},
-		{slot.B, "0", "15", "1", slotstate.State{A: slotstate.Attrs{Priority: 15, Successful: true}, B: slotstate.Attrs{Tries: 15, Successful: true}, Counted: slot.A}},
+		{slot.B, "5", "2", "0", slotstate.State{A: slotstate.Attrs{Crashes: 2}, B: slotstate.Attrs{Priority: 5, Tries: 2, Crashes: 1}, Counted: slot.A}},
+		{slot.A, "15", "0", "1", slotstate.State{A: slotstate.Attrs{Priority: 15, Successful: true, Crashes: 2}, B: slotstate.Attrs{Priority: 5, Tries: 2, Crashes: 1}, Counted: slot.A}},
+		{slot.B, "0", "15", "1", slotstate.State{A: slotstate.Attrs{Priority: 15, Successful: true, Crashes: 2}, B: slotstate.Attrs{Tries: 15, Successful: true, Crashes: 1}, Counted: slot.A}},
 	} {
 		testutil.Run(t, "cgpt", "add", "-i", number[tc.s], "-P", tc.prio, "-T", tc.tries, "-S", tc.succ, path)
 		if got, err := g.Load(); err != nil || got != tc.want {

@@ -30,6 +30,9 @@ var states = []slotstate.State{
 	{A: slotstate.Attrs{Priority: 3, Tries: 2}, B: slotstate.Attrs{Priority: 2, Successful: true}, Counted: slot.A},
 	{A: slotstate.Attrs{Priority: 0, Tries: 15}, B: slotstate.Attrs{Priority: 15}},
 	{A: slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}, B: slotstate.Attrs{Priority: 15, Tries: 15, Successful: true}, Counted: slot.B},
+	// Crash counts (issue 13).
+	{A: slotstate.Attrs{Priority: 1, Successful: true, Crashes: 3}, B: slotstate.Attrs{Priority: 2, Successful: true, Crashes: 1}},
+	{A: slotstate.Attrs{Priority: 4, Successful: true, Crashes: 2}, B: slotstate.Attrs{Priority: 5, Tries: 1}, Counted: slot.B},
 }
 
 // diskSize is the size of the test disks: the two GPT copies and four
@@ -418,6 +421,26 @@ func TestVarFormat(t *testing.T) {
 	}
 }
 
+// TestVarCrashes: the crash counts take flag bits 1-2, and a state without
+// crashes encodes as before they existed.
+func TestVarCrashes(t *testing.T) {
+	st := slotstate.State{A: slotstate.Attrs{Priority: 1, Successful: true, Crashes: 2}, B: slotstate.Attrs{Priority: 2, Successful: true, Crashes: slotstate.MaxCrashes}}
+	b, err := encodeVar(st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b[6] != 1|2<<1 || b[9] != 1|3<<1 {
+		t.Errorf("flags %#x %#x, want %#x %#x", b[6], b[9], 1|2<<1, 1|3<<1)
+	}
+	if got, err := decodeVar(b); err != nil || got != st {
+		t.Errorf("decodeVar(encodeVar(%+v)) = %+v, %v", st, got, err)
+	}
+	st.A.Crashes, st.B.Crashes = 0, 0
+	if b, _ := encodeVar(st); b[6] != 1 || b[9] != 1 {
+		t.Errorf("no crashes: flags %#x %#x, want 1 1", b[6], b[9])
+	}
+}
+
 // TestDecodeVarErrors: every broken encoding is ErrCorrupt.
 func TestDecodeVarErrors(t *testing.T) {
 	good, err := encodeVar(states[3])
@@ -444,7 +467,7 @@ func TestDecodeVarErrors(t *testing.T) {
 		"flipped bit":  edit(5, good[5]^4, false),
 		"priority 16":  edit(4, 16, true),
 		"tries 200":    edit(8, 200, true),
-		"flags":        edit(6, 2, true),
+		"flags":        edit(6, 8, true),
 		"counted c":    edit(10, 'c', true),
 		"counted A":    edit(10, 'A', true),
 		"other magic2": []byte("ABSX"),

@@ -32,7 +32,8 @@ const varAttrs = efivar.AttrNonVolatile | efivar.AttrBootserviceAccess | efivar.
 //	3      1    version, 1
 //	4      1    slot A priority, 0..15
 //	5      1    slot A tries, 0..15
-//	6      1    slot A flags: bit 0 successful, others zero
+//	6      1    slot A flags: bit 0 successful, bits 1-2 the crash
+//	            count (0..3, issue 13), others zero
 //	7      3    slot B priority, tries, flags, as for A
 //	10     1    counted marker: 0 none, 'a' or 'b'
 //	11     4    CRC32 (IEEE, as in the GPT) of bytes 0-10, little-endian
@@ -40,12 +41,17 @@ const varAttrs = efivar.AttrNonVolatile | efivar.AttrBootserviceAccess | efivar.
 // Decoding is strict, so that everything that decodes re-encodes to the
 // same bytes: a wrong length, magic, version or CRC32, a value out of
 // range or a reserved bit set is ErrCorrupt. A later version changes the
-// version byte; this one refuses it rather than guessing.
+// version byte; this one refuses it rather than guessing. The crash count
+// took two flag bits that were reserved, without a new version: a state
+// with no crashes has the same bytes as before, so an older init reads it
+// (one that finds a count, after a crash, rebuilds the state: rule 8).
 const (
 	varMagic   = "ABS"
 	varVersion = 1
 	varLen     = 15
 	flagOK     = 1 << 0
+	crashShift = 1
+	crashMask  = slotstate.MaxCrashes << crashShift
 )
 
 // encodeVar returns the variable data for st, which must be valid.
@@ -60,6 +66,7 @@ func encodeVar(st slotstate.State) ([]byte, error) {
 		if a.Successful {
 			flags |= flagOK
 		}
+		flags |= byte(a.Crashes) << crashShift
 		b = append(b, byte(a.Priority), byte(a.Tries), flags)
 	}
 	var counted byte
@@ -94,10 +101,11 @@ func decodeVarFields(b []byte) (slotstate.State, error) {
 	}
 	for i, s := range slot.All {
 		f := b[4+3*i:]
-		if f[2]&^flagOK != 0 {
+		if f[2]&^(flagOK|crashMask) != 0 {
 			return st, fmt.Errorf("slot %s: reserved flags %#02x", s, f[2])
 		}
-		st = st.With(s, slotstate.Attrs{Priority: int(f[0]), Tries: int(f[1]), Successful: f[2]&flagOK != 0})
+		st = st.With(s, slotstate.Attrs{Priority: int(f[0]), Tries: int(f[1]), Successful: f[2]&flagOK != 0,
+			Crashes: int(f[2]&crashMask) >> crashShift})
 	}
 	switch c := b[10]; c {
 	case 0:

@@ -20,11 +20,13 @@ func slotDisk(t *testing.T, a, b string) string {
 
 // slotStatus is what the tests read of `abctl status --json`.
 type slotStatus struct {
-	Next  string `json:"next"`
-	Slots []struct {
+	Next       string `json:"next"`
+	CrashLimit int    `json:"crash_limit"`
+	Slots      []struct {
 		Slot, Version, Condition string
-		Priority, Tries          int
+		Priority, Tries, Crashes int
 		Successful, Bootable     bool
+		OverCrashLimit           bool `json:"over_crash_limit"`
 	} `json:"slots"`
 }
 

@@ -88,6 +88,8 @@ var images = []struct {
 	{"2-unhealthy", "2", "abboot.watchdog=30 abboot-demo.health=fail", false},
 	// A selector that must hand over through BootNext.
 	{"1-nokexec", "1", "abboot.watchdog=30 abboot.kexec=0", false},
+	// A committed slot whose kernel panics once (the init's test hook).
+	{"2-crash1", "2", "abboot.watchdog=30 abboot.test-crash=1", false},
 	// The OS on dm-verity roots.
 	{"r1", "1", "abboot.watchdog=30", true},
 	{"r2", "2", "abboot.watchdog=30", true},

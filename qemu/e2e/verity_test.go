@@ -93,25 +93,32 @@ func TestVerityRootMismatch(t *testing.T) {
 // try is counted, and the system falls back to A.
 func TestVerityCorruptBlock(t *testing.T) {
 	disk := verityDisk(t, "r1", "r2", "")
+	corruptRoot(t, disk, slot.B)
+	failedTrialOn(t, disk, `verity: \S+: data block \d+ is corrupted`)
+}
+
+// corruptRoot flips one byte in every sixteenth 4 KiB block of slot s's
+// root, past the superblock: its OS cannot start without reading one.
+func corruptRoot(t *testing.T, disk string, s slot.Slot) {
+	t.Helper()
 	tab, err := gpt.ReadFile(disk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, ok := tab.ByName(slot.B.RootLabel())
+	p, ok := tab.ByName(s.RootLabel())
 	if !ok {
-		t.Fatal("no root partition for B")
+		t.Fatalf("no root partition for %s", s)
 	}
 	f, err := os.OpenFile(disk, os.O_RDWR, 0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	// One byte in every sixteenth 4 KiB block, past the superblock: the
-	// OS cannot start without reading one of them.
+	defer f.Close()
 	for off := int64(64 << 10); off < p.Size(tab.SectorSize); off += 64 << 10 {
-		f.WriteAt([]byte{0x5a}, p.Start(tab.SectorSize)+off+17)
+		if _, err := f.WriteAt([]byte{0x5a}, p.Start(tab.SectorSize)+off+17); err != nil {
+			t.Fatal(err)
+		}
 	}
-	f.Close()
-	failedTrialOn(t, disk, `verity: \S+: data block \d+ is corrupted`)
 }
 
 // TestReproducibleRoot: mkuimage.sh -r run again with the same inputs
