@@ -11,7 +11,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -22,25 +21,9 @@ import (
 	"github.com/abboot/abboot/qemu"
 )
 
-func main() {
-	n := flag.Int("n", 3, "steady-state boots to measure")
-	cpus := flag.Int("cpus", 2, "virtual CPUs")
-	flag.StringVar(&serialLog, "log", "", "append the serial console to this file")
-	flag.Parse()
-	if err := run(*n, *cpus); err != nil {
-		fmt.Fprintln(os.Stderr, "bench/boot:", err)
-		os.Exit(1)
-	}
-}
+func main() { bootrun.Main("boot", 3, run) }
 
-var serialLog string
-
-func run(n, cpus int) error {
-	dir, err := os.MkdirTemp("", "abboot-bench-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+func run(c bootrun.Config, dir string) error {
 	ukiPath := filepath.Join(dir, "abboot.efi")
 	img := filepath.Join(dir, "disk.img")
 	if err := demodisk.UKI(ukiPath, "1", ""); err != nil {
@@ -49,11 +32,7 @@ func run(n, cpus int) error {
 	if err := demodisk.Disk(img, demodisk.AB(ukiPath, ukiPath)); err != nil {
 		return err
 	}
-	vars := filepath.Join(dir, "vars.fd")
-	if err := qemu.NewVars(vars); err != nil {
-		return err
-	}
-	samples, err := bootrun.SteadyState(n, func() (bootrun.Sample, error) { return boot(img, vars, cpus) })
+	samples, err := bootrun.SteadyState(c.N, dir, func(vars string) (bootrun.Sample, error) { return boot(img, vars, c.CPUs, c.Log) })
 	if err != nil {
 		return err
 	}
@@ -64,7 +43,7 @@ func run(n, cpus int) error {
 	size := float64(fi.Size()) / (1 << 20)
 	kernel, elapsed, modules, sum := bootrun.Median(samples, "kernel_ms"), bootrun.Median(samples, "elapsed_ms"), bootrun.Median(samples, "modules_ms"), bootrun.Median(samples, "modules_sum_ms")
 	rest := elapsed - modules
-	fmt.Printf("boot bench: %d steady-state boots, %d vCPUs, TCG; medians\n", n, cpus)
+	fmt.Printf("boot bench: %d steady-state boots, %d vCPUs, TCG; medians\n", c.N, c.CPUs)
 	fmt.Printf("  UKI size                 %6.1f MiB   %5.2f of the 24 MiB target (want < 1)\n", size, size/24)
 	fmt.Printf("  kernel boot to init      %6.0f ms\n", kernel)
 	fmt.Printf("  init start to exec       %6.0f ms    %5.3f of kernel boot\n", elapsed, elapsed/kernel)
@@ -76,7 +55,7 @@ func run(n, cpus int) error {
 
 // boot boots once and returns the numbers of the init's exec and modules
 // events.
-func boot(img, vars string, cpus int) (bootrun.Sample, error) {
+func boot(img, vars string, cpus int, serialLog string) (bootrun.Sample, error) {
 	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, CPUs: cpus, Log: serialLog, Timeout: 5 * time.Minute})
 	if err != nil {
 		return nil, err

@@ -16,9 +16,7 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -32,25 +30,9 @@ import (
 	"github.com/abboot/abboot/qemu"
 )
 
-func main() {
-	n := flag.Int("n", 1, "steady-state boots to measure")
-	cpus := flag.Int("cpus", 2, "virtual CPUs")
-	flag.StringVar(&serialLog, "log", "", "append the serial console to this file")
-	flag.Parse()
-	if err := run(*n, *cpus); err != nil {
-		fmt.Fprintln(os.Stderr, "bench/osboot:", err)
-		os.Exit(1)
-	}
-}
+func main() { bootrun.Main("osboot", 1, run) }
 
-var serialLog string
-
-func run(n, cpus int) error {
-	dir, err := os.MkdirTemp("", "abboot-osboot-")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(dir)
+func run(c bootrun.Config, dir string) error {
 	efi := filepath.Join(dir, "debian-v1.efi")
 	if out, err := exec.Command("./images/debian/build.sh", "-o", efi, "v1").CombinedOutput(); err != nil {
 		return fmt.Errorf("images/debian/build.sh: %v: %s", err, out)
@@ -59,17 +41,13 @@ func run(n, cpus int) error {
 	if err != nil {
 		return err
 	}
-	vars := filepath.Join(dir, "vars.fd")
-	if err := qemu.NewVars(vars); err != nil {
-		return err
-	}
-	samples, err := bootrun.SteadyState(n, func() (bootrun.Sample, error) { return boot(img, vars, cpus) })
+	samples, err := bootrun.SteadyState(c.N, dir, func(vars string) (bootrun.Sample, error) { return boot(img, vars, c.CPUs, c.Log) })
 	if err != nil {
 		return err
 	}
 	total, kernel, elapsed, modules := bootrun.Median(samples, "multi_user_ms"), bootrun.Median(samples, "kernel_ms"), bootrun.Median(samples, "elapsed_ms"), bootrun.Median(samples, "modules_ms")
 	own := elapsed - modules
-	fmt.Printf("osboot bench: Debian 12 + systemd on a verity root, %d steady-state boots, %d vCPUs, TCG; medians\n", n, cpus)
+	fmt.Printf("osboot bench: Debian 12 + systemd on a verity root, %d steady-state boots, %d vCPUs, TCG; medians\n", c.N, c.CPUs)
 	fmt.Printf("  kernel start to multi-user.target  %7.0f ms\n", total)
 	fmt.Printf("  kernel start to abboot's init      %7.0f ms   %5.3f of it\n", kernel, kernel/total)
 	fmt.Printf("  abboot's init, start to exec       %7.0f ms   %5.3f of it\n", elapsed, elapsed/total)
@@ -105,7 +83,7 @@ var numRE = regexp.MustCompile(`^osboot (\w+)=(\d+)$`)
 
 // boot boots once, logs in on the serial console and returns the init's
 // exec and modules numbers and multi-user.target's time in ms.
-func boot(img, vars string, cpus int) (bootrun.Sample, error) {
+func boot(img, vars string, cpus int, serialLog string) (bootrun.Sample, error) {
 	vm, err := qemu.Start(context.Background(), qemu.Options{Disks: []string{img}, VarsFile: vars, CPUs: cpus, Log: serialLog, Timeout: 20 * time.Minute})
 	if err != nil {
 		return nil, err
