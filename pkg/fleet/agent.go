@@ -389,10 +389,24 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (
 		}
 		cancel()
 	}()
-	err = pl.acquire(actx)
+	// Drain only while the desired version is the same (a channel file is
+	// fetched again), the place is still this node's, the rollout has not
+	// halted and the window is open: the draining record goes in the
+	// transaction that takes the place.
+	begin := func() ([]clientv3.Op, bool, error) {
+		again, err := a.desired(ctx)
+		if err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) || actx.Err() != nil {
+			return nil, false, err
+		}
+		rec = a.record(StateDraining, d.Version, "")
+		return []clientv3.Op{clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))}, true, nil
+	}
+	started, err := pl.acquire(actx, begin, a.mayStart(sess, pl, d.Version)...)
 	ended := actx.Err() != nil
 	cancel()
 	switch {
+	case err == nil && !started:
+		return 0, pl.release(ctx) // the next step finds out why
 	case err == nil:
 	case ctx.Err() != nil:
 		return 0, ctx.Err()
@@ -400,24 +414,6 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (
 		return 0, nil // the window closed, the desired version changed or the lease is gone: look again
 	default:
 		return 0, err
-	}
-
-	// Holding a place. Drain only while the desired version is the same
-	// (a channel file is fetched again), the place is still this node's,
-	// the rollout has not halted and the window is open.
-	if again, err := a.desired(ctx); err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) {
-		return 0, errors.Join(err, pl.release(ctx))
-	}
-	rec = a.record(StateDraining, d.Version, "")
-	resp, err := a.cli.Txn(ctx).
-		If(a.mayStart(sess, pl, d.Version)...).
-		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))).
-		Commit()
-	if err != nil {
-		return 0, errors.Join(fmt.Errorf("recording state %s: %w", StateDraining, err), pl.release(ctx))
-	}
-	if !resp.Succeeded {
-		return 0, pl.release(ctx) // the next step finds out why
 	}
 	a.wrote(rec)
 	if err := a.node.PreReboot(ctx); err != nil {

@@ -36,10 +36,16 @@
 // revision form a FIFO queue, and a node holds a place while fewer than
 // MaxRebooting keys are older than its own. A waiter reads the MaxRebooting
 // keys nearest ahead of it (a bounded read) and watches only the farthest
-// of them for its deletion, from the revision after the read: etcd's lock
-// recipe, which watches the one key ahead, widened to MaxRebooting. A
-// release therefore wakes about one waiter, not the queue, and a rollout
-// costs each node a constant number of requests whatever the fleet's size.
+// of them for its deletion: etcd's lock recipe, which watches the one key
+// ahead, widened to MaxRebooting. A release therefore wakes about one
+// waiter, not the queue, and a rollout costs each node a constant number
+// of requests whatever the fleet's size. The woken waiter records that it
+// drains in a transaction that also checks that no key older than the
+// deleted one is left, which proves its place without reading the queue
+// again; the hand-over of a place costs one write after the release. The
+// watch starts at etcd's current revision (a watch that starts in the past
+// waits for etcd's catch-up, every 100 ms), and a read covers the time
+// between the queue's read and the watch.
 // A node that dies stops renewing its lease, and etcd deletes its key when
 // the lease's TTL runs out, so its place frees itself.
 //
