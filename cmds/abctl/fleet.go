@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -102,8 +103,8 @@ func printFleet(st fleet.FleetStatus) error {
 		}
 		fmt.Fprintf(w, "%d %s\t%s\t%x\n", i+1, what, p.Node, p.Lease)
 	}
-	for _, r := range st.Rollouts {
-		fmt.Fprintf(w, "\nrollout %s: %d started, %d failed\n", r.Version, len(r.Started), len(r.Failures))
+	if r := st.Rollout; r.Version != "" {
+		fmt.Fprintf(w, "\nrollout %s: %d started, %d failed\n", r.Version, r.Started, r.Failed)
 		if r.Halted != "" {
 			fmt.Fprintf(w, "  HALTED: %s\n", r.Halted)
 		}
@@ -111,6 +112,7 @@ func printFleet(st fleet.FleetStatus) error {
 		for n, why := range r.Failures {
 			failed = append(failed, n+": "+why)
 		}
+		sort.Strings(failed)
 		if len(failed) > 0 {
 			fmt.Fprintf(w, "  failures: %s\n", strings.Join(failed, "; "))
 		}
