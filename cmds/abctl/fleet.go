@@ -21,14 +21,16 @@ import (
 //	abctl fleet status [--json]          progress, versions, states, places, rollouts
 //	abctl fleet set-version VERSION URL  roll VERSION out
 //	abctl fleet sign-channel --key K VERSION URL   print a signed channel file
+//	abctl fleet gc [--keep N]            delete old rollouts' keys
 func fleetCmd(g *globals, args []string) error {
-	const usage = "usage: abctl fleet status|set-version|sign-channel [--etcd URLS] [--prefix P] [args]"
+	const usage = "usage: abctl fleet status|set-version|sign-channel|gc [--etcd URLS] [--prefix P] [args]"
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
 	fs := flag.NewFlagSet("fleet "+args[0], flag.ContinueOnError)
 	c := etcdFlags(fs)
 	key := fs.String("key", "", "private key to sign the channel file with (sign-channel)")
+	keep := fs.Int("keep", 1, "newest rollouts to keep besides the desired one and those in use (gc)")
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
@@ -54,6 +56,17 @@ func fleetCmd(g *globals, args []string) error {
 		}
 		defer cli.Close()
 		return fleet.SetDesired(ctx, cli, c.prefix, fleet.Desired{Version: pos[0], URL: pos[1]})
+	case args[0] == "gc" && len(pos) == 0:
+		cli, err := c.client()
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		deleted, err := fleet.Cleanup(ctx, cli, c.prefix, *keep)
+		for _, v := range deleted {
+			fmt.Printf("deleted rollout %s\n", v)
+		}
+		return err
 	case args[0] == "status" && len(pos) == 0:
 		cli, err := c.client()
 		if err != nil {
