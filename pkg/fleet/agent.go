@@ -101,6 +101,23 @@ type Agent struct {
 	changed chan struct{} // closed when want changes
 }
 
+// Validate reports what is wrong with c, defaults filled (see NewAgent).
+func (c Config) Validate() error {
+	switch {
+	case !keys(c.Prefix).valid():
+		return fmt.Errorf("prefix %q: want /a/path without a trailing slash", c.Prefix)
+	case c.MaxRebooting < 1 || c.MaxFailures < 1:
+		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", c.MaxRebooting, c.MaxFailures)
+	case c.Canaries < 0 || c.Soak < 0:
+		return fmt.Errorf("canaries %d, soak %v: want neither negative", c.Canaries, c.Soak)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("lease TTL %v: want at least a second", c.LeaseTTL)
+	case c.FleetLock != nil:
+		return c.FleetLock.Validate()
+	}
+	return nil
+}
+
 // NewAgent returns an agent for node n that coordinates through cli.
 // Defaults fill the zero fields of c that have one.
 func NewAgent(cli *clientv3.Client, n Node, c Config) *Agent {
@@ -134,17 +151,11 @@ const idle time.Duration = -1
 // nil then). It survives etcd being down, slow or unreachable: it backs
 // off and tries again, and never reboots without holding a place.
 func (a *Agent) Run(ctx context.Context) error {
-	switch {
-	case !a.p.valid():
-		return fmt.Errorf("prefix %q: want /a/path without a trailing slash", a.cfg.Prefix)
-	case !validName(a.node.Name()):
+	if err := a.cfg.Validate(); err != nil {
+		return err
+	}
+	if !validName(a.node.Name()) {
 		return fmt.Errorf("node name %q: want a non-empty name without / or line breaks", a.node.Name())
-	case a.cfg.MaxRebooting < 1 || a.cfg.MaxFailures < 1:
-		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", a.cfg.MaxRebooting, a.cfg.MaxFailures)
-	case a.cfg.Canaries < 0 || a.cfg.Soak < 0:
-		return fmt.Errorf("canaries %d, soak %v: want neither negative", a.cfg.Canaries, a.cfg.Soak)
-	case a.cfg.LeaseTTL < time.Second:
-		return fmt.Errorf("lease TTL %v: want at least a second", a.cfg.LeaseTTL)
 	}
 	b := backoff{max: a.cfg.Poll}
 	for {
