@@ -55,7 +55,8 @@
 // committed or halted agent waits on its watch of P/desired (and of the
 // halted key); a waiter on its one watch, with no deadline but the end of
 // its window. Every read of a list is bounded (a count, or a limit), except
-// Status, which is the operator's. After an error the agent backs off,
+// Status's, which is the operator's and reads a record per node but
+// nothing of past rollouts; Cleanup deletes those. After an error the agent backs off,
 // doubling from a second up to Poll, with jitter, so that a slow etcd gets
 // fewer requests, not more.
 //
