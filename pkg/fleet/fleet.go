@@ -56,9 +56,9 @@
 // halted key); a waiter on its one watch, with no deadline but the end of
 // its window. Every read of a list is bounded (a count, or a limit), except
 // Status's, which is the operator's and reads a record per node but
-// nothing of past rollouts; Cleanup deletes those. After an error the agent backs off,
-// doubling from a second up to Poll, with jitter, so that a slow etcd gets
-// fewer requests, not more.
+// nothing of past rollouts (Cleanup deletes those). After an error the
+// agent backs off, doubling from a second up to Poll, with jitter, so that
+// a slow etcd gets fewer requests, not more.
 //
 // With Config.FleetLock the place comes from a FleetLock server instead
 // (see FleetLock), which holds it by the node's ID across the reboot;
