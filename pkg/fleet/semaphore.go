@@ -104,12 +104,11 @@ func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
 }
 
 // acquire waits until s's key, which queue created, holds a place, or ctx
-// ends, and commits ops then (see place). Each round is one request, a
-// read of the n nearest keys ahead and of s's own key, and one watch on
-// the farthest of them, from the revision after the read, so that a
-// deletion between the read and the watch is not missed. The request that
-// follows a wake is the transaction that commits ops, its read only run
-// if that fails.
+// ends, and then commits start's operations (see place). Each round is a
+// read of the n nearest keys ahead and of s's own key, and a wait for the
+// farthest of them to go (gone). The request that follows a wake is the
+// transaction that commits the operations; its else branch is the next
+// round's read.
 func (s *semaphore) acquire(ctx context.Context, start startFunc, cmps ...clientv3.Cmp) (bool, error) {
 	if s.rev == 0 {
 		return false, errNotQueued
