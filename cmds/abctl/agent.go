@@ -30,6 +30,43 @@ import (
 // (see docs/fleet.md). The coordination is package fleet; this is the
 // machine side: abctl install, reboot and mark-good, and shell hooks.
 func agentCmd(g *globals, args []string) error {
+	a, err := parseAgent(g, args)
+	if err != nil {
+		return err
+	}
+	if a.metrics != "" {
+		reg := prometheus.NewRegistry()
+		if a.cfg.Metrics, err = fleet.NewMetrics(reg); err != nil {
+			return err
+		}
+		l, err := net.Listen("tcp", a.metrics)
+		if err != nil {
+			return fmt.Errorf("serving metrics: %w", err)
+		}
+		defer l.Close()
+		go http.Serve(l, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	}
+	cli, err := a.etcd.client()
+	if err != nil {
+		return err
+	}
+	defer cli.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	return fleet.NewAgent(cli, a.node, a.cfg).Run(ctx)
+}
+
+// agent is abctl agent's command line, parsed and checked.
+type agent struct {
+	etcd    *etcdConfig
+	cfg     fleet.Config
+	node    *node
+	metrics string // the address to serve metrics on, "" for none
+}
+
+// parseAgent parses abctl agent's arguments and checks the configuration
+// they make, so that a bad value fails before anything connects.
+func parseAgent(g *globals, args []string) (*agent, error) {
 	fs := flag.NewFlagSet("agent", flag.ContinueOnError)
 	c := etcdFlags(fs)
 	host, _ := os.Hostname()
@@ -51,47 +88,36 @@ func agentCmd(g *globals, args []string) error {
 	health := fs.String("health", "", "shell command that must succeed before the new version is committed")
 	args, err := parseArgs(fs, args)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if len(args) > 0 || *how != "kexec" && *how != "firmware" && *how != "any" {
-		return errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--metrics ADDR] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
+		return nil, errors.New("usage: abctl agent --etcd URLS --prefix P --window SPEC --max-rebooting N --max-failures N [--canaries N --soak D] [--fleetlock URL [--group G]] [--metrics ADDR] [--channel URL] [--reboot kexec|firmware|any] [--pre-reboot CMD] [--post-commit CMD] [--health CMD]")
 	}
 	w, err := window.Parse(*spec, time.Local)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg := fleet.Config{Prefix: c.prefix, MaxRebooting: *maxRebooting, MaxFailures: *maxFailures, Canaries: *canaries, Soak: *soak, Window: w, LeaseTTL: *ttl}
 	if *fleetlock != "" {
 		cfg.FleetLock = &fleet.FleetLock{URL: *fleetlock, ID: *name, Group: *group}
 	}
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if *metrics != "" {
+		if _, _, err := net.SplitHostPort(*metrics); err != nil {
+			return nil, fmt.Errorf("--metrics %q: want HOST:PORT or :PORT: %w", *metrics, err)
+		}
+	}
 	if *channel != "" {
 		k, err := bundle.LoadKeys(*keys)
 		if err != nil {
-			return err
+			return nil, err
 		}
 		cfg.Channel = &fleet.Channel{URL: *channel, Keys: k}
 	}
-	if *metrics != "" {
-		reg := prometheus.NewRegistry()
-		if cfg.Metrics, err = fleet.NewMetrics(reg); err != nil {
-			return err
-		}
-		l, err := net.Listen("tcp", *metrics)
-		if err != nil {
-			return fmt.Errorf("serving metrics: %w", err)
-		}
-		defer l.Close()
-		go http.Serve(l, promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
-	}
-	cli, err := c.client()
-	if err != nil {
-		return err
-	}
-	defer cli.Close()
-	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
 	n := &node{g: g, name: *name, how: *how, keys: *keys, pre: *pre, post: *post, health: *health}
-	return fleet.NewAgent(cli, n, cfg).Run(ctx)
+	return &agent{etcd: c, cfg: cfg, node: n, metrics: *metrics}, nil
 }
 
 // node is the running system as the fleet agent sees it.

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -20,14 +21,16 @@ import (
 //	abctl fleet status [--json]          progress, versions, states, places, rollouts
 //	abctl fleet set-version VERSION URL  roll VERSION out
 //	abctl fleet sign-channel --key K VERSION URL   print a signed channel file
+//	abctl fleet gc [--keep N]            delete old rollouts' keys
 func fleetCmd(g *globals, args []string) error {
-	const usage = "usage: abctl fleet status|set-version|sign-channel [--etcd URLS] [--prefix P] [args]"
+	const usage = "usage: abctl fleet status|set-version|sign-channel|gc [--etcd URLS] [--prefix P] [args]"
 	if len(args) == 0 {
 		return errors.New(usage)
 	}
 	fs := flag.NewFlagSet("fleet "+args[0], flag.ContinueOnError)
 	c := etcdFlags(fs)
 	key := fs.String("key", "", "private key to sign the channel file with (sign-channel)")
+	keep := fs.Int("keep", 1, "newest rollouts to keep besides the desired one and those in use (gc)")
 	pos, err := parseArgs(fs, args[1:])
 	if err != nil {
 		return err
@@ -53,6 +56,17 @@ func fleetCmd(g *globals, args []string) error {
 		}
 		defer cli.Close()
 		return fleet.SetDesired(ctx, cli, c.prefix, fleet.Desired{Version: pos[0], URL: pos[1]})
+	case args[0] == "gc" && len(pos) == 0:
+		cli, err := c.client()
+		if err != nil {
+			return err
+		}
+		defer cli.Close()
+		deleted, err := fleet.Cleanup(ctx, cli, c.prefix, *keep)
+		for _, v := range deleted {
+			fmt.Printf("deleted rollout %s\n", v)
+		}
+		return err
 	case args[0] == "status" && len(pos) == 0:
 		cli, err := c.client()
 		if err != nil {
@@ -102,8 +116,8 @@ func printFleet(st fleet.FleetStatus) error {
 		}
 		fmt.Fprintf(w, "%d %s\t%s\t%x\n", i+1, what, p.Node, p.Lease)
 	}
-	for _, r := range st.Rollouts {
-		fmt.Fprintf(w, "\nrollout %s: %d started, %d failed\n", r.Version, len(r.Started), len(r.Failures))
+	if r := st.Rollout; r.Version != "" {
+		fmt.Fprintf(w, "\nrollout %s: %d started, %d failed\n", r.Version, r.Started, r.Failed)
 		if r.Halted != "" {
 			fmt.Fprintf(w, "  HALTED: %s\n", r.Halted)
 		}
@@ -111,6 +125,7 @@ func printFleet(st fleet.FleetStatus) error {
 		for n, why := range r.Failures {
 			failed = append(failed, n+": "+why)
 		}
+		sort.Strings(failed)
 		if len(failed) > 0 {
 			fmt.Fprintf(w, "  failures: %s\n", strings.Join(failed, "; "))
 		}

@@ -101,6 +101,23 @@ type Agent struct {
 	changed chan struct{} // closed when want changes
 }
 
+// Validate reports what is wrong with c, defaults filled (see NewAgent).
+func (c Config) Validate() error {
+	switch {
+	case !keys(c.Prefix).valid():
+		return fmt.Errorf("prefix %q: want /a/path without a trailing slash", c.Prefix)
+	case c.MaxRebooting < 1 || c.MaxFailures < 1:
+		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", c.MaxRebooting, c.MaxFailures)
+	case c.Canaries < 0 || c.Soak < 0:
+		return fmt.Errorf("canaries %d, soak %v: want neither negative", c.Canaries, c.Soak)
+	case c.LeaseTTL < time.Second:
+		return fmt.Errorf("lease TTL %v: want at least a second", c.LeaseTTL)
+	case c.FleetLock != nil:
+		return c.FleetLock.Validate()
+	}
+	return nil
+}
+
 // NewAgent returns an agent for node n that coordinates through cli.
 // Defaults fill the zero fields of c that have one.
 func NewAgent(cli *clientv3.Client, n Node, c Config) *Agent {
@@ -134,17 +151,11 @@ const idle time.Duration = -1
 // nil then). It survives etcd being down, slow or unreachable: it backs
 // off and tries again, and never reboots without holding a place.
 func (a *Agent) Run(ctx context.Context) error {
-	switch {
-	case !a.p.valid():
-		return fmt.Errorf("prefix %q: want /a/path without a trailing slash", a.cfg.Prefix)
-	case !validName(a.node.Name()):
+	if err := a.cfg.Validate(); err != nil {
+		return err
+	}
+	if !validName(a.node.Name()) {
 		return fmt.Errorf("node name %q: want a non-empty name without / or line breaks", a.node.Name())
-	case a.cfg.MaxRebooting < 1 || a.cfg.MaxFailures < 1:
-		return fmt.Errorf("max rebooting %d, max failures %d: want at least 1 each", a.cfg.MaxRebooting, a.cfg.MaxFailures)
-	case a.cfg.Canaries < 0 || a.cfg.Soak < 0:
-		return fmt.Errorf("canaries %d, soak %v: want neither negative", a.cfg.Canaries, a.cfg.Soak)
-	case a.cfg.LeaseTTL < time.Second:
-		return fmt.Errorf("lease TTL %v: want at least a second", a.cfg.LeaseTTL)
 	}
 	b := backoff{max: a.cfg.Poll}
 	for {
@@ -389,10 +400,24 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (
 		}
 		cancel()
 	}()
-	err = pl.acquire(actx)
+	// Drain only while the desired version is the same (a channel file is
+	// fetched again), the place is still this node's, the rollout has not
+	// halted and the window is open: the draining record goes in the
+	// transaction that takes the place.
+	begin := func() ([]clientv3.Op, bool, error) {
+		again, err := a.desired(ctx)
+		if err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) || actx.Err() != nil {
+			return nil, false, err
+		}
+		rec = a.record(StateDraining, d.Version, "")
+		return []clientv3.Op{clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))}, true, nil
+	}
+	started, err := pl.acquire(actx, begin, a.mayStart(sess, pl, d.Version)...)
 	ended := actx.Err() != nil
 	cancel()
 	switch {
+	case err == nil && !started:
+		return 0, pl.release(ctx) // the next step finds out why
 	case err == nil:
 	case ctx.Err() != nil:
 		return 0, ctx.Err()
@@ -400,24 +425,6 @@ func (a *Agent) step(ctx context.Context, sess *concurrency.Session, pl place) (
 		return 0, nil // the window closed, the desired version changed or the lease is gone: look again
 	default:
 		return 0, err
-	}
-
-	// Holding a place. Drain only while the desired version is the same
-	// (a channel file is fetched again), the place is still this node's,
-	// the rollout has not halted and the window is open.
-	if again, err := a.desired(ctx); err != nil || again != d || !a.cfg.Window.Contains(a.cfg.Clock()) {
-		return 0, errors.Join(err, pl.release(ctx))
-	}
-	rec = a.record(StateDraining, d.Version, "")
-	resp, err := a.cli.Txn(ctx).
-		If(a.mayStart(sess, pl, d.Version)...).
-		Then(clientv3.OpPut(a.p.node(a.node.Name()), jsonOf(rec))).
-		Commit()
-	if err != nil {
-		return 0, errors.Join(fmt.Errorf("recording state %s: %w", StateDraining, err), pl.release(ctx))
-	}
-	if !resp.Succeeded {
-		return 0, pl.release(ctx) // the next step finds out why
 	}
 	a.wrote(rec)
 	if err := a.node.PreReboot(ctx); err != nil {

@@ -33,11 +33,11 @@ func TestCanaries(t *testing.T) {
 			if tc.bad {
 				st := s.waitFor("the halt", 30*time.Second, func(st FleetStatus) bool {
 					c := countStates(st)
-					return len(st.Rollouts) == 1 && st.Rollouts[0].Halted != "" && len(st.Places) == 0 &&
-						c[StateRebooting]+c[StateDraining] == 0 && c[StateHalted] == nodes-len(st.Rollouts[0].Started)
+					return st.Rollout.Halted != "" && len(st.Places) == 0 &&
+						c[StateRebooting]+c[StateDraining] == 0 && c[StateHalted] == nodes-int(st.Rollout.Started)
 				})
-				ro := st.Rollouts[0]
-				if len(ro.Started) > canaries || len(ro.Failures) > canaries || !strings.Contains(ro.Halted, "canary") {
+				ro := st.Rollout
+				if int(ro.Started) > canaries || int(ro.Failed) > canaries || !strings.Contains(ro.Halted, "canary") {
 					t.Errorf("rollout %+v: want at most the %d canaries started and failed, halted by a canary", ro, canaries)
 				}
 				s.checkHolding()

@@ -36,10 +36,16 @@
 // revision form a FIFO queue, and a node holds a place while fewer than
 // MaxRebooting keys are older than its own. A waiter reads the MaxRebooting
 // keys nearest ahead of it (a bounded read) and watches only the farthest
-// of them for its deletion, from the revision after the read: etcd's lock
-// recipe, which watches the one key ahead, widened to MaxRebooting. A
-// release therefore wakes about one waiter, not the queue, and a rollout
-// costs each node a constant number of requests whatever the fleet's size.
+// of them for its deletion: etcd's lock recipe, which watches the one key
+// ahead, widened to MaxRebooting. A release therefore wakes about one
+// waiter, not the queue, and a rollout costs each node a constant number
+// of requests whatever the fleet's size. The woken waiter records that it
+// drains in a transaction that also checks that no key older than the
+// deleted one is left, which proves its place without reading the queue
+// again; the hand-over of a place costs one write after the release. The
+// watch starts at etcd's current revision (a watch that starts in the past
+// waits for etcd's catch-up, every 100 ms), and a read covers the time
+// between the queue's read and the watch.
 // A node that dies stops renewing its lease, and etcd deletes its key when
 // the lease's TTL runs out, so its place frees itself.
 //
@@ -49,9 +55,10 @@
 // committed or halted agent waits on its watch of P/desired (and of the
 // halted key); a waiter on its one watch, with no deadline but the end of
 // its window. Every read of a list is bounded (a count, or a limit), except
-// Status, which is the operator's. After an error the agent backs off,
-// doubling from a second up to Poll, with jitter, so that a slow etcd gets
-// fewer requests, not more.
+// Status's, which is the operator's and reads a record per node but
+// nothing of past rollouts (Cleanup deletes those). After an error the
+// agent backs off, doubling from a second up to Poll, with jitter, so that
+// a slow etcd gets fewer requests, not more.
 //
 // With Config.FleetLock the place comes from a FleetLock server instead
 // (see FleetLock), which holds it by the node's ID across the reboot;
@@ -232,22 +239,15 @@ func SetDesired(ctx context.Context, cli *clientv3.Client, prefix string, d Desi
 // Rollout is what etcd knows about the rollout of one version.
 type Rollout struct {
 	Version  string            `json:"version"`
-	Started  []string          `json:"started"`  // nodes that went to reboot into it
-	Failures map[string]string `json:"failures"` // node name: why it counts as failed
+	Started  int64             `json:"started"`  // nodes that went to reboot into it
+	Failed   int64             `json:"failed"`   // nodes that rolled back from it
+	Failures map[string]string `json:"failures"` // node name: why it failed; the first failuresListed, by name
 	Halted   string            `json:"halted,omitempty"`
 }
 
-// add adds the key rest (under P/rollouts/V/) with value to r.
-func (r *Rollout) add(rest, value string) {
-	switch kind, name, _ := strings.Cut(rest, "/"); kind {
-	case "started":
-		r.Started = append(r.Started, name)
-	case "failures":
-		r.Failures[name] = value
-	case "halted":
-		r.Halted = value
-	}
-}
+// failuresListed bounds the failures Status lists: a halt stops a rollout
+// after MaxFailures+MaxRebooting-1 of them, and the count says the rest.
+const failuresListed = 20
 
 // Place is one entry of the semaphore's queue.
 type Place struct {
@@ -258,67 +258,83 @@ type Place struct {
 
 // FleetStatus is the state of a fleet at one etcd revision.
 type FleetStatus struct {
-	Revision int64     `json:"revision"`
-	Desired  Desired   `json:"desired"`
-	Nodes    []Record  `json:"nodes"`    // by name
-	Places   []Place   `json:"places"`   // in queue order
-	Rollouts []Rollout `json:"rollouts"` // by version
+	Revision int64    `json:"revision"`
+	Desired  Desired  `json:"desired"`
+	Nodes    []Record `json:"nodes"`   // by name
+	Places   []Place  `json:"places"`  // in queue order
+	Rollout  Rollout  `json:"rollout"` // of the desired version
 }
 
-// Status reads the state of the fleet under prefix in one read, so it is
-// consistent.
+// Status reads the state of the fleet under prefix at one revision, so it
+// is consistent: the nodes, the queue and the rollout of the desired
+// version, whose started and failed nodes are counted, not read. Its cost
+// grows with the fleet (a record per node) but not with past rollouts,
+// which it does not read (see Cleanup).
 func Status(ctx context.Context, cli *clientv3.Client, prefix string) (FleetStatus, error) {
 	p := keys(prefix)
 	if !p.valid() {
 		return FleetStatus{}, fmt.Errorf("prefix %q: want /a/path without a trailing slash", prefix)
 	}
-	resp, err := cli.Get(ctx, string(p)+"/", clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend))
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(p.desired()),
+		clientv3.OpGet(p.nodes(), clientv3.WithPrefix()),
+		clientv3.OpGet(p.places(), clientv3.WithPrefix(), clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortAscend)),
+	).Commit()
 	if err != nil {
 		return FleetStatus{}, fmt.Errorf("reading the fleet under %s: %w", prefix, err)
 	}
 	st := FleetStatus{Revision: resp.Header.Revision}
-	rollouts := map[string]*Rollout{}
-	rollout := func(v string) *Rollout {
-		if rollouts[v] == nil {
-			rollouts[v] = &Rollout{Version: v, Failures: map[string]string{}}
+	if kvs := resp.Responses[0].GetResponseRange().Kvs; len(kvs) == 1 {
+		if err := json.Unmarshal(kvs[0].Value, &st.Desired); err != nil {
+			return FleetStatus{}, fmt.Errorf("%s: %w", kvs[0].Key, err)
 		}
-		return rollouts[v]
 	}
 	states := map[string]State{}
-	for _, kv := range resp.Kvs {
-		k := string(kv.Key)
-		switch {
-		case k == p.desired():
-			if err := json.Unmarshal(kv.Value, &st.Desired); err != nil {
-				return FleetStatus{}, fmt.Errorf("%s: %w", k, err)
-			}
-		case strings.HasPrefix(k, p.nodes()):
-			var r Record
-			if err := json.Unmarshal(kv.Value, &r); err != nil {
-				return FleetStatus{}, fmt.Errorf("%s: %w", k, err)
-			}
-			st.Nodes = append(st.Nodes, r)
-			states[r.Name] = r.State
-		case strings.HasPrefix(k, p.places()):
-			st.Places = append(st.Places, Place{Node: strings.TrimPrefix(k, p.places()), Lease: kv.Lease})
-		case strings.HasPrefix(k, p.rollouts()):
-			v, rest, _ := strings.Cut(strings.TrimPrefix(k, p.rollouts()), "/")
-			rollout(v).add(rest, string(kv.Value))
+	for _, kv := range resp.Responses[1].GetResponseRange().Kvs {
+		var r Record
+		if err := json.Unmarshal(kv.Value, &r); err != nil {
+			return FleetStatus{}, fmt.Errorf("%s: %w", kv.Key, err)
 		}
+		st.Nodes = append(st.Nodes, r)
+		states[r.Name] = r.State
 	}
-	for i := range st.Places {
-		st.Places[i].Holding = holding(states[st.Places[i].Node])
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		name := strings.TrimPrefix(string(kv.Key), p.places())
+		st.Places = append(st.Places, Place{Node: name, Lease: kv.Lease, Holding: holding(states[name])})
 	}
 	sort.Slice(st.Nodes, func(i, j int) bool { return st.Nodes[i].Name < st.Nodes[j].Name })
-	for _, r := range rollouts {
-		sort.Strings(r.Started)
-		st.Rollouts = append(st.Rollouts, *r)
+	if st.Desired.Version == "" {
+		return st, nil
 	}
-	sort.Slice(st.Rollouts, func(i, j int) bool {
-		c, _ := bundle.CompareVersions(st.Rollouts[i].Version, st.Rollouts[j].Version)
-		return c < 0
-	})
+	if err := st.Desired.validate(); err != nil {
+		return FleetStatus{}, err
+	}
+	if st.Rollout, err = readRollout(ctx, cli, p, st.Desired.Version, st.Revision); err != nil {
+		return FleetStatus{}, err
+	}
 	return st, nil
+}
+
+// readRollout reads the rollout of v at revision rev in one bounded read.
+func readRollout(ctx context.Context, cli *clientv3.Client, p keys, v string, rev int64) (Rollout, error) {
+	failures := p.rollout(v) + "failures/"
+	resp, err := cli.Txn(ctx).Then(
+		clientv3.OpGet(p.rollout(v)+"started/", clientv3.WithPrefix(), clientv3.WithCountOnly(), clientv3.WithRev(rev)),
+		clientv3.OpGet(failures, clientv3.WithPrefix(), clientv3.WithLimit(failuresListed), clientv3.WithRev(rev)),
+		clientv3.OpGet(p.halted(v), clientv3.WithRev(rev)),
+	).Commit()
+	if err != nil {
+		return Rollout{}, fmt.Errorf("reading the rollout of %s: %w", v, err)
+	}
+	fr := resp.Responses[1].GetResponseRange()
+	ro := Rollout{Version: v, Started: resp.Responses[0].GetResponseRange().Count, Failed: fr.Count, Failures: map[string]string{}}
+	for _, kv := range fr.Kvs {
+		ro.Failures[strings.TrimPrefix(string(kv.Key), failures)] = string(kv.Value)
+	}
+	if kvs := resp.Responses[2].GetResponseRange().Kvs; len(kvs) == 1 {
+		ro.Halted = string(kvs[0].Value)
+	}
+	return ro, nil
 }
 
 // Progress is how far the rollout of the desired version has come.
@@ -358,11 +374,7 @@ func (st FleetStatus) Progress() Progress {
 			}
 		}
 	}
-	for _, ro := range st.Rollouts {
-		if ro.Version == p.Version && ro.Halted != "" {
-			p.Halted = true
-		}
-	}
+	p.Halted = st.Rollout.Version == p.Version && st.Rollout.Halted != ""
 	if left := p.Total - p.Committed - p.Failed; left > 0 && !p.Halted && last.After(first) && commits > 1 {
 		perNode := last.Sub(first) / time.Duration(commits-1)
 		p.Left = perNode * time.Duration(left)

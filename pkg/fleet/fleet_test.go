@@ -294,8 +294,8 @@ func TestRollout(t *testing.T) {
 			t.Errorf("%s committed but records version %s", r.Name, r.Version)
 		}
 	}
-	if len(st.Rollouts) != 1 || len(st.Rollouts[0].Started) != nodes || len(st.Rollouts[0].Failures) != bad || st.Rollouts[0].Halted != "" {
-		t.Errorf("rollouts = %+v, want 2.0 started on %d nodes with %d failures, not halted", st.Rollouts, nodes, bad)
+	if ro := st.Rollout; ro.Version != "2.0" || ro.Started != nodes || ro.Failed != bad || len(ro.Failures) != bad || ro.Halted != "" {
+		t.Errorf("rollout = %+v, want 2.0 started on %d nodes with %d failures, not halted", ro, nodes, bad)
 	}
 	s.checkHolding()
 	s.mu.Lock()
@@ -322,22 +322,22 @@ func TestBudgetHalts(t *testing.T) {
 	// not start knows of the halt.
 	st := s.waitFor("the halt", 30*time.Second, func(st FleetStatus) bool {
 		c := countStates(st)
-		return len(st.Rollouts) == 1 && st.Rollouts[0].Halted != "" && len(st.Places) == 0 &&
-			c[StateRebooting]+c[StateDraining] == 0 && c[StateHalted] == nodes-len(st.Rollouts[0].Started)
+		return st.Rollout.Halted != "" && len(st.Places) == 0 &&
+			c[StateRebooting]+c[StateDraining] == 0 && c[StateHalted] == nodes-int(st.Rollout.Started)
 	})
 	time.Sleep(time.Second) // give a wrong agent time to start anyway
 	st = s.waitFor("the status", time.Second, func(FleetStatus) bool { return true })
-	ro := st.Rollouts[0]
-	t.Logf("halted: %s; started %d", ro.Halted, len(ro.Started))
-	if len(ro.Failures) < maxFailures || len(ro.Failures) > maxFailures+maxRebooting-1 {
-		t.Errorf("%d failures, want %d to %d", len(ro.Failures), maxFailures, maxFailures+maxRebooting-1)
+	ro := st.Rollout
+	t.Logf("halted: %s; started %d", ro.Halted, int(ro.Started))
+	if int(ro.Failed) < maxFailures || int(ro.Failed) > maxFailures+maxRebooting-1 {
+		t.Errorf("%d failures, want %d to %d", int(ro.Failed), maxFailures, maxFailures+maxRebooting-1)
 	}
-	if len(ro.Started) >= nodes {
-		t.Errorf("all %d nodes started despite the halt", len(ro.Started))
+	if int(ro.Started) >= nodes {
+		t.Errorf("all %d nodes started despite the halt", int(ro.Started))
 	}
 	c := countStates(st)
-	if c[StateHalted] != nodes-len(ro.Started) {
-		t.Errorf("%d nodes halted, want the %d that did not start; states %v", c[StateHalted], nodes-len(ro.Started), c)
+	if c[StateHalted] != nodes-int(ro.Started) {
+		t.Errorf("%d nodes halted, want the %d that did not start; states %v", c[StateHalted], nodes-int(ro.Started), c)
 	}
 
 	s.checkHolding()
@@ -477,7 +477,7 @@ func TestProgress(t *testing.T) {
 	} {
 		st := FleetStatus{Desired: desired, Nodes: tc.nodes}
 		if tc.halt {
-			st.Rollouts = []Rollout{{Version: "2.0", Halted: "budget spent"}}
+			st.Rollout = Rollout{Version: "2.0", Halted: "budget spent"}
 		}
 		if got := st.Progress(); got != tc.want {
 			t.Errorf("%s: %+v, want %+v", tc.name, got, tc.want)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
+	"regexp"
 	"strings"
 )
 
@@ -28,6 +30,26 @@ type FleetLock struct {
 	ID     string // the client's identifier, e.g. the node name
 	Group  string // reboot group, ^[a-zA-Z0-9.-]+$; default "default"
 	Client *http.Client
+}
+
+// groupName is the protocol's syntax of a reboot group.
+var groupName = regexp.MustCompile(`^[a-zA-Z0-9.-]+$`)
+
+// Validate reports whether f can be asked: an http or https URL, an ID
+// and a group the protocol allows.
+func (f *FleetLock) Validate() error {
+	u, err := url.Parse(f.URL)
+	switch {
+	case err != nil:
+		return fmt.Errorf("FleetLock server: %w", err)
+	case u.Scheme != "http" && u.Scheme != "https" || u.Host == "":
+		return fmt.Errorf("FleetLock server %q: want an http:// or https:// URL", f.URL)
+	case f.ID == "":
+		return fmt.Errorf("FleetLock server %s: no client ID", f.URL)
+	case f.Group != "" && !groupName.MatchString(f.Group):
+		return fmt.Errorf("FleetLock group %q: want letters, digits, dots and dashes", f.Group)
+	}
+	return nil
 }
 
 // FleetLockError is a failed FleetLock request: the HTTP status and, if

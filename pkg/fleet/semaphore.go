@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 )
 
@@ -14,8 +15,14 @@ import (
 type place interface {
 	// queue commits ops (the node's record) and queues the node.
 	queue(ctx context.Context, ops ...clientv3.Op) error
-	// acquire waits until the node holds a place, or ctx ends.
-	acquire(ctx context.Context) error
+	// acquire waits until the node holds a place, or ctx ends. Then it
+	// asks start for the operations that start the node (the draining
+	// record) and commits them in one transaction that checks cmps and
+	// that the place is the node's, so that starting costs no request of
+	// its own. It reports whether they were committed: a node that holds
+	// a place but did not commit them (start said not to, or cmps failed)
+	// should give the place back.
+	acquire(ctx context.Context, start startFunc, cmps ...clientv3.Cmp) (bool, error)
 	// release gives the place, or the spot in the queue, back.
 	release(ctx context.Context) error
 	// holds is what holds in etcd as long as the place is the node's.
@@ -24,6 +31,10 @@ type place interface {
 	// it started (before the reboot).
 	adopted() bool
 }
+
+// startFunc returns the operations that start a node that holds a place,
+// or false if it should not start after all.
+type startFunc func() (ops []clientv3.Op, ok bool, err error)
 
 // semaphore is a counting semaphore of n places in etcd, the standard
 // recipe (see the package documentation): one key per node under a prefix,
@@ -37,6 +48,14 @@ type place interface {
 // predecessor the same way). A waiter that leaves the queue from further
 // ahead lets a waiter behind it in only when that watched key goes, which
 // is later than possible, never too early.
+//
+// A waiter woken by that deletion does not read the queue again: it
+// commits its start at once, in a transaction that also checks that no key
+// older than the deleted one is left (a compare over the whole prefix:
+// every create revision is greater). Only the n-1 keys between the deleted
+// one and the waiter's can then be ahead of it, so it holds a place. If an
+// older key is left (a holder slower than the one that went), the
+// transaction's else branch is the read that the next round starts from.
 type semaphore struct {
 	cli    *clientv3.Client
 	prefix string // the queue, e.g. P/places/
@@ -85,44 +104,88 @@ func (s *semaphore) queue(ctx context.Context, ops ...clientv3.Op) error {
 }
 
 // acquire waits until s's key, which queue created, holds a place, or ctx
-// ends. Each round is one read (the n nearest keys ahead, and s's own key)
-// and one watch on the farthest of them, from the revision after the read,
-// so that a deletion between the read and the watch is not missed.
-func (s *semaphore) acquire(ctx context.Context) error {
+// ends, and then commits start's operations (see place). Each round is a
+// read of the n nearest keys ahead and of s's own key, and a wait for the
+// farthest of them to go (gone). The request that follows a wake is the
+// transaction that commits the operations; its else branch is the next
+// round's read.
+func (s *semaphore) acquire(ctx context.Context, start startFunc, cmps ...clientv3.Cmp) (bool, error) {
 	if s.rev == 0 {
-		return errNotQueued
+		return false, errNotQueued
 	}
-	if s.in {
-		s.in = false
-		return nil // keys only join the queue behind s's
-	}
+	// proof, once known is set, is what shows in etcd, with s's key, that
+	// s holds a place: nothing after a read found fewer than n ahead.
+	known, proof := s.in, []clientv3.Cmp(nil)
+	s.in = false
+	mine := clientv3.Compare(clientv3.CreateRevision(s.key), "=", s.rev)
 	for {
-		// A serializable read is enough: it shows s's key, so the member
-		// has applied every older key's creation, and a deletion it has
-		// not applied yet only makes the wait longer.
-		resp, err := s.cli.Txn(ctx).Then(
-			clientv3.OpGet(s.key, clientv3.WithKeysOnly(), clientv3.WithSerializable()),
-			clientv3.OpGet(s.prefix, clientv3.WithPrefix(), clientv3.WithKeysOnly(), clientv3.WithSerializable(), clientv3.WithMaxCreateRev(s.rev-1),
-				clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(int64(s.n))),
-		).Commit()
-		if err != nil {
-			return fmt.Errorf("reading the places ahead: %w", err)
+		var resp *clientv3.TxnResponse
+		var err error
+		if known {
+			ops, ok, err := start()
+			if !ok || err != nil {
+				return false, err
+			}
+			resp, err = s.cli.Txn(ctx).
+				If(append(append([]clientv3.Cmp{mine}, proof...), cmps...)...).
+				Then(ops...).
+				Else(s.reads(false)...).
+				Commit()
+			if err != nil {
+				return false, fmt.Errorf("starting from place %s: %w", s.key, err)
+			}
+			if resp.Succeeded {
+				return true, nil
+			}
+		} else {
+			// A serializable read is enough: it shows s's key, so the
+			// member has applied every older key's creation, and a
+			// deletion it has not applied yet only makes the wait longer.
+			if resp, err = s.cli.Txn(ctx).Then(s.reads(true)...).Commit(); err != nil {
+				return false, fmt.Errorf("reading the places ahead: %w", err)
+			}
 		}
 		if mine := resp.Responses[0].GetResponseRange().Kvs; len(mine) != 1 || mine[0].CreateRevision != s.rev {
 			s.rev = 0
-			return errNotQueued
+			return false, errNotQueued
 		}
 		r := resp.Responses[1].GetResponseRange()
 		ahead := r.Kvs
 		if len(ahead) < s.n {
-			return nil
+			if known && proof == nil {
+				return false, nil // s holds a place, and cmps failed
+			}
+			known, proof = true, nil
+			continue
 		}
-		// WithRequireLeader ends the watch when the member loses its
-		// leader instead of waiting forever.
-		wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
-		wch := s.cli.Watch(wctx, string(ahead[s.n-1].Key), clientv3.WithFilterPut(), clientv3.WithRev(resp.Header.Revision+1))
+		far := ahead[s.n-1]
+		if err := s.gone(ctx, far, resp.Header.Revision); err != nil {
+			return false, err
+		}
+		known, proof = true, nil
+		if r.More {
+			// Fewer than n are ahead unless a key older than far is.
+			proof = []clientv3.Cmp{clientv3.Compare(clientv3.CreateRevision(s.prefix), ">", far.CreateRevision).WithPrefix()}
+		}
+		// Else exactly n were ahead and the farthest is gone: fewer than
+		// n are, as keys only join the queue behind s's.
+	}
+}
+
+// gone waits until kv, as read at revision rev, is deleted, or ctx ends.
+// The watch starts at the member's current revision, not at rev+1: etcd
+// serves a watch that starts in the past from its unsynced group, which it
+// catches up only every 100 ms, and that delay would be the waiter's. A
+// deletion between rev and the watch's start is found by one read, which
+// must be linearizable (the member that serves it may not be the watch's).
+func (s *semaphore) gone(ctx context.Context, kv *mvccpb.KeyValue, rev int64) error {
+	// WithRequireLeader ends the watch when the member loses its leader
+	// instead of waiting forever.
+	wctx, cancel := context.WithCancel(clientv3.WithRequireLeader(ctx))
+	defer cancel()
+	wch := s.cli.Watch(wctx, string(kv.Key), clientv3.WithFilterPut(), clientv3.WithCreatedNotify())
+	for {
 		wr, ok := <-wch
-		cancel()
 		switch {
 		case ctx.Err() != nil:
 			return ctx.Err()
@@ -130,12 +193,31 @@ func (s *semaphore) acquire(ctx context.Context) error {
 			return fmt.Errorf("watching the place ahead: the watch ended")
 		case wr.Err() != nil:
 			return fmt.Errorf("watching the place ahead: %w", wr.Err())
-		case !r.More:
-			// Exactly n were ahead and the farthest is gone: fewer than
-			// n are, as keys only join the queue behind s's. (If s's own
-			// key went meanwhile, the holder's checks of its lease see it.)
+		case len(wr.Events) > 0:
+			return nil // a deletion: puts are filtered out
+		case !wr.Created || wr.Header.Revision <= rev:
+			continue
+		}
+		resp, err := s.cli.Get(ctx, string(kv.Key), clientv3.WithKeysOnly())
+		if err != nil {
+			return fmt.Errorf("reading the place ahead: %w", err)
+		}
+		if len(resp.Kvs) == 0 || resp.Kvs[0].CreateRevision != kv.CreateRevision {
 			return nil
 		}
+	}
+}
+
+// reads are s's own key and the n keys nearest ahead of it, nearest first.
+func (s *semaphore) reads(serializable bool) []clientv3.Op {
+	opts := []clientv3.OpOption{clientv3.WithKeysOnly()}
+	if serializable {
+		opts = append(opts, clientv3.WithSerializable())
+	}
+	return []clientv3.Op{
+		clientv3.OpGet(s.key, opts...),
+		clientv3.OpGet(s.prefix, append(opts, clientv3.WithPrefix(), clientv3.WithMaxCreateRev(s.rev-1),
+			clientv3.WithSort(clientv3.SortByCreateRevision, clientv3.SortDescend), clientv3.WithLimit(int64(s.n)))...),
 	}
 }
 
@@ -183,24 +265,32 @@ func (f *fleetLockPlace) queue(ctx context.Context, ops ...clientv3.Op) error {
 
 // acquire asks for a slot until it gets one, backing off (with jitter)
 // while the semaphore is full or the server fails.
-func (f *fleetLockPlace) acquire(ctx context.Context) error {
+func (f *fleetLockPlace) acquire(ctx context.Context, start startFunc, cmps ...clientv3.Cmp) (bool, error) {
 	b := backoff{max: f.max}
 	for {
 		err := f.f.Lock(ctx)
 		if err == nil {
 			held := true
 			f.held = &held
-			return nil
+			ops, ok, err := start()
+			if !ok || err != nil {
+				return false, err
+			}
+			resp, err := f.cli.Txn(ctx).If(cmps...).Then(ops...).Commit()
+			if err != nil {
+				return false, fmt.Errorf("starting with the FleetLock slot: %w", err)
+			}
+			return resp.Succeeded, nil
 		}
 		if ctx.Err() != nil {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 		var e *FleetLockError
 		if !errors.As(err, &e) || e.Kind != fleetLockFull {
 			f.logError("fleet-error", err)
 		}
 		if !sleep(ctx, b.wait()) {
-			return ctx.Err()
+			return false, ctx.Err()
 		}
 	}
 }

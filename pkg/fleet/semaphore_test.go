@@ -60,19 +60,20 @@ func TestSemaphoreProperty(t *testing.T) {
 				case 1: // loses its lease while waiting
 					time.AfterFunc(hold, func() { cli.Revoke(context.Background(), sess.Lease()) })
 				}
-				if err := s.acquire(ctx); err != nil {
+				// Mark holding in the transaction that takes the place, as
+				// the agent records draining, and only while the place is
+				// still this lease's.
+				mark := func() ([]clientv3.Op, bool, error) {
+					return []clientv3.Op{clientv3.OpPut(prefix+"holding/"+s.key[len(s.prefix):], "")}, true, nil
+				}
+				started, err := s.acquire(ctx, mark, s.holds()...)
+				if err != nil {
 					if !errors.Is(err, context.Canceled) && !errors.Is(err, errNotQueued) {
 						t.Errorf("acquire: %v", err)
 					}
 					return
 				}
-				// Mark holding only while the place is still this lease's,
-				// as the agent records draining.
-				resp, err := cli.Txn(context.Background()).
-					If(clientv3.Compare(clientv3.LeaseValue(s.key), "=", s.lease)).
-					Then(clientv3.OpPut(prefix+"holding/"+s.key[len(s.prefix):], "")).
-					Commit()
-				if err != nil || !resp.Succeeded {
+				if !started {
 					return // lost on the way; not holding
 				}
 				// No count in the process: a revoked lease (fate 1 may
