@@ -827,9 +827,10 @@ func (a *assembler) check(u unit) ([]byte, error) {
 	}
 	sd := a.seeds[u.seed]
 	if u.err != nil {
-		// Unreadable: fetch these blocks instead.
-		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err)
-		clear(u.b)
+		// Unreadable: fetch these blocks instead, in one range.
+		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err, "action", "fetch")
+		a.s.misses.Add(u.n)
+		return a.checked(u.block, u.n, nil)
 	}
 	for c := range u.n {
 		i := u.block + c
