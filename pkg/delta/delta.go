@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -525,15 +526,19 @@ type assembler struct {
 	ranges   []chan chunk  // one per range to fetch, in plan order
 	tokens   chan struct{} // the fetch buffer's bytes, in tokenBytes
 	out      chan chunk    // checked blocks
+	free     chan []byte   // seed chunks' buffers, to be reused
 	buf      []byte        // the reader's: checked bytes not yet read
+	bufChunk chunk         // what buf is part of, to free once read
 	quit     chan struct{}
 	stopOnce sync.Once
 }
 
-// chunk is bytes, or why there are none.
+// chunk is bytes, or why there are none. pooled bytes are a buffer of
+// assembler.free.
 type chunk struct {
-	b   []byte
-	err error
+	b      []byte
+	err    error
+	pooled bool
 }
 
 // plan indexes the seeds and splits the new root into extents.
@@ -725,11 +730,17 @@ func (a *assembler) start() {
 			go func() {
 				b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
 				<-inflight
-				a.ranges[k] <- chunk{b, err}
+				a.ranges[k] <- chunk{b: b, err: err}
 			}()
 		}
 	}()
 	read := make(chan unit, readAhead)
+	// A buffer is in the seed reader's hands, in read, with the checker,
+	// in out or being read.
+	a.free = make(chan []byte, readAhead+4)
+	for range cap(a.free) {
+		a.free <- make([]byte, seedChunk*a.bs)
+	}
 	go func() {
 		defer close(read)
 		for _, e := range a.exts {
@@ -737,7 +748,12 @@ func (a *assembler) start() {
 				u := unit{extent: e, block: e.block + done, n: e.n}
 				if e.seed >= 0 {
 					u.n = min(seedChunk, e.n-done)
-					u.b = make([]byte, u.n*a.bs)
+					select {
+					case u.b = <-a.free:
+					case <-a.quit:
+						return
+					}
+					u.b = u.b[:u.n*a.bs]
 					u.err = readFull(a.seeds[e.seed].Data, u.b, (e.from+done)*a.bs)
 				}
 				done += u.n
@@ -751,13 +767,13 @@ func (a *assembler) start() {
 	}()
 	go func() {
 		for u := range read {
-			b, err := a.check(u)
+			c := a.check(u)
 			select {
-			case a.out <- chunk{b, err}:
+			case a.out <- c:
 			case <-a.quit:
 				return
 			}
-			if err != nil {
+			if c.err != nil {
 				return
 			}
 		}
@@ -795,6 +811,10 @@ type unit struct {
 
 func (a *assembler) Read(p []byte) (int, error) {
 	for len(a.buf) == 0 {
+		if a.bufChunk.pooled {
+			a.free <- a.bufChunk.b[:cap(a.bufChunk.b)]
+			a.bufChunk = chunk{}
+		}
 		c, ok := <-a.out
 		switch {
 		case !ok:
@@ -803,7 +823,7 @@ func (a *assembler) Read(p []byte) (int, error) {
 			a.stop()
 			return 0, c.err
 		}
-		a.buf = c.b
+		a.buf, a.bufChunk = c.b, c
 	}
 	n := copy(p, a.buf)
 	a.buf = a.buf[n:]
@@ -813,7 +833,7 @@ func (a *assembler) Read(p []byte) (int, error) {
 // check returns u's blocks once each matches its leaf: a fetched range
 // that does not is fetched again, a seed block that does not is fetched
 // instead.
-func (a *assembler) check(u unit) ([]byte, error) {
+func (a *assembler) check(u unit) chunk {
 	if u.seed < 0 {
 		f := <-a.ranges[a.fetched]
 		a.fetched++
@@ -821,33 +841,34 @@ func (a *assembler) check(u unit) ([]byte, error) {
 			<-a.tokens
 		}
 		if f.err != nil {
-			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)
+			return chunk{err: fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)}
 		}
-		return a.checked(u.block, u.n, f.b)
+		b, err := a.checked(u.block, u.n, f.b)
+		return chunk{b: b, err: err}
 	}
 	sd := a.seeds[u.seed]
 	if u.err != nil {
 		// Unreadable: fetch these blocks instead, in one range.
 		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err, "action", "fetch")
 		a.s.misses.Add(u.n)
-		return a.checked(u.block, u.n, nil)
+		a.free <- u.b[:cap(u.b)]
+		b, err := a.checked(u.block, u.n, nil)
+		return chunk{b: b, err: err}
 	}
-	for c := range u.n {
+	bad := a.bad(u.block, u.n, u.b)
+	a.s.reused.Add((u.n - int64(len(bad))) * a.bs)
+	for _, c := range bad {
 		i := u.block + c
-		blk := u.b[c*a.bs : (c+1)*a.bs]
-		if a.leaves.Check(i, blk) {
-			a.s.reused.Add(a.bs)
-			continue
-		}
 		a.s.misses.Add(1)
 		a.s.log("step", "seed", "seed", sd.Name, "block", u.from+(i-u.extent.block), "result", "mismatch", "action", "fetch")
 		got, err := a.checked(i, 1, nil)
 		if err != nil {
-			return nil, err
+			a.free <- u.b[:cap(u.b)]
+			return chunk{err: err}
 		}
-		copy(blk, got)
+		copy(u.b[c*a.bs:], got)
 	}
-	return u.b, nil
+	return chunk{b: u.b, pooled: true}
 }
 
 // checked returns blocks [i, i+n) from b, fetched, once they all match
@@ -856,14 +877,17 @@ func (a *assembler) check(u unit) ([]byte, error) {
 func (a *assembler) checked(i, n int64, b []byte) ([]byte, error) {
 	for try := 0; ; try++ {
 		if b != nil {
-			bad := a.firstBad(i, n, b)
-			if bad < 0 {
+			bad := []int64{int64(len(b)) / a.bs}
+			if int64(len(b)) == n*a.bs {
+				bad = a.bad(i, n, b)
+			}
+			if len(bad) == 0 {
 				return b, nil
 			}
 			a.s.refused.Add(1)
-			a.s.log("step", "fetch", "block", bad, "result", "mismatch", "try", try)
+			a.s.log("step", "fetch", "block", i+bad[0], "result", "mismatch", "try", try)
 			if try == fetchRetries {
-				return nil, fmt.Errorf("delta: root block %d does not match its hash after %d fetches", bad, try+1)
+				return nil, fmt.Errorf("delta: root block %d does not match its hash after %d fetches", i+bad[0], try+1)
 			}
 		}
 		var err error
@@ -873,18 +897,32 @@ func (a *assembler) checked(i, n int64, b []byte) ([]byte, error) {
 	}
 }
 
-// firstBad returns the first block of b, new blocks [i, i+n), that does
-// not match its leaf, or -1.
-func (a *assembler) firstBad(i, n int64, b []byte) int64 {
-	if int64(len(b)) != n*a.bs {
-		return i + int64(len(b))/a.bs
+// checkSpan is the fewest blocks a checker goroutine takes on: below
+// that, starting one costs more than the hashing it shares.
+const checkSpan = 64
+
+// bad returns the blocks of b, new blocks [i, i+n), that do not match
+// their leaves, in order, as offsets from i. The leaves are checked by
+// as many goroutines as there are CPUs: unlike a payload's one sha256,
+// the blocks' digests are independent, and hashing them is most of the
+// work of a delta install (every block the seeds give is hashed once,
+// as a full install hashes the payload it reads).
+func (a *assembler) bad(i, n int64, b []byte) []int64 {
+	workers := min(int64(runtime.GOMAXPROCS(0)), (n+checkSpan-1)/checkSpan)
+	per := (n + workers - 1) / workers
+	found := make([][]int64, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for c := w * per; c < min((w+1)*per, n); c++ {
+				if !a.leaves.Check(i+c, b[c*a.bs:(c+1)*a.bs]) {
+					found[w] = append(found[w], c)
+				}
+			}
+		})
 	}
-	for c := range n {
-		if !a.leaves.Check(i+c, b[c*a.bs:(c+1)*a.bs]) {
-			return i + c
-		}
-	}
-	return -1
+	wg.Wait()
+	return slices.Concat(found...)
 }
 
 // readFull fills b from r at off.
