@@ -322,16 +322,23 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 	if err != nil {
 		return nil, nil, err
 	}
-	// The seeds' own trees, read once: an index of their blocks, and
-	// leaf blocks the new tree may share.
-	seedLeaves := make([]*verity.Leaves, len(seeds))
+	// The seeds' own trees, read once and sorted by digest: an index of
+	// their blocks, and leaf blocks the new tree may share. They are
+	// read from the disk while the new tree's top comes over the network.
+	seedTrees := make([]seedTree, len(seeds))
+	var read sync.WaitGroup
 	for i, sd := range seeds {
 		if sd.Hash != nil {
-			// A seed without a readable tree is hashed (see index).
-			seedLeaves[i], _ = verity.ReadLeaves(sd.Hash, sd.HashSize, nil)
+			read.Go(func() {
+				// A seed without a readable tree is hashed (see index).
+				if l, err := verity.ReadLeaves(sd.Hash, sd.HashSize, nil); err == nil {
+					seedTrees[i] = seedTree{l, sortedKeys(l.Digests)}
+				}
+			})
 		}
 	}
-	tb, err := s.fetchTree(r.Offset(tree), tp.Size, rootHash, seedLeaves)
+	tb, err := s.fetchTree(r.Offset(tree), tp.Size, rootHash, func() []seedTree { read.Wait(); return seedTrees })
+	read.Wait()
 	if err != nil {
 		return nil, nil, fmt.Errorf("fetching the verity tree: %w", err)
 	}
@@ -347,7 +354,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 		return nil, tb, nil
 	}
 	a := &assembler{s: s, leaves: leaves, base: r.Offset(root), bs: int64(leaves.BlockSize)}
-	if err := a.plan(seeds, seedLeaves); err != nil {
+	if err := a.plan(seeds, seedTrees); err != nil {
 		return nil, nil, err
 	}
 	return a, tb, nil
@@ -360,7 +367,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 // none does. The leaf level is 0.8% of the image (a digest per 4 KiB
 // block) and does not compress; the blocks of an unchanged region are
 // the same in both versions' trees.
-func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verity.Leaves) ([]byte, error) {
+func (s *Source) fetchTree(off, size int64, rootHash []byte, seedTrees func() []seedTree) ([]byte, error) {
 	top, err := verity.ReadTop(&remote{s: s, off: off, n: size}, size, rootHash)
 	var loff, lsize, hbs int64
 	if err == nil {
@@ -378,8 +385,8 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verit
 	for k := range lsize / hbs {
 		dst := tb[loff+k*hbs : loff+(k+1)*hbs]
 		found := false
-		for _, l := range seedLeaves {
-			if l != nil && int64(l.HashBlockSize) == hbs {
+		for _, st := range seedTrees() {
+			if l := st.leaves; l != nil && int64(l.HashBlockSize) == hbs {
 				if b := l.LeafBlock(k); top.CheckLeafBlock(k, b) {
 					copy(dst, b)
 					found = true
@@ -511,6 +518,25 @@ type indexEntry struct {
 	block int64
 }
 
+// seedTree is a seed's leaves, read from its tree, and their index.
+type seedTree struct {
+	leaves *verity.Leaves
+	keys   []indexEntry
+}
+
+// sortedKeys indexes digests, sha256.Size bytes per block.
+func sortedKeys(digests []byte) []indexEntry {
+	n := int64(len(digests) / sha256.Size)
+	keys := make([]indexEntry, n)
+	for j := range n {
+		keys[j] = indexEntry{binary.BigEndian.Uint64(digests[j*sha256.Size:]), j}
+	}
+	slices.SortFunc(keys, func(x, y indexEntry) int {
+		return cmp.Or(cmp.Compare(x.key, y.key), cmp.Compare(x.block, y.block))
+	})
+	return keys
+}
+
 // assembler yields the new root, block by block, each checked against
 // its leaf.
 type assembler struct {
@@ -542,9 +568,9 @@ type chunk struct {
 }
 
 // plan indexes the seeds and splits the new root into extents.
-func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
+func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 	for i, sd := range seeds {
-		ix, how, err := a.index(sd, seedLeaves[i])
+		ix, how, err := a.index(sd, trees[i])
 		if err != nil {
 			// A seed is an optimisation: without it, more is fetched.
 			a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", err)
@@ -554,19 +580,50 @@ func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
 		a.seeds = append(a.seeds, ix)
 	}
 	target := slices.IndexFunc(a.seeds, func(x *seedIndex) bool { return x.Target })
-	blk := make([]byte, a.bs)
-	n := a.leaves.Blocks()
-	for i := range n {
-		k, j := a.lookup(i)
-		if k < 0 && target >= 0 {
-			// An interrupted install may have written it already.
+	// Blocks no seed has, a run at a time, are looked for in place in
+	// the target, where an interrupted install may have written them:
+	// one read per run, not per block.
+	var miss []int64
+	inPlace := func() {
+		if len(miss) == 0 {
+			return
+		}
+		var have []byte
+		if target >= 0 {
 			t := a.seeds[target]
-			if (i+1)*a.bs <= t.Size && readFull(t.Data, blk, i*a.bs) == nil && a.leaves.Check(i, blk) {
-				k, j = target, i
+			if end := min(miss[0]+int64(len(miss)), t.Size/a.bs); end > miss[0] {
+				have = make([]byte, (end-miss[0])*a.bs)
+				if readFull(t.Data, have, miss[0]*a.bs) != nil {
+					have = nil
+				}
 			}
 		}
+		for c, i := range miss {
+			if b := int64(c) * a.bs; b < int64(len(have)) && a.leaves.Check(i, have[b:b+a.bs]) {
+				a.add(i, target, i)
+			} else {
+				a.add(i, -1, 0)
+			}
+		}
+		miss = miss[:0]
+	}
+	n := a.leaves.Blocks()
+	for i := range n {
+		k, j := a.next(i)
+		if k < 0 {
+			k, j = a.lookup(i)
+		}
+		if k < 0 {
+			miss = append(miss, i)
+			if len(miss) == seedChunk {
+				inPlace()
+			}
+			continue
+		}
+		inPlace()
 		a.add(i, k, j)
 	}
+	inPlace()
 	a.merge()
 	var reuse, fetch, requests int64
 	for _, e := range a.exts {
@@ -581,51 +638,54 @@ func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
 	return nil
 }
 
-// index takes a seed's digests from its tree l, if it has one with the
-// new tree's salt, or computes them.
-func (a *assembler) index(sd Seed, l *verity.Leaves) (*seedIndex, string, error) {
+// next returns where new block i is if it follows on from the last
+// block planned, in the same seed: the common case, since an update
+// leaves most of an image where it was, found without a search.
+func (a *assembler) next(i int64) (int, int64) {
+	if len(a.exts) == 0 {
+		return -1, 0
+	}
+	e := a.exts[len(a.exts)-1]
+	if e.seed < 0 || e.block+e.n != i {
+		return -1, 0
+	}
+	ix, j := a.seeds[e.seed], e.from+e.n
+	if (j+1)*sha256.Size > int64(len(ix.digests)) || ix.Target && j < i || !bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], a.leaves.Digest(i)) {
+		return -1, 0
+	}
+	return e.seed, j
+}
+
+// index takes a seed's digests and their index from its tree t, if it
+// has one with the new tree's salt, or computes them.
+func (a *assembler) index(sd Seed, t seedTree) (*seedIndex, string, error) {
 	ix := &seedIndex{Seed: sd}
 	how := "tree"
-	if l != nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
-		ix.digests = l.Digests
+	if l := t.leaves; l != nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
+		ix.digests, ix.keys = l.Digests, t.keys
+		return ix, how, nil
 	}
-	if ix.digests == nil && sd.Target {
+	if sd.Target {
 		// Hashing it costs a full read, for what is usually an older
 		// root or nothing; only its blocks in place are looked at.
-		ix.digests = []byte{}
-		how = "none"
+		return ix, "none", nil
 	}
-	if ix.digests == nil {
-		how = "data"
-		n := sd.Size / a.bs
-		ix.digests = make([]byte, 0, n*sha256.Size)
-		buf := make([]byte, 256*a.bs)
-		for off := int64(0); off < n*a.bs; off += int64(len(buf)) {
-			b := buf[:min(int64(len(buf)), n*a.bs-off)]
-			if err := readFull(sd.Data, b, off); err != nil {
-				return nil, "", fmt.Errorf("reading seed %s: %w", sd.Name, err)
-			}
-			for len(b) > 0 {
-				d := a.leaves.Sum(b[:a.bs])
-				ix.digests = append(ix.digests, d[:]...)
-				b = b[a.bs:]
-			}
+	how = "data"
+	n := sd.Size / a.bs
+	ix.digests = make([]byte, 0, n*sha256.Size)
+	buf := make([]byte, 256*a.bs)
+	for off := int64(0); off < n*a.bs; off += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), n*a.bs-off)]
+		if err := readFull(sd.Data, b, off); err != nil {
+			return nil, "", fmt.Errorf("reading seed %s: %w", sd.Name, err)
+		}
+		for len(b) > 0 {
+			d := a.leaves.Sum(b[:a.bs])
+			ix.digests = append(ix.digests, d[:]...)
+			b = b[a.bs:]
 		}
 	}
-	n := int64(len(ix.digests) / sha256.Size)
-	ix.keys = make([]indexEntry, n)
-	for j := range n {
-		ix.keys[j] = indexEntry{binary.BigEndian.Uint64(ix.digests[j*sha256.Size:]), j}
-	}
-	slices.SortFunc(ix.keys, func(x, y indexEntry) int {
-		if x.key != y.key {
-			if x.key < y.key {
-				return -1
-			}
-			return 1
-		}
-		return int(x.block - y.block)
-	})
+	ix.keys = sortedKeys(ix.digests)
 	return ix, how, nil
 }
 
