@@ -215,11 +215,10 @@ func Decide(in Input) Decision {
 			passed = ReasonMarkedBad
 		}
 	}
-	best, ok := eff.Best(run)
-	limited := false
-	if o := best.Other(); ok && crashing(eff.Get(best), in.CrashLimit) && eff.Get(o).Bootable() && !crashing(eff.Get(o), in.CrashLimit) {
-		st, eff, best, limited = st.Prefer(o), eff.Prefer(o), o, true
-		if passed == "" && o != run {
+	best, limited, ok := Preferred(eff, run, in.CrashLimit)
+	if limited {
+		st, eff = st.Prefer(best), eff.Prefer(best)
+		if passed == "" && best != run {
 			passed = ReasonCrashLimit
 		}
 	}
@@ -298,8 +297,21 @@ func Reboot(in Input) Decision {
 	return d
 }
 
-// crashing reports a committed slot that crashed on limit boots in a row.
-func crashing(a slotstate.Attrs, limit int) bool {
+// Preferred is the slot Decide boots given st (tries already counted): the
+// best bootable slot (slotstate.State.Best), unless it is Crashing and the
+// other slot is bootable and not; then the other one, and limited is set.
+// ok is false when no slot is bootable.
+func Preferred(st slotstate.State, running slot.Slot, limit int) (best slot.Slot, limited, ok bool) {
+	best, ok = st.Best(running)
+	if o := best.Other(); ok && Crashing(st.Get(best), limit) && st.Get(o).Bootable() && !Crashing(st.Get(o), limit) {
+		return o, true, true
+	}
+	return best, false, ok
+}
+
+// Crashing reports whether a is a committed slot whose last limit boots
+// crashed (abboot.crash-limit; 0 disables it).
+func Crashing(a slotstate.Attrs, limit int) bool {
 	return limit > 0 && a.Committed() && a.Crashes >= limit
 }
 

@@ -196,15 +196,17 @@ func TestVarStore(t *testing.T) {
 }
 
 // TestStatusCrashes: status shows the crash counts the GPT bits hold and
-// says why a committed slot over the crash limit is, or is not, booted.
+// says why a committed slot over the crash limit is, or is not, booted, and
+// which slot the next boot selects with the crash limit applied.
 func TestStatusCrashes(t *testing.T) {
 	for _, tc := range []struct {
 		name string
 		b    slotstate.Attrs
+		next string
 		want string
 	}{
-		{"left", slotstate.Attrs{Priority: 2, Successful: true}, "slot a crashed on 3 boots in a row (crash limit 3): not preferred while another slot can boot"},
-		{"nothing else", slotstate.Attrs{}, "slot a crashed on 3 boots in a row (crash limit 3), and is still booted: no other slot can boot"},
+		{"left", slotstate.Attrs{Priority: 2, Successful: true}, "b", "slot a crashed on 3 boots in a row (crash limit 3): not preferred while another slot can boot"},
+		{"nothing else", slotstate.Attrs{}, "a", "slot a crashed on 3 boots in a row (crash limit 3), and is still booted: no other slot can boot"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			im := newImage(t)
@@ -221,6 +223,9 @@ func TestStatusCrashes(t *testing.T) {
 			st := im.status()
 			if a := st.Slots[0]; a.Crashes != 3 || !a.OverCrashLimit || st.CrashLimit != slotstate.DefaultCrashLimit {
 				t.Errorf("status: A %+v, crash limit %d; want 3 crashes over the limit %d", a, st.CrashLimit, slotstate.DefaultCrashLimit)
+			}
+			if st.Next != tc.next {
+				t.Errorf("status: next %q, want %q", st.Next, tc.next)
 			}
 			out, err := im.abctl("status")
 			if err != nil || !strings.Contains(out, tc.want) {

@@ -38,6 +38,12 @@ import (
 // fetched, by range; a server without range support gets a full
 // download. The events and the progress say what was fetched and what
 // was reused.
+//
+// With Secure Boot on, the bundle's UKI must verify against db and dbx
+// before anything is written (bundleUKICheck), whatever the source: a
+// file or a URL is read ahead by range; stdin, or a server without range
+// support, is spooled whole into --spool-dir first (not the ESP, with
+// room for the bundle), or refused.
 func installCmd(g *globals, args []string) error {
 	fs := flag.NewFlagSet("install", flag.ContinueOnError)
 	how := fs.String("reboot", "none", "after installing: none, kexec, firmware or any")
@@ -48,6 +54,7 @@ func installCmd(g *globals, args []string) error {
 	compatFile := fs.String("compatible", "/etc/abboot/compatible", "file holding the compatible string bundles must carry")
 	rate := fs.Int64("rate", 0, "read the bundle at most this many `bytes/s` (0: no limit), to leave the disk and network to the running system")
 	noDelta := fs.Bool("no-delta", false, "from a URL, fetch the whole bundle instead of only the blocks the slots do not have")
+	spoolDir := fs.String("spool-dir", os.TempDir(), "with Secure Boot on, where a bundle that only streams (stdin, a server without range support) is kept until its UKI is checked: not the ESP")
 	args, err := parseArgs(fs, args)
 	if err != nil {
 		return err
@@ -88,6 +95,10 @@ func installCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
+	checkUKI, err := bundleUKICheck(s.vars)
+	if err != nil {
+		return err
+	}
 	var src io.ReadCloser
 	var ds *delta.Source
 	if isURL(args[0]) && t.Disk != "" && !*noDelta {
@@ -109,9 +120,6 @@ func installCmd(g *globals, args []string) error {
 	if err != nil {
 		return err
 	}
-	if err := checkBundleUKI(s.vars, src, r); err != nil {
-		return err
-	}
 	p := newProgress()
 	if ds != nil {
 		done, err := planDelta(ds, r, t)
@@ -121,11 +129,14 @@ func installCmd(g *globals, args []string) error {
 		defer done()
 		p.stats = ds.Stats
 	}
-	event.Log("install", "slot", t.Slot, "version", r.Manifest.Version, "result", "started")
+	o := install.Options{Tries: *tries, Progress: p.update, Log: event.Log, CheckUKI: checkUKI, SpoolDir: *spoolDir}
+	if ra, ok := src.(io.ReaderAt); ok {
+		o.Bundle = ra // a file, a download or a delta.Source
+	}
 	start := time.Now()
 	var res install.Result
 	err = esp.WithWritable(t.ESPDir, func() (err error) {
-		res, err = install.Install(r, t, install.Options{Tries: *tries, Progress: p.update, Log: event.Log})
+		res, err = install.Install(r, t, o)
 		return err
 	})
 	p.done()

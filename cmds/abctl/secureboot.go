@@ -3,14 +3,11 @@ package main
 import (
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 
-	"github.com/abboot/abboot/pkg/bundle"
 	"github.com/abboot/abboot/pkg/efivar"
-	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 )
@@ -143,33 +140,25 @@ func (s *system) ukiFile(sl slot.Slot) (path string, done func(), err error) {
 	return "", nil, errors.New("no ESP")
 }
 
-// checkBundleUKI is the installer's Secure Boot rule: with Secure Boot on,
-// a bundle whose UKI the firmware would refuse (not signed by db, or in
-// dbx) is refused before anything is written, and no flag overrides it.
-// The UKI is read out of a local bundle file (bundle.Reader.PeekUKI, which
-// checks it against the signed manifest, so it is the UKI that would be
-// installed). A bundle that streams in (a URL, stdin) cannot be read ahead;
-// its UKI is checked by the init before any handover to it instead, which
-// marks the slot bad.
-func checkBundleUKI(vars *efivar.Vars, src io.Reader, r *bundle.Reader) error {
+// bundleUKICheck is the installer's Secure Boot rule, for
+// install.Options.CheckUKI: with Secure Boot on, a bundle whose UKI the
+// firmware would refuse (not signed by db, or in dbx) is refused before
+// anything is written, whatever its source (the installer reads the UKI
+// ahead by range, or spools the bundle), and no flag overrides it. It is
+// nil with Secure Boot off.
+func bundleUKICheck(vars *efivar.Vars) (func([]byte) error, error) {
 	fw, err := secureboot.ReadFirmware(vars)
 	if err != nil {
-		return fmt.Errorf("reading the Secure Boot state: %w", err)
+		return nil, fmt.Errorf("reading the Secure Boot state: %w", err)
 	}
-	if !fw.SecureBoot {
+	check := secureboot.HandoverCheck(fw, nil)
+	if check == nil {
+		return nil, nil
+	}
+	return func(b []byte) error {
+		if err := check(b); err != nil {
+			return fmt.Errorf("Secure Boot is on and the bundle's UKI would not boot: %w", err)
+		}
 		return nil
-	}
-	ra, ok := src.(io.ReaderAt)
-	if !ok {
-		event.Log("verify", "what", "bundle", "result", "deferred", "reason", "streamed")
-		return nil
-	}
-	b, err := r.PeekUKI(ra)
-	if err != nil {
-		return err
-	}
-	if _, err := secureboot.Verify(b, fw.DB, fw.DBX); err != nil {
-		return fmt.Errorf("Secure Boot is on and the bundle's UKI would not boot: %w", err)
-	}
-	return nil
+	}, nil
 }

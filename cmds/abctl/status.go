@@ -9,6 +9,7 @@ import (
 	"os"
 	"slices"
 
+	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/bootentry"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/gpt"
@@ -79,7 +80,7 @@ func statusCmd(g *globals, args []string) error {
 	if running == "" {
 		running = slot.A
 	}
-	if next, ok := state.Best(running); ok {
+	if next, _, ok := bootcheck.Preferred(state, running, st.CrashLimit); ok {
 		st.Next = string(next)
 	}
 
@@ -104,7 +105,7 @@ func statusCmd(g *globals, args []string) error {
 	for _, sl := range slot.All {
 		a := state.Get(sl)
 		ss := slotStatus{Slot: string(sl), Version: s.version(sl), Attrs: a, Bootable: a.Bootable(), Condition: a.Condition(), Running: sl == s.running, BootOrder: -1,
-			OverCrashLimit: st.CrashLimit > 0 && a.Committed() && a.Crashes >= st.CrashLimit}
+			OverCrashLimit: bootcheck.Crashing(a, st.CrashLimit)}
 		if n, ok := bootentry.Find(entries, sl); ok {
 			ss.Entry = efivar.BootName(n)
 			ss.BootOrder = slices.Index(order, n)

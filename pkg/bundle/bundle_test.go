@@ -521,3 +521,56 @@ func TestVouch(t *testing.T) {
 		t.Errorf("a truncated vouched-for root: %v, want %v", err, ErrTruncated)
 	}
 }
+
+// TestSpool: a bundle read from a stream is spooled into a file that is
+// then the whole bundle, which PeekUKI reads and Next reads on from; a
+// stream cut short, or one that goes on after the last payload, is
+// refused by Spool itself.
+func TestSpool(t *testing.T) {
+	good, c := goodBundle(t)
+	for _, tc := range []struct {
+		name   string
+		stream []byte
+		want   error
+	}{
+		{"good", good, nil},
+		{"truncated", good[:len(good)-1], ErrTruncated},
+		{"trailing", append(bytes.Clone(good), 0), ErrTrailingData},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := NewReader(io.MultiReader(bytes.NewReader(tc.stream)), Keyring{pub(testKey(1))}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			f, err := os.Create(filepath.Join(t.TempDir(), "spool"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer f.Close()
+			if err := r.Spool(f); !errors.Is(err, tc.want) || (tc.want == nil) != (err == nil) {
+				t.Fatalf("Spool: %v, want %v", err, tc.want)
+			}
+			if tc.want != nil {
+				return
+			}
+			if b, err := os.ReadFile(f.Name()); err != nil || !bytes.Equal(b, good) {
+				t.Errorf("the spool file is not the bundle (%v)", err)
+			}
+			if uki, err := r.PeekUKI(f); err != nil || !bytes.Equal(uki, c[PayloadUKI]) {
+				t.Errorf("PeekUKI of the spool: %v", err)
+			}
+			for _, name := range []string{PayloadRoot, PayloadVerity, PayloadUKI} {
+				p, pr, err := r.Next()
+				if err != nil || p.Name != name {
+					t.Fatalf("Next: %v, %v; want %s", p, err, name)
+				}
+				if b, err := io.ReadAll(pr); err != nil || !bytes.Equal(b, c[name]) {
+					t.Errorf("payload %s from the spool: %v", name, err)
+				}
+			}
+			if _, _, err := r.Next(); err != io.EOF {
+				t.Errorf("after the last payload: %v, want io.EOF", err)
+			}
+		})
+	}
+}

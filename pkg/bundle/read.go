@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"os"
+	"slices"
 )
 
 // Reader reads a bundle in one pass, as it streams in.
@@ -19,6 +21,7 @@ type Reader struct {
 	Manifest Manifest
 
 	r       io.Reader
+	pre     []byte         // the header, manifest and signature as read
 	header  int64          // bytes before the first payload
 	next    int            // index of the next payload in Manifest.Payloads
 	cur     *payloadReader // the payload handed out last, if any
@@ -73,11 +76,45 @@ func NewReader(r io.Reader, keys Keyring, check func(Manifest) error) (*Reader, 
 			return nil, err
 		}
 	}
-	return &Reader{Manifest: m, r: r, header: int64(headerSize) + int64(n) + ed25519.SignatureSize}, nil
+	pre := slices.Concat(hdr[:], raw, sig)
+	return &Reader{Manifest: m, r: r, pre: pre, header: int64(len(pre))}, nil
+}
+
+// Spool copies the rest of the bundle from r's stream into f, an empty
+// file, so that f holds the whole bundle (the header, manifest and
+// signature r read, then the payloads), and has r read the payloads from
+// f from then on. It is for a stream that must be read at random before
+// it is installed: under Secure Boot the UKI, which comes last, is checked
+// before anything is written (PeekUKI(f)). A stream that ends before the
+// last payload's end, or goes on after it, is refused here; the payloads'
+// hashes are checked as Next hands them out, as ever. No payload may have
+// been handed out yet.
+func (r *Reader) Spool(f *os.File) error {
+	if r.err != nil {
+		return r.err
+	}
+	if r.next > 0 {
+		return errors.New("spooling a bundle whose payloads are being read")
+	}
+	size := r.Offset(len(r.Manifest.Payloads))
+	if _, err := f.Write(r.pre); err != nil {
+		return fmt.Errorf("spooling the bundle: %w", err)
+	}
+	switch n, err := io.Copy(f, io.LimitReader(r.r, size-r.header+1)); {
+	case err != nil:
+		return fmt.Errorf("spooling the bundle: %w", err)
+	case r.header+n < size:
+		return fmt.Errorf("%w: %d of its %d bytes", ErrTruncated, r.header+n, size)
+	case r.header+n > size:
+		return ErrTrailingData
+	}
+	r.r = io.NewSectionReader(f, r.header, size-r.header)
+	return nil
 }
 
 // PeekUKI reads the UKI payload out of ra, the bundle r is reading opened
-// for random access (a local file), and checks it against the manifest's
+// for random access (a local file, a spooled one, an HTTP server by
+// range), and checks it against the manifest's
 // size and sha256: it is then the very UKI the installer will write, and
 // can be checked before anything is (docs/design.md, Secure Boot). r's
 // own stream is not touched.
@@ -87,8 +124,12 @@ func (r *Reader) PeekUKI(ra io.ReaderAt) ([]byte, error) {
 			continue
 		}
 		b := make([]byte, p.Size)
-		if n, err := ra.ReadAt(b, r.Offset(i)); n < len(b) {
-			return nil, fmt.Errorf("%w: reading the UKI payload: %w", ErrTruncated, err)
+		switch n, err := ra.ReadAt(b, r.Offset(i)); {
+		case n == len(b):
+		case err == nil || err == io.EOF:
+			return nil, fmt.Errorf("%w: in the UKI payload, after %d of %d bytes", ErrTruncated, n, len(b))
+		default:
+			return nil, fmt.Errorf("reading the UKI payload: %w", err)
 		}
 		if sum := sha256.Sum256(b); hex.EncodeToString(sum[:]) != p.SHA256 {
 			return nil, fmt.Errorf("%w: UKI payload sha256 %x, manifest says %s", ErrHashMismatch, sum, p.SHA256)

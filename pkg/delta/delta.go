@@ -255,6 +255,26 @@ func (s *Source) Read(p []byte) (int, error) {
 	return 0, io.EOF
 }
 
+// ReadAt reads len(p) bytes at off of the bundle by range, from the
+// version of it the Source reads (its ETag), counted in Stats, so that a
+// part of the bundle can be checked before its turn in the stream (the
+// UKI, under Secure Boot). In ModeFull it fails with fetch.ErrNoRange,
+// which wraps errors.ErrUnsupported.
+func (s *Source) ReadAt(p []byte, off int64) (int, error) {
+	if s.mode == ModeFull {
+		return 0, fmt.Errorf("reading %s at byte %d: %w", s.url, off, fetch.ErrNoRange)
+	}
+	if len(p) == 0 {
+		return 0, nil
+	}
+	b, _, err := s.fetchRange(off, int64(len(p)))
+	n := copy(p, b)
+	if err == nil && n < len(p) {
+		err = io.EOF
+	}
+	return n, err
+}
+
 // Close stops the transfer.
 func (s *Source) Close() error {
 	if s.root != nil {
@@ -368,7 +388,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 // block) and does not compress; the blocks of an unchanged region are
 // the same in both versions' trees.
 func (s *Source) fetchTree(off, size int64, rootHash []byte, seedTrees func() []seedTree) ([]byte, error) {
-	top, err := verity.ReadTop(&remote{s: s, off: off, n: size}, size, rootHash)
+	top, err := verity.ReadTop(io.NewSectionReader(s, off, size), size, rootHash)
 	var loff, lsize, hbs int64
 	if err == nil {
 		loff, lsize, hbs = top.Leaves()
@@ -454,24 +474,6 @@ func (s *Source) fetchLeaves(top *verity.Top, tb []byte, off int64, e extent) er
 			return fmt.Errorf("delta: leaf blocks %d to %d do not match the tree after %d fetches", e.block, e.block+e.n-1, try+1)
 		}
 	}
-}
-
-// remote is n bytes at off in the bundle, read by Range requests.
-type remote struct {
-	s      *Source
-	off, n int64
-}
-
-func (r *remote) ReadAt(p []byte, off int64) (int, error) {
-	if off >= r.n {
-		return 0, io.EOF
-	}
-	b, _, err := r.s.fetchRange(r.off+off, min(int64(len(p)), r.n-off))
-	n := copy(p, b)
-	if err == nil && n < len(p) {
-		err = io.EOF
-	}
-	return n, err
 }
 
 // lazyRange is a payload fetched whole by range when first read.

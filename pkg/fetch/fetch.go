@@ -3,7 +3,9 @@
 // request (RFC 9110 §14) after a broken connection, so that a flaky link
 // costs a retry rather than the whole download. OpenRange reads one byte
 // range of a URL the same way, for a delta install that fetches only the
-// blocks it lacks. It does not cache, verify or decompress: the bundle
+// blocks it lacks, and a download reads at random the same way (ReadAt),
+// for a part of the bundle needed before its turn in the stream. It does
+// not cache, verify or decompress: the bundle
 // reader (and for ranges, the delta installer) checks what comes through.
 package fetch
 
@@ -43,8 +45,10 @@ func Open(ctx context.Context, src string, o Options) (io.ReadCloser, error) {
 
 // ErrNoRange is returned when a server answers a Range request with the
 // whole resource: it does not serve ranges, or (with Options.ETag) the
-// resource changed.
-var ErrNoRange = errors.New("the server did not answer with the range asked for (no range support, or the file changed)")
+// resource changed. It wraps errors.ErrUnsupported, so that a reader of
+// an io.ReaderAt that may be a download can tell "no random access here"
+// from a failure without knowing this package.
+var ErrNoRange = fmt.Errorf("the server did not answer with the range asked for (no range support, or the file changed): %w", errors.ErrUnsupported)
 
 // OpenRange returns a reader of the n bytes at byte off of the HTTP(S)
 // resource url, which resumes after a broken connection as Open's does.
@@ -196,6 +200,28 @@ func (d *download) Read(p []byte) (int, error) {
 }
 
 func (d *download) Close() error { return d.body.Close() }
+
+// ReadAt reads len(p) bytes at off of the resource d downloads, by a
+// Range request of its own (OpenRange) asked only of the version d is
+// downloading (its ETag), so that a bundle can be read ahead of its
+// stream. A server without range support fails it with ErrNoRange.
+func (d *download) ReadAt(p []byte, off int64) (int, error) {
+	if len(p) == 0 {
+		return 0, nil
+	}
+	o := d.o
+	o.ETag = d.etag
+	r, err := OpenRange(d.ctx, d.url, off, int64(len(p)), o)
+	if err != nil {
+		return 0, err
+	}
+	defer r.Close()
+	n, err := io.ReadFull(r, p)
+	if err == io.ErrUnexpectedEOF {
+		err = io.EOF // the resource ends within p
+	}
+	return n, err
+}
 
 // errTransient marks a request that may work when tried again: the
 // connection failed, or the server answered 5xx. A resumed download

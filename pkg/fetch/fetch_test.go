@@ -282,3 +282,36 @@ func readAll(t *testing.T, r io.ReadCloser) []byte {
 	}
 	return b
 }
+
+// TestReadAt: a download reads ahead of its stream by range, and says
+// errors.ErrUnsupported when the server has no range support.
+func TestReadAt(t *testing.T) {
+	content := make([]byte, 1<<20)
+	rand.Read(content)
+	type readAt struct {
+		off     int64
+		n, want int
+		err     error
+	}
+	for name, tc := range map[string]readAt{
+		"middle":       {off: 4096, n: 100 << 10, want: 100 << 10},
+		"past the end": {off: 1<<20 - 10, n: 4096, want: 10, err: io.EOF},
+		"no ranges":    {off: 4096, n: 4096, err: errors.ErrUnsupported},
+	} {
+		t.Run(name, func(t *testing.T) {
+			r := open(t, ranges(t, content, 0, name != "no ranges").URL, Options{})
+			p := make([]byte, tc.n)
+			n, err := r.(io.ReaderAt).ReadAt(p, tc.off)
+			if !errors.Is(err, tc.err) || (tc.err == nil) != (err == nil) {
+				t.Fatalf("ReadAt = %d, %v; want %v", n, err, tc.err)
+			}
+			if n != tc.want || !bytes.Equal(p[:n], content[tc.off:tc.off+int64(n)]) {
+				t.Errorf("ReadAt read %d bytes (want %d), equal to the content's: %v", n, tc.want, bytes.Equal(p[:n], content[tc.off:tc.off+int64(n)]))
+			}
+			// The stream is not disturbed.
+			if got := readAll(t, r); !bytes.Equal(got, content) {
+				t.Errorf("the download after ReadAt: %d bytes, not the content", len(got))
+			}
+		})
+	}
+}

@@ -65,13 +65,6 @@ func makeVersion(t testing.TB, key ed25519.PrivateKey, name string, root []byte,
 	t.Helper()
 	dir := t.TempDir()
 	v := &version{name: name}
-	files := map[string]string{}
-	write := func(payload string, b []byte) {
-		files[payload] = filepath.Join(dir, payload)
-		if err := os.WriteFile(files[payload], b, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
 	if len(root) > 0 {
 		v.root = root
 		var tree testutil.MemFile
@@ -80,8 +73,6 @@ func makeVersion(t testing.TB, key ed25519.PrivateKey, name string, root []byte,
 			t.Fatal(err)
 		}
 		v.tree, v.rootHash = tree.B, hex.EncodeToString(h)
-		write(bundle.PayloadRoot, v.root)
-		write(bundle.PayloadVerity, v.tree)
 	}
 	if ukiHash == "" {
 		ukiHash = v.rootHash
@@ -98,13 +89,29 @@ func makeVersion(t testing.TB, key ed25519.PrivateKey, name string, root []byte,
 		t.Fatal(err)
 	}
 	v.uki = readFile(t, out)
-	files[bundle.PayloadUKI] = out
+	v.pack(t, key)
+	return v
+}
+
+// pack makes v's bundle of its root, tree and UKI, signed with key.
+func (v *version) pack(t testing.TB, key ed25519.PrivateKey) {
+	t.Helper()
+	dir := t.TempDir()
+	files := map[string]string{}
+	for name, b := range map[string][]byte{bundle.PayloadRoot: v.root, bundle.PayloadVerity: v.tree, bundle.PayloadUKI: v.uki} {
+		if len(b) == 0 {
+			continue
+		}
+		files[name] = filepath.Join(dir, name)
+		if err := os.WriteFile(files[name], b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	var buf bytes.Buffer
-	if err := bundle.Write(&buf, bundle.Manifest{Version: name, Compatible: compatible, RootHash: v.rootHash}, files, key); err != nil {
+	if err := bundle.Write(&buf, bundle.Manifest{Version: v.name, Compatible: compatible, RootHash: v.rootHash}, files, key); err != nil {
 		t.Fatal(err)
 	}
 	v.bundle = buf.Bytes()
-	return v
 }
 
 func random(n int) []byte {

@@ -43,13 +43,20 @@
 // (slotstore.Edits), and the store is read back afterwards to check that
 // it sees exactly the state intended.
 //
+// With Options.CheckUKI (Secure Boot on), the UKI is read ahead and
+// checked before step 1, so a UKI the firmware would refuse costs no
+// write at all: by range when the bundle reads at random, else from a
+// spool of the whole bundle, in a directory on neither the ESP nor the
+// target slot's partitions.
+//
 // Files: install.go holds the steps; partitions.go finds the slot's
-// partitions and sizes; copy.go the copy-and-read-back pipeline; uki.go
-// the checks of the new UKI; state.go the activating GPT edit.
+// partitions and sizes; ahead.go reads the UKI ahead for CheckUKI; copy.go
+// the copy-and-read-back pipeline; uki.go the checks of the new UKI;
+// state.go the activating GPT edit.
 //
 // The package does not check signatures or versions (bundle.NewReader
 // with bundle.Policy does, before Install is called; SlotSizes gives the
-// policy its size limits), mount or remount the ESP, download bundles or
+// policy its size limits; whether a UKI is trusted is CheckUKI's), mount or remount the ESP, download bundles or
 // reboot.
 package install
 
@@ -57,6 +64,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path"
 
 	"github.com/spf13/afero"
@@ -117,6 +125,22 @@ type Options struct {
 	// event.Logger.Log: name "install" and key/value pairs, starting
 	// with slot= and step=.
 	Log func(name string, kv ...any)
+
+	// CheckUKI, if set, is asked about the bundle's UKI before anything
+	// is written; its error stops the install there (abctl passes
+	// Secure Boot's check against db and dbx, docs/design.md "Verified
+	// boot chain"). The UKI comes last in the bundle: it is read ahead
+	// from Bundle, or the bundle is spooled into SpoolDir first.
+	CheckUKI func(uki []byte) error
+	// Bundle is the bundle r reads, opened for random access: a file,
+	// or an HTTP source that reads by range. Nil, or a ReadAt failing
+	// with errors.ErrUnsupported (a server without range support), has
+	// CheckUKI's bundle spooled.
+	Bundle io.ReaderAt
+	// SpoolDir is where a bundle is spooled for CheckUKI: a directory on
+	// neither the ESP nor a slot partition (a tmpfs, a data partition)
+	// with room for the whole bundle; "" refuses such a bundle.
+	SpoolDir string
 }
 
 // Result says what was installed.
@@ -150,6 +174,8 @@ type installer struct {
 	// bufs are the copy buffers (copyBuffers of them), then one for each
 	// read-back worker, allocated once for all payloads.
 	bufs [][]byte
+	// spooled is the bundle spooled for Options.CheckUKI, if it was.
+	spooled *os.File
 	// uki is the new UKI, from step 2 until step 4 commits it.
 	uki   *atomicfile.File
 	total int64 // payload bytes in the bundle
@@ -250,6 +276,10 @@ func prepare(r *bundle.Reader, t Target, o Options) (*installer, error) {
 			return nil, err
 		}
 	}
+	if err := in.checkUKI(); err != nil {
+		in.close()
+		return nil, err
+	}
 	return in, nil
 }
 
@@ -262,6 +292,9 @@ func (in *installer) log(step string, kv ...any) {
 func (in *installer) close() {
 	if in.dev != nil {
 		in.dev.Close()
+	}
+	if in.spooled != nil {
+		in.spooled.Close()
 	}
 }
 

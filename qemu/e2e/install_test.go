@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"fmt"
+	"maps"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,11 +15,21 @@ import (
 // as NAME.abb, for the guest to mount.
 func bundleDisk(t *testing.T, names ...string) string {
 	t.Helper()
+	return bundleDiskWith(t, nil, names...)
+}
+
+// bundleDiskWith is bundleDisk with files (name -> host file) on the disk
+// too.
+func bundleDiskWith(t *testing.T, files map[string]string, names ...string) string {
+	t.Helper()
 	dir := t.TempDir()
 	// Signed with the demo key mkuimage.sh made, which every demo image
 	// trusts.
 	key := demodisk.Key()
-	files := map[string]string{}
+	files = maps.Clone(files)
+	if files == nil {
+		files = map[string]string{}
+	}
 	for _, n := range names {
 		abb := filepath.Join(dir, n+".abb")
 		args := []string{"bundle", "--key", key, "--compatible", "abboot-demo-x86_64", "--uki", uki[n], "-o", abb}

@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"crypto/sha256"
-	"debug/pe"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -234,30 +232,8 @@ func TestSecureBootUpdate(t *testing.T) {
 // (an image changed on the ESP after it was installed) and returns it.
 func tampered(t *testing.T, name, sec string) string {
 	t.Helper()
-	b, err := os.ReadFile(uki[name])
-	if err != nil {
-		t.Fatal(err)
-	}
-	f, err := pe.NewFile(bytes.NewReader(b))
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := f.Section(sec)
-	if s == nil || s.Size == 0 {
-		t.Fatalf("%s has no %s section", name, sec)
-	}
-	off := int(s.Offset) + int(min(s.VirtualSize, s.Size))/2
-	if sec == ".cmdline" {
-		// A digit of abboot.watchdog=30 keeps the command line valid.
-		i := bytes.Index(b[s.Offset:s.Offset+s.Size], []byte("=30"))
-		if i < 0 {
-			t.Fatalf("no =30 in %s's command line", name)
-		}
-		off = int(s.Offset) + i + 1
-	}
-	b[off] ^= 1
 	out := filepath.Join(t.TempDir(), name+sec+".efi")
-	if err := os.WriteFile(out, b, 0o644); err != nil {
+	if err := demodisk.Tamper(uki[name], out, sec); err != nil {
 		t.Fatal(err)
 	}
 	return out
@@ -314,25 +290,52 @@ func fails(t *testing.T, vm *qemu.VM, cmd string) []string {
 
 // TestSecureBootRefusedBundles: with Secure Boot on, a bundle whose UKI is
 // unsigned, and one signed by a key not in db, are refused with one line
-// before anything is written: the slot state and B's UKI stay as they
-// were.
+// before anything is written, from a file and from stdin (spooled to the
+// guest's /tmp first): the slot state and B's UKI stay as they were. A
+// signed bundle from stdin then installs. (URLs, with and without range
+// support, are pkg/install's TestSecureBootSources.)
 func TestSecureBootRefusedBundles(t *testing.T) {
-	m := secureBootMachine(t, slotDisk(t, "s1", "s1"), bundleDisk(t, "2", "s2-foreign"))
+	// The demo console has no redirection: gosh runs a script for stdin.
+	scripts := map[string]string{}
+	for _, b := range []string{"2", "s2-foreign", "s2"} {
+		scripts["stdin-"+b+".sh"] = filepath.Join(t.TempDir(), "stdin.sh")
+		if err := os.WriteFile(scripts["stdin-"+b+".sh"], []byte("abctl install - < /run/b/"+b+".abb\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	m := secureBootMachine(t, slotDisk(t, "s1", "s1"), bundleDiskWith(t, scripts, "2", "s2-foreign", "s2"))
 	vm := m.start()
 	upAs(t, vm, "1", "a")
 	mountBundles(t, vm)
 	before := statusJSON(t, vm)
 	for bundle, why := range map[string]string{"2": "image is not signed", "s2-foreign": `signer "CN=foreign db"`} {
-		out := strings.Join(fails(t, vm, "abctl install /run/b/"+bundle+".abb"), "\n")
-		if !strings.Contains(out, "abctl install: Secure Boot is on and the bundle's UKI would not boot: ") || !strings.Contains(out, why) {
-			t.Errorf("install of %s: want one refusal line saying %q:\n%s", bundle, why, out)
-		}
-		if strings.Contains(out, "event=install") {
-			t.Errorf("install of %s started:\n%s", bundle, out)
+		for _, cmd := range []string{"abctl install /run/b/" + bundle + ".abb", "gosh /run/b/stdin-" + bundle + ".sh"} {
+			out := fails(t, vm, cmd)
+			var refusals []string
+			for _, l := range out {
+				if strings.HasPrefix(l, "abctl install: ") {
+					refusals = append(refusals, l)
+				}
+			}
+			if len(refusals) != 1 || !strings.Contains(refusals[0], "Secure Boot is on and the bundle's UKI would not boot: ") || !strings.Contains(refusals[0], why) {
+				t.Errorf("%s: want one refusal line saying %q:\n%s", cmd, why, strings.Join(out, "\n"))
+			}
+			// The first write is step 1 (a spool in /tmp is no write to
+			// the disk).
+			if s := strings.Join(out, "\n"); strings.Contains(s, "step=mark-bad") {
+				t.Errorf("%s started writing:\n%s", cmd, s)
+			}
 		}
 	}
 	if after := statusJSON(t, vm); after != before {
 		t.Errorf("status changed by refused installs:\nbefore %s\nafter %s", before, after)
+	}
+	out := strings.Join(command(t, vm, "gosh /run/b/stdin-s2.sh"), "\n")
+	if !strings.Contains(out, "step=check-uki read=spool") || !strings.Contains(out, "event=install slot=b version=2 ") {
+		t.Errorf("signed bundle from stdin:\n%s", out)
+	}
+	if st := status(t, vm); st.Slots[1].Version != "2" || st.Next != "b" {
+		t.Errorf("after the install from stdin: %+v, want version 2 in B, next", st)
 	}
 	poweroff(t, vm)
 }
