@@ -448,7 +448,7 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedTrees func() []
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched.Load(), "requests", len(missing))
+	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched.Load(), "requests", len(missing), "elapsed_ms", time.Since(s.start).Milliseconds())
 	return tb, nil
 }
 
