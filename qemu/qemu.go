@@ -29,6 +29,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -100,6 +101,17 @@ type Options struct {
 	Extra []string
 	// Echo, if set, receives a live copy of the raw serial output.
 	Echo io.Writer
+	// Forwards, if any, give the guest a virtio-net NIC on QEMU's
+	// user-mode network in restricted mode: the guest reaches nothing on
+	// the host or beyond it but these forwarded addresses.
+	Forwards []Forward
+}
+
+// A Forward lets the guest's TCP connections to Guest ("10.0.2.100:80",
+// an address in the user-mode network 10.0.2.0/24 that no one has) reach
+// Host ("127.0.0.1:8080") on the host.
+type Forward struct {
+	Guest, Host string
 }
 
 // withDefaults returns o with empty fields set to their defaults.
@@ -144,7 +156,10 @@ func (o Options) args() []string {
 		// crypto/rand, systemd) does not stall the boot under TCG.
 		"-device", "virtio-rng-pci",
 	}
-	if !hasNetwork(o.Extra) {
+	switch {
+	case len(o.Forwards) > 0:
+		a = append(a, o.netArgs()...)
+	case !hasNetwork(o.Extra):
 		a = append(a, "-net", "none")
 	}
 	for i, d := range o.Disks {
@@ -174,6 +189,71 @@ func (o Options) args() []string {
 // literal comma is written twice.
 func escapeOpt(s string) string {
 	return strings.ReplaceAll(s, ",", ",,")
+}
+
+// netArgs returns the arguments of the restricted NIC with o.Forwards.
+// restrict=on isolates the guest; explicit forwards are exempt (QEMU's
+// -netdev user documentation). A forward runs a command per connection
+// (guestfwd=...-cmd:), the relay that this program's own binary becomes
+// (see init): the other form, guestfwd to a chardev, connects once when
+// QEMU starts and carries one stream, which an HTTP client's parallel
+// connections would share and garble. romfile= leaves out the NIC's
+// option ROM, so that the firmware finds no network boot.
+func (o Options) netArgs() []string {
+	exe, err := os.Executable()
+	if err != nil {
+		exe = os.Args[0]
+	}
+	nd := "user,id=net0,restrict=on"
+	for _, f := range o.Forwards {
+		// The command is split by glib's shell rules (libslirp's
+		// fork_exec).
+		nd += ",guestfwd=tcp:" + f.Guest + "-cmd:" + escapeOpt(shellQuote(exe)+" "+relayArg+" "+shellQuote(f.Host))
+	}
+	return []string{"-netdev", nd, "-device", "virtio-net-pci,netdev=net0,romfile="}
+}
+
+// shellQuote quotes s for a POSIX shell.
+func shellQuote(s string) string {
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// relayArg, as the only argument but one, makes a program that imports
+// this package the relay of one forwarded connection (see init).
+const relayArg = "-abboot-qemu-relay"
+
+// init turns the program into a forward's relay when QEMU runs it so, as
+// "PROGRAM -abboot-qemu-relay HOST:PORT": its standard input and output
+// are one guest connection (a socket that slirp made), copied to and
+// from a TCP connection to HOST:PORT until both ends have closed. It
+// writes nothing else: standard error is the same socket.
+func init() {
+	if len(os.Args) == 3 && os.Args[1] == relayArg {
+		if relay(os.Args[2]) != nil {
+			os.Exit(1)
+		}
+		os.Exit(0)
+	}
+}
+
+func relay(addr string) error {
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	guest := os.Stdin
+	sent := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(c, guest)
+		// Pass the guest's end of the request on, and wait for the
+		// answer's end.
+		c.(*net.TCPConn).CloseWrite()
+		sent <- err
+	}()
+	_, err = io.Copy(os.Stdout, c)
+	syscall.Shutdown(int(os.Stdout.Fd()), syscall.SHUT_WR)
+	return errors.Join(err, <-sent)
 }
 
 // hasNetwork reports whether extra qemu arguments configure networking.

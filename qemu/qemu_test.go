@@ -1,9 +1,13 @@
 package qemu
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,6 +66,14 @@ func TestArgs(t *testing.T) {
 			"-global", "driver=cfi.pflash01,property=secure,value=on",
 			"-chardev", "socket,id=chrtpm,path=/t/swtpm.sock", "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"),
 	}, {
+		name: "forwards: a restricted NIC, a relay per connection",
+		o:    Options{VarsFile: "v", Forwards: []Forward{{"10.0.2.100:80", "127.0.0.1:8080"}, {"10.0.2.101:80", "127.0.0.1:9,9"}}},
+		want: append(base(DefaultCode, "v", "1024", "1"),
+			"-netdev", "user,id=net0,restrict=on"+
+				",guestfwd=tcp:10.0.2.100:80-cmd:'"+escapeOpt(testExe(t))+"' -abboot-qemu-relay '127.0.0.1:8080'"+
+				",guestfwd=tcp:10.0.2.101:80-cmd:'"+escapeOpt(testExe(t))+"' -abboot-qemu-relay '127.0.0.1:9,,9'",
+			"-device", "virtio-net-pci,netdev=net0,romfile="),
+	}, {
 		name: "extra without network",
 		o:    Options{VarsFile: "v", Extra: []string{"-cpu", "max"}},
 		want: append(base(DefaultCode, "v", "1024", "1"), "-net", "none", "-cpu", "max"),
@@ -71,6 +83,39 @@ func TestArgs(t *testing.T) {
 				t.Errorf("args:\n got %q\nwant %q", got, tc.want)
 			}
 		})
+	}
+}
+
+func testExe(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+// TestRelay runs this test binary as a forward's relay, as QEMU would, on
+// pipes instead of slirp's socket: a request goes through to an HTTP
+// server and its answer comes back whole.
+func TestRelay(t *testing.T) {
+	body := strings.Repeat("relayed ", 100000)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.URL.Path+" "+body)
+	}))
+	defer srv.Close()
+	cmd := exec.Command(testExe(t), relayArg, srv.Listener.Addr().String())
+	cmd.Stdin = strings.NewReader("GET /x HTTP/1.0\r\nHost: guest\r\n\r\n")
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("relay: %v", err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(out)), nil)
+	if err != nil {
+		t.Fatalf("reading the relayed answer: %v\n%.200q", err, out)
+	}
+	got, err := io.ReadAll(resp.Body)
+	if err != nil || string(got) != "/x "+body {
+		t.Errorf("relayed body: %d bytes (%v), want %d", len(got), err, len(body)+3)
 	}
 }
 

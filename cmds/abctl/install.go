@@ -122,9 +122,11 @@ func installCmd(g *globals, args []string) error {
 	}
 	p := newProgress()
 	if ds != nil {
-		if err := planDelta(ds, r, t); err != nil {
+		done, err := planDelta(ds, r, t)
+		if err != nil {
 			return err
 		}
+		defer done()
 		p.stats = ds.Stats
 	}
 	o := install.Options{Tries: *tries, Progress: p.update, Log: event.Log, CheckUKI: checkUKI, SpoolDir: *spoolDir}
@@ -160,15 +162,20 @@ func isURL(s string) bool {
 }
 
 // planDelta plans a delta install into t, seeded from the running and the
-// target slot. Slots that cannot be read are only a lost optimisation.
-func planDelta(ds *delta.Source, r *bundle.Reader, t install.Target) error {
+// target slot, and returns what to call once the install is done (the
+// seeds are read while it runs). Slots that cannot be read are only a
+// lost optimisation.
+func planDelta(ds *delta.Source, r *bundle.Reader, t install.Target) (done func(), err error) {
 	seeds, c, err := delta.SlotSeeds(t.Disk, t.Running, t.Slot)
 	if err != nil {
 		event.Error("delta", err, "step", "seeds")
-	} else {
-		defer c.Close()
+		return func() {}, ds.Plan(r, nil)
 	}
-	return ds.Plan(r, seeds)
+	if err := ds.Plan(r, seeds); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return func() { c.Close() }, nil
 }
 
 // limited reads at most rate bytes per second on average.

@@ -50,6 +50,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"slices"
 	"sync"
 	"sync/atomic"
@@ -341,16 +342,23 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 	if err != nil {
 		return nil, nil, err
 	}
-	// The seeds' own trees, read once: an index of their blocks, and
-	// leaf blocks the new tree may share.
-	seedLeaves := make([]*verity.Leaves, len(seeds))
+	// The seeds' own trees, read once and sorted by digest: an index of
+	// their blocks, and leaf blocks the new tree may share. They are
+	// read from the disk while the new tree's top comes over the network.
+	seedTrees := make([]seedTree, len(seeds))
+	var read sync.WaitGroup
 	for i, sd := range seeds {
 		if sd.Hash != nil {
-			// A seed without a readable tree is hashed (see index).
-			seedLeaves[i], _ = verity.ReadLeaves(sd.Hash, sd.HashSize, nil)
+			read.Go(func() {
+				// A seed without a readable tree is hashed (see index).
+				if l, err := verity.ReadLeaves(sd.Hash, sd.HashSize, nil); err == nil {
+					seedTrees[i] = seedTree{l, sortedKeys(l.Digests)}
+				}
+			})
 		}
 	}
-	tb, err := s.fetchTree(r.Offset(tree), tp.Size, rootHash, seedLeaves)
+	tb, err := s.fetchTree(r.Offset(tree), tp.Size, rootHash, func() []seedTree { read.Wait(); return seedTrees })
+	read.Wait()
 	if err != nil {
 		return nil, nil, fmt.Errorf("fetching the verity tree: %w", err)
 	}
@@ -366,7 +374,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 		return nil, tb, nil
 	}
 	a := &assembler{s: s, leaves: leaves, base: r.Offset(root), bs: int64(leaves.BlockSize)}
-	if err := a.plan(seeds, seedLeaves); err != nil {
+	if err := a.plan(seeds, seedTrees); err != nil {
 		return nil, nil, err
 	}
 	return a, tb, nil
@@ -379,7 +387,7 @@ func (s *Source) plan(r *bundle.Reader, root, tree int, seeds []Seed) (*assemble
 // none does. The leaf level is 0.8% of the image (a digest per 4 KiB
 // block) and does not compress; the blocks of an unchanged region are
 // the same in both versions' trees.
-func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verity.Leaves) ([]byte, error) {
+func (s *Source) fetchTree(off, size int64, rootHash []byte, seedTrees func() []seedTree) ([]byte, error) {
 	top, err := verity.ReadTop(io.NewSectionReader(s, off, size), size, rootHash)
 	var loff, lsize, hbs int64
 	if err == nil {
@@ -397,8 +405,8 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verit
 	for k := range lsize / hbs {
 		dst := tb[loff+k*hbs : loff+(k+1)*hbs]
 		found := false
-		for _, l := range seedLeaves {
-			if l != nil && int64(l.HashBlockSize) == hbs {
+		for _, st := range seedTrees() {
+			if l := st.leaves; l != nil && int64(l.HashBlockSize) == hbs {
 				if b := l.LeafBlock(k); top.CheckLeafBlock(k, b) {
 					copy(dst, b)
 					found = true
@@ -440,7 +448,7 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves []*verit
 	if firstErr != nil {
 		return nil, firstErr
 	}
-	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched.Load(), "requests", len(missing))
+	s.log("step", "tree", "leaf_blocks", lsize/hbs, "fetched", fetched.Load(), "requests", len(missing), "elapsed_ms", time.Since(s.start).Milliseconds())
 	return tb, nil
 }
 
@@ -512,6 +520,25 @@ type indexEntry struct {
 	block int64
 }
 
+// seedTree is a seed's leaves, read from its tree, and their index.
+type seedTree struct {
+	leaves *verity.Leaves
+	keys   []indexEntry
+}
+
+// sortedKeys indexes digests, sha256.Size bytes per block.
+func sortedKeys(digests []byte) []indexEntry {
+	n := int64(len(digests) / sha256.Size)
+	keys := make([]indexEntry, n)
+	for j := range n {
+		keys[j] = indexEntry{binary.BigEndian.Uint64(digests[j*sha256.Size:]), j}
+	}
+	slices.SortFunc(keys, func(x, y indexEntry) int {
+		return cmp.Or(cmp.Compare(x.key, y.key), cmp.Compare(x.block, y.block))
+	})
+	return keys
+}
+
 // assembler yields the new root, block by block, each checked against
 // its leaf.
 type assembler struct {
@@ -527,21 +554,25 @@ type assembler struct {
 	ranges   []chan chunk  // one per range to fetch, in plan order
 	tokens   chan struct{} // the fetch buffer's bytes, in tokenBytes
 	out      chan chunk    // checked blocks
+	free     chan []byte   // seed chunks' buffers, to be reused
 	buf      []byte        // the reader's: checked bytes not yet read
+	bufChunk chunk         // what buf is part of, to free once read
 	quit     chan struct{}
 	stopOnce sync.Once
 }
 
-// chunk is bytes, or why there are none.
+// chunk is bytes, or why there are none. pooled bytes are a buffer of
+// assembler.free.
 type chunk struct {
-	b   []byte
-	err error
+	b      []byte
+	err    error
+	pooled bool
 }
 
 // plan indexes the seeds and splits the new root into extents.
-func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
+func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 	for i, sd := range seeds {
-		ix, how, err := a.index(sd, seedLeaves[i])
+		ix, how, err := a.index(sd, trees[i])
 		if err != nil {
 			// A seed is an optimisation: without it, more is fetched.
 			a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", err)
@@ -551,19 +582,50 @@ func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
 		a.seeds = append(a.seeds, ix)
 	}
 	target := slices.IndexFunc(a.seeds, func(x *seedIndex) bool { return x.Target })
-	blk := make([]byte, a.bs)
-	n := a.leaves.Blocks()
-	for i := range n {
-		k, j := a.lookup(i)
-		if k < 0 && target >= 0 {
-			// An interrupted install may have written it already.
+	// Blocks no seed has, a run at a time, are looked for in place in
+	// the target, where an interrupted install may have written them:
+	// one read per run, not per block.
+	var miss []int64
+	inPlace := func() {
+		if len(miss) == 0 {
+			return
+		}
+		var have []byte
+		if target >= 0 {
 			t := a.seeds[target]
-			if (i+1)*a.bs <= t.Size && readFull(t.Data, blk, i*a.bs) == nil && a.leaves.Check(i, blk) {
-				k, j = target, i
+			if end := min(miss[0]+int64(len(miss)), t.Size/a.bs); end > miss[0] {
+				have = make([]byte, (end-miss[0])*a.bs)
+				if readFull(t.Data, have, miss[0]*a.bs) != nil {
+					have = nil
+				}
 			}
 		}
+		for c, i := range miss {
+			if b := int64(c) * a.bs; b < int64(len(have)) && a.leaves.Check(i, have[b:b+a.bs]) {
+				a.add(i, target, i)
+			} else {
+				a.add(i, -1, 0)
+			}
+		}
+		miss = miss[:0]
+	}
+	n := a.leaves.Blocks()
+	for i := range n {
+		k, j := a.next(i)
+		if k < 0 {
+			k, j = a.lookup(i)
+		}
+		if k < 0 {
+			miss = append(miss, i)
+			if len(miss) == seedChunk {
+				inPlace()
+			}
+			continue
+		}
+		inPlace()
 		a.add(i, k, j)
 	}
+	inPlace()
 	a.merge()
 	var reuse, fetch, requests int64
 	for _, e := range a.exts {
@@ -578,51 +640,54 @@ func (a *assembler) plan(seeds []Seed, seedLeaves []*verity.Leaves) error {
 	return nil
 }
 
-// index takes a seed's digests from its tree l, if it has one with the
-// new tree's salt, or computes them.
-func (a *assembler) index(sd Seed, l *verity.Leaves) (*seedIndex, string, error) {
+// next returns where new block i is if it follows on from the last
+// block planned, in the same seed: the common case, since an update
+// leaves most of an image where it was, found without a search.
+func (a *assembler) next(i int64) (int, int64) {
+	if len(a.exts) == 0 {
+		return -1, 0
+	}
+	e := a.exts[len(a.exts)-1]
+	if e.seed < 0 || e.block+e.n != i {
+		return -1, 0
+	}
+	ix, j := a.seeds[e.seed], e.from+e.n
+	if (j+1)*sha256.Size > int64(len(ix.digests)) || ix.Target && j < i || !bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], a.leaves.Digest(i)) {
+		return -1, 0
+	}
+	return e.seed, j
+}
+
+// index takes a seed's digests and their index from its tree t, if it
+// has one with the new tree's salt, or computes them.
+func (a *assembler) index(sd Seed, t seedTree) (*seedIndex, string, error) {
 	ix := &seedIndex{Seed: sd}
 	how := "tree"
-	if l != nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
-		ix.digests = l.Digests
+	if l := t.leaves; l != nil && bytes.Equal(l.Salt, a.leaves.Salt) && int64(l.BlockSize) == a.bs && l.Blocks()*a.bs <= sd.Size {
+		ix.digests, ix.keys = l.Digests, t.keys
+		return ix, how, nil
 	}
-	if ix.digests == nil && sd.Target {
+	if sd.Target {
 		// Hashing it costs a full read, for what is usually an older
 		// root or nothing; only its blocks in place are looked at.
-		ix.digests = []byte{}
-		how = "none"
+		return ix, "none", nil
 	}
-	if ix.digests == nil {
-		how = "data"
-		n := sd.Size / a.bs
-		ix.digests = make([]byte, 0, n*sha256.Size)
-		buf := make([]byte, 256*a.bs)
-		for off := int64(0); off < n*a.bs; off += int64(len(buf)) {
-			b := buf[:min(int64(len(buf)), n*a.bs-off)]
-			if err := readFull(sd.Data, b, off); err != nil {
-				return nil, "", fmt.Errorf("reading seed %s: %w", sd.Name, err)
-			}
-			for len(b) > 0 {
-				d := a.leaves.Sum(b[:a.bs])
-				ix.digests = append(ix.digests, d[:]...)
-				b = b[a.bs:]
-			}
+	how = "data"
+	n := sd.Size / a.bs
+	ix.digests = make([]byte, 0, n*sha256.Size)
+	buf := make([]byte, 256*a.bs)
+	for off := int64(0); off < n*a.bs; off += int64(len(buf)) {
+		b := buf[:min(int64(len(buf)), n*a.bs-off)]
+		if err := readFull(sd.Data, b, off); err != nil {
+			return nil, "", fmt.Errorf("reading seed %s: %w", sd.Name, err)
+		}
+		for len(b) > 0 {
+			d := a.leaves.Sum(b[:a.bs])
+			ix.digests = append(ix.digests, d[:]...)
+			b = b[a.bs:]
 		}
 	}
-	n := int64(len(ix.digests) / sha256.Size)
-	ix.keys = make([]indexEntry, n)
-	for j := range n {
-		ix.keys[j] = indexEntry{binary.BigEndian.Uint64(ix.digests[j*sha256.Size:]), j}
-	}
-	slices.SortFunc(ix.keys, func(x, y indexEntry) int {
-		if x.key != y.key {
-			if x.key < y.key {
-				return -1
-			}
-			return 1
-		}
-		return int(x.block - y.block)
-	})
+	ix.keys = sortedKeys(ix.digests)
 	return ix, how, nil
 }
 
@@ -727,11 +792,17 @@ func (a *assembler) start() {
 			go func() {
 				b, _, err := a.s.fetchRange(a.base+e.block*a.bs, e.n*a.bs)
 				<-inflight
-				a.ranges[k] <- chunk{b, err}
+				a.ranges[k] <- chunk{b: b, err: err}
 			}()
 		}
 	}()
 	read := make(chan unit, readAhead)
+	// A buffer is in the seed reader's hands, in read, with the checker,
+	// in out or being read.
+	a.free = make(chan []byte, readAhead+4)
+	for range cap(a.free) {
+		a.free <- make([]byte, seedChunk*a.bs)
+	}
 	go func() {
 		defer close(read)
 		for _, e := range a.exts {
@@ -739,7 +810,12 @@ func (a *assembler) start() {
 				u := unit{extent: e, block: e.block + done, n: e.n}
 				if e.seed >= 0 {
 					u.n = min(seedChunk, e.n-done)
-					u.b = make([]byte, u.n*a.bs)
+					select {
+					case u.b = <-a.free:
+					case <-a.quit:
+						return
+					}
+					u.b = u.b[:u.n*a.bs]
 					u.err = readFull(a.seeds[e.seed].Data, u.b, (e.from+done)*a.bs)
 				}
 				done += u.n
@@ -753,13 +829,13 @@ func (a *assembler) start() {
 	}()
 	go func() {
 		for u := range read {
-			b, err := a.check(u)
+			c := a.check(u)
 			select {
-			case a.out <- chunk{b, err}:
+			case a.out <- c:
 			case <-a.quit:
 				return
 			}
-			if err != nil {
+			if c.err != nil {
 				return
 			}
 		}
@@ -797,6 +873,10 @@ type unit struct {
 
 func (a *assembler) Read(p []byte) (int, error) {
 	for len(a.buf) == 0 {
+		if a.bufChunk.pooled {
+			a.free <- a.bufChunk.b[:cap(a.bufChunk.b)]
+			a.bufChunk = chunk{}
+		}
 		c, ok := <-a.out
 		switch {
 		case !ok:
@@ -805,7 +885,7 @@ func (a *assembler) Read(p []byte) (int, error) {
 			a.stop()
 			return 0, c.err
 		}
-		a.buf = c.b
+		a.buf, a.bufChunk = c.b, c
 	}
 	n := copy(p, a.buf)
 	a.buf = a.buf[n:]
@@ -815,7 +895,7 @@ func (a *assembler) Read(p []byte) (int, error) {
 // check returns u's blocks once each matches its leaf: a fetched range
 // that does not is fetched again, a seed block that does not is fetched
 // instead.
-func (a *assembler) check(u unit) ([]byte, error) {
+func (a *assembler) check(u unit) chunk {
 	if u.seed < 0 {
 		f := <-a.ranges[a.fetched]
 		a.fetched++
@@ -823,32 +903,34 @@ func (a *assembler) check(u unit) ([]byte, error) {
 			<-a.tokens
 		}
 		if f.err != nil {
-			return nil, fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)
+			return chunk{err: fmt.Errorf("fetching root blocks %d to %d: %w", u.block, u.block+u.n-1, f.err)}
 		}
-		return a.checked(u.block, u.n, f.b)
+		b, err := a.checked(u.block, u.n, f.b)
+		return chunk{b: b, err: err}
 	}
 	sd := a.seeds[u.seed]
 	if u.err != nil {
-		// Unreadable: fetch these blocks instead.
-		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err)
-		clear(u.b)
+		// Unreadable: fetch these blocks instead, in one range.
+		a.s.log("step", "seed", "seed", sd.Name, "result", "error", "err", u.err, "action", "fetch")
+		a.s.misses.Add(u.n)
+		a.free <- u.b[:cap(u.b)]
+		b, err := a.checked(u.block, u.n, nil)
+		return chunk{b: b, err: err}
 	}
-	for c := range u.n {
+	bad := a.bad(u.block, u.n, u.b)
+	a.s.reused.Add((u.n - int64(len(bad))) * a.bs)
+	for _, c := range bad {
 		i := u.block + c
-		blk := u.b[c*a.bs : (c+1)*a.bs]
-		if a.leaves.Check(i, blk) {
-			a.s.reused.Add(a.bs)
-			continue
-		}
 		a.s.misses.Add(1)
 		a.s.log("step", "seed", "seed", sd.Name, "block", u.from+(i-u.extent.block), "result", "mismatch", "action", "fetch")
 		got, err := a.checked(i, 1, nil)
 		if err != nil {
-			return nil, err
+			a.free <- u.b[:cap(u.b)]
+			return chunk{err: err}
 		}
-		copy(blk, got)
+		copy(u.b[c*a.bs:], got)
 	}
-	return u.b, nil
+	return chunk{b: u.b, pooled: true}
 }
 
 // checked returns blocks [i, i+n) from b, fetched, once they all match
@@ -857,14 +939,17 @@ func (a *assembler) check(u unit) ([]byte, error) {
 func (a *assembler) checked(i, n int64, b []byte) ([]byte, error) {
 	for try := 0; ; try++ {
 		if b != nil {
-			bad := a.firstBad(i, n, b)
-			if bad < 0 {
+			bad := []int64{int64(len(b)) / a.bs}
+			if int64(len(b)) == n*a.bs {
+				bad = a.bad(i, n, b)
+			}
+			if len(bad) == 0 {
 				return b, nil
 			}
 			a.s.refused.Add(1)
-			a.s.log("step", "fetch", "block", bad, "result", "mismatch", "try", try)
+			a.s.log("step", "fetch", "block", i+bad[0], "result", "mismatch", "try", try)
 			if try == fetchRetries {
-				return nil, fmt.Errorf("delta: root block %d does not match its hash after %d fetches", bad, try+1)
+				return nil, fmt.Errorf("delta: root block %d does not match its hash after %d fetches", i+bad[0], try+1)
 			}
 		}
 		var err error
@@ -874,18 +959,32 @@ func (a *assembler) checked(i, n int64, b []byte) ([]byte, error) {
 	}
 }
 
-// firstBad returns the first block of b, new blocks [i, i+n), that does
-// not match its leaf, or -1.
-func (a *assembler) firstBad(i, n int64, b []byte) int64 {
-	if int64(len(b)) != n*a.bs {
-		return i + int64(len(b))/a.bs
+// checkSpan is the fewest blocks a checker goroutine takes on: below
+// that, starting one costs more than the hashing it shares.
+const checkSpan = 64
+
+// bad returns the blocks of b, new blocks [i, i+n), that do not match
+// their leaves, in order, as offsets from i. The leaves are checked by
+// as many goroutines as there are CPUs: unlike a payload's one sha256,
+// the blocks' digests are independent, and hashing them is most of the
+// work of a delta install (every block the seeds give is hashed once,
+// as a full install hashes the payload it reads).
+func (a *assembler) bad(i, n int64, b []byte) []int64 {
+	workers := min(int64(runtime.GOMAXPROCS(0)), (n+checkSpan-1)/checkSpan)
+	per := (n + workers - 1) / workers
+	found := make([][]int64, workers)
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			for c := w * per; c < min((w+1)*per, n); c++ {
+				if !a.leaves.Check(i+c, b[c*a.bs:(c+1)*a.bs]) {
+					found[w] = append(found[w], c)
+				}
+			}
+		})
 	}
-	for c := range n {
-		if !a.leaves.Check(i+c, b[c*a.bs:(c+1)*a.bs]) {
-			return i + c
-		}
-	}
-	return -1
+	wg.Wait()
+	return slices.Concat(found...)
 }
 
 // readFull fills b from r at off.

@@ -200,6 +200,8 @@ func TestDelta(t *testing.T) {
 		misses int64
 		refuse bool // some fetched block was refused
 		fail   bool
+		// requests, if not 0, bounds the requests served.
+		requests int
 	}{
 		{name: "delta", seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
 		{name: "no seed", seeds: []Seed{empty}, mode: ModeDelta, root: n * bs, tree: full},
@@ -211,6 +213,9 @@ func TestDelta(t *testing.T) {
 		{name: "wrong leaf bytes once", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 1}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta + 4*bs, refuse: true},
 		{name: "wrong leaf bytes always", srv: misbehaviour{bad: leafOff + 3*bs + 5, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeRanges, fail: true},
 		{name: "wrong bytes always", srv: misbehaviour{bad: rootOff + 500*bs, badLeft: 100}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, refuse: true, fail: true},
+		// The seed's tree says what it has, its data cannot be read
+		// (a disk error, or a closed file): whole chunks are fetched.
+		{name: "unreadable seed", seeds: []Seed{{Name: "a", Data: unreadable{}, Size: int64(len(d1)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree))}}, mode: ModeDelta, root: n * bs, tree: delta, misses: n - changed/bs, requests: 40},
 		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
 		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree)), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
 	} {
@@ -249,12 +254,20 @@ func TestDelta(t *testing.T) {
 			if extra := int64(len(b)) - int64(len(d2)) - int64(len(v2.tree)); st.Fetched > tc.root+tc.tree+extra+headerFetch {
 				t.Errorf("fetched %d bytes, want at most %d of the root and %d of the tree", st.Fetched, tc.root, tc.tree)
 			}
+			if tc.requests > 0 && int(srv.requests) > tc.requests {
+				t.Errorf("%d requests served, want at most %d", srv.requests, tc.requests)
+			}
 			if st.Misses != tc.misses || (st.Refused > 0) != tc.refuse {
 				t.Errorf("%d seed misses and %d refused, want %d and refused %v", st.Misses, st.Refused, tc.misses, tc.refuse)
 			}
 		})
 	}
 }
+
+// unreadable is a seed's data that cannot be read.
+type unreadable struct{}
+
+func (unreadable) ReadAt([]byte, int64) (int, error) { return 0, errors.New("read error") }
 
 // TestMerge merges runs to fetch across short runs from seeds.
 func TestMerge(t *testing.T) {

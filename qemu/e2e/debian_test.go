@@ -118,15 +118,28 @@ func debianRootHash(t *testing.T, v string) string {
 	return p.RootHash
 }
 
-// debianBundles signs a bundle of each variant (UKI, root and tree) and
-// puts them on a FAT disk as VARIANT.abb.
+// debianBundles signs a bundle of each variant and puts them on a FAT
+// disk as VARIANT.abb.
 func debianBundles(t *testing.T, variants ...string) string {
 	t.Helper()
-	dir := t.TempDir()
-	img := filepath.Join(dir, "bundles.img")
+	dir := debianBundleFiles(t, variants...)
+	img := filepath.Join(t.TempDir(), "bundles.img")
 	if out, err := run(repo, "mkfs.vfat", "-C", img, strconv.Itoa(len(variants)*160<<10)); err != nil {
 		t.Fatalf("mkfs.vfat: %v: %s", err, out)
 	}
+	for _, v := range variants {
+		if out, err := run(repo, "mcopy", "-i", img, filepath.Join(dir, v+".abb"), "::"+v+".abb"); err != nil {
+			t.Fatalf("mcopy: %v: %s", err, out)
+		}
+	}
+	return img
+}
+
+// debianBundleFiles signs a bundle of each variant (UKI, root and tree)
+// and returns the directory that holds them as VARIANT.abb.
+func debianBundleFiles(t *testing.T, variants ...string) string {
+	t.Helper()
+	dir := t.TempDir()
 	for _, v := range variants {
 		base := strings.TrimSuffix(debianUKI[v], ".efi")
 		abb := filepath.Join(dir, v+".abb")
@@ -135,11 +148,8 @@ func debianBundles(t *testing.T, variants ...string) string {
 		if out, err := run(repo, abimage, args...); err != nil {
 			t.Fatalf("abimage %v: %v: %s", args, err, out)
 		}
-		if out, err := run(repo, "mcopy", "-i", img, abb, "::"+v+".abb"); err != nil {
-			t.Fatalf("mcopy: %v: %s", err, out)
-		}
 	}
-	return img
+	return dir
 }
 
 // debianStart powers the machine on with the Debian limits. The SMBIOS

@@ -142,6 +142,9 @@ type machine struct {
 	// directory of a swtpm TPM (qemu.Options).
 	secureBoot bool
 	tpm        string
+	// forwards, if any, give the machine a restricted NIC
+	// (qemu.Options.Forwards).
+	forwards []qemu.Forward
 }
 
 func newMachine(t *testing.T, disks ...string) *machine {
@@ -188,6 +191,7 @@ func (m *machine) boot(timeout time.Duration, extra ...string) *qemu.VM {
 		Extra:      extra,
 		SecureBoot: m.secureBoot,
 		TPMDir:     m.tpm,
+		Forwards:   m.forwards,
 	})
 	if err != nil {
 		m.t.Fatal(err)
