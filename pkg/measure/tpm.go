@@ -1,11 +1,12 @@
 package measure
 
 import (
-	"bytes"
 	"crypto"
 	"errors"
 	"fmt"
 	"os"
+	"strings"
+	"sync"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
@@ -52,24 +53,51 @@ func Extend(t transport.TPM, events [][]byte) error {
 	if err != nil {
 		return err
 	}
+	ds, err := hash(algs, events)
+	if err != nil {
+		return err
+	}
+	return extend(t, ds)
+}
+
+// hash returns each event's digest in each bank of algs, which must not be
+// empty. The banks are hashed at once, one goroutine each: hashing a UKI
+// is nearly all of a measurement's time, and a bank's digests depend on
+// no other bank's.
+func hash(algs []tpm2.TPMAlgID, events [][]byte) ([]tpm2.TPMLDigestValues, error) {
 	if len(algs) == 0 {
-		return errors.New("no PCR bank has PCR 11")
+		return nil, errors.New("no PCR bank has PCR 11")
 	}
 	for _, a := range algs {
 		if _, ok := banks[a]; !ok {
-			return fmt.Errorf("PCR bank with hash algorithm %#x not supported", a)
+			return nil, fmt.Errorf("PCR bank with hash algorithm %#x not supported", a)
 		}
 	}
-	for _, e := range events {
-		var ds tpm2.TPMLDigestValues
-		for _, a := range algs {
-			h := banks[a].New()
-			h.Write(e)
-			ds.Digests = append(ds.Digests, tpm2.TPMTHA{HashAlg: a, Digest: h.Sum(nil)})
-		}
+	ds := make([]tpm2.TPMLDigestValues, len(events))
+	for i := range ds {
+		ds[i].Digests = make([]tpm2.TPMTHA, len(algs))
+	}
+	var wg sync.WaitGroup
+	for j, a := range algs {
+		wg.Go(func() {
+			for i, e := range events {
+				h := banks[a].New()
+				h.Write(e)
+				ds[i].Digests[j] = tpm2.TPMTHA{HashAlg: a, Digest: h.Sum(nil)}
+			}
+		})
+	}
+	wg.Wait()
+	return ds, nil
+}
+
+// extend extends PCR 11 with each event's digests, one TPM2_PCR_Extend per
+// event, in order.
+func extend(t transport.TPM, ds []tpm2.TPMLDigestValues) error {
+	for _, d := range ds {
 		_, err := tpm2.PCRExtend{
 			PCRHandle: tpm2.AuthHandle{Handle: tpm2.TPMHandle(PCR), Auth: tpm2.PasswordAuth(nil)},
-			Digests:   ds,
+			Digests:   d,
 		}.Execute(t)
 		if err != nil {
 			return fmt.Errorf("extending PCR %d: %w", PCR, err)
@@ -81,25 +109,63 @@ func Extend(t transport.TPM, events [][]byte) error {
 // Device is the kernel's TPM resource manager.
 const Device = "/dev/tpmrm0"
 
-// ErrNoTPM is returned by Handover on a machine without a TPM.
+// ErrNoTPM is returned by Prepare on a machine without a TPM.
 var ErrNoTPM = errors.New("no TPM")
 
-// Handover extends PCR 11 through Device with the UKI b, which a kexec is
-// about to start, as its stub would have on a firmware boot.
-func Handover(b []byte) error {
+// Measurement is a UKI's PCR 11 events hashed for the TPM's active banks,
+// ready to be extended. Preparing it is the costly part (every active bank
+// hashes the whole payload); extending is a few TPM commands. The init
+// prepares it while it verifies the UKI, and extends right before the
+// kexec.
+type Measurement struct {
+	Banks   []tpm2.TPMAlgID // the active banks, in the TPM's order
+	digests []tpm2.TPMLDigestValues
+}
+
+// Prepare hashes the UKI b, which a kexec is about to start, for the
+// active banks of the TPM at Device, as its stub would on a firmware boot.
+// It returns ErrNoTPM without a TPM.
+func Prepare(b []byte) (*Measurement, error) {
 	if _, err := os.Stat(Device); errors.Is(err, os.ErrNotExist) {
-		return ErrNoTPM
+		return nil, ErrNoTPM
 	}
-	img, err := uki.Read(bytes.NewReader(b))
+	img, err := uki.Parse(b)
 	if err != nil {
-		return err
+		return nil, err
 	}
+	t, err := linuxtpm.Open(Device)
+	if err != nil {
+		return nil, err
+	}
+	algs, err := activeBanks(t)
+	t.Close()
+	if err != nil {
+		return nil, err
+	}
+	ds, err := hash(algs, Events(img))
+	if err != nil {
+		return nil, err
+	}
+	return &Measurement{Banks: algs, digests: ds}, nil
+}
+
+// Extend extends PCR 11 with m through Device.
+func (m *Measurement) Extend() error {
 	t, err := linuxtpm.Open(Device)
 	if err != nil {
 		return err
 	}
 	defer t.Close()
-	return Extend(t, Events(img))
+	return extend(t, m.digests)
+}
+
+// BankNames names m's banks for a log line: "sha1,sha256".
+func (m *Measurement) BankNames() string {
+	var s []string
+	for _, a := range m.Banks {
+		s = append(s, strings.ToLower(strings.ReplaceAll(banks[a].String(), "-", "")))
+	}
+	return strings.Join(s, ",")
 }
 
 // Read returns PCR 11 of the SHA-256 bank.
