@@ -2,6 +2,7 @@ package measure
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/abboot/abboot/pkg/uki"
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -150,5 +152,55 @@ func TestExtendSwtpm(t *testing.T) {
 	}
 	if Predict(a, b) == Predict(b) {
 		t.Error("a kexec into B predicts the same PCR 11 as a firmware boot of B")
+	}
+}
+
+// TestHash: each bank's digests are its hash of each event, in order,
+// whatever the set of banks; banks name themselves as sysfs does, and an
+// unknown or empty set is an error.
+func TestHash(t *testing.T) {
+	events := [][]byte{[]byte(".linux\x00"), bytes.Repeat([]byte("k"), 100_000), []byte(".cmdline\x00"), []byte("quiet")}
+	for _, tc := range []struct {
+		names string
+		want  []crypto.Hash
+	}{
+		{"sha256", []crypto.Hash{crypto.SHA256}},
+		{"sha1,sha256", []crypto.Hash{crypto.SHA1, crypto.SHA256}},
+		{"sha1,sha256,sha384,sha512", []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}},
+	} {
+		t.Run(tc.names, func(t *testing.T) {
+			algs, err := ParseBanks(tc.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := (&Measurement{Banks: algs}).BankNames(); got != tc.names {
+				t.Errorf("BankNames = %q, want %q", got, tc.names)
+			}
+			ds, err := Hash(algs, events)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ds) != len(events) {
+				t.Fatalf("%d digest sets for %d events", len(ds), len(events))
+			}
+			for i, e := range events {
+				for j, h := range tc.want {
+					d := h.New()
+					d.Write(e)
+					if got := ds[i].Digests[j]; got.HashAlg != algs[j] || !bytes.Equal(got.Digest, d.Sum(nil)) {
+						t.Errorf("event %d, bank %v: %x, want %x", i, h, got.Digest, d.Sum(nil))
+					}
+				}
+			}
+		})
+	}
+	if _, err := ParseBanks("sha256,md5"); err == nil {
+		t.Error("ParseBanks accepted md5")
+	}
+	if _, err := Hash(nil, events); err == nil {
+		t.Error("Hash with no bank succeeded")
+	}
+	if _, err := Hash([]tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events); err == nil {
+		t.Error("Hash in an SM3 bank succeeded")
 	}
 }

@@ -53,18 +53,18 @@ func Extend(t transport.TPM, events [][]byte) error {
 	if err != nil {
 		return err
 	}
-	ds, err := hash(algs, events)
+	ds, err := Hash(algs, events)
 	if err != nil {
 		return err
 	}
 	return extend(t, ds)
 }
 
-// hash returns each event's digest in each bank of algs, which must not be
+// Hash returns each event's digest in each bank of algs, which must not be
 // empty. The banks are hashed at once, one goroutine each: hashing a UKI
 // is nearly all of a measurement's time, and a bank's digests depend on
 // no other bank's.
-func hash(algs []tpm2.TPMAlgID, events [][]byte) ([]tpm2.TPMLDigestValues, error) {
+func Hash(algs []tpm2.TPMAlgID, events [][]byte) ([]tpm2.TPMLDigestValues, error) {
 	if len(algs) == 0 {
 		return nil, errors.New("no PCR bank has PCR 11")
 	}
@@ -142,7 +142,7 @@ func Prepare(b []byte) (*Measurement, error) {
 	if err != nil {
 		return nil, err
 	}
-	ds, err := hash(algs, Events(img))
+	ds, err := Hash(algs, Events(img))
 	if err != nil {
 		return nil, err
 	}
@@ -163,9 +163,31 @@ func (m *Measurement) Extend() error {
 func (m *Measurement) BankNames() string {
 	var s []string
 	for _, a := range m.Banks {
-		s = append(s, strings.ToLower(strings.ReplaceAll(banks[a].String(), "-", "")))
+		s = append(s, bankName(a))
 	}
 	return strings.Join(s, ",")
+}
+
+// ParseBanks is the inverse of BankNames.
+func ParseBanks(names string) ([]tpm2.TPMAlgID, error) {
+	var algs []tpm2.TPMAlgID
+next:
+	for _, n := range strings.Split(names, ",") {
+		for a := range banks {
+			if bankName(a) == n {
+				algs = append(algs, a)
+				continue next
+			}
+		}
+		return nil, fmt.Errorf("unknown PCR bank %q", n)
+	}
+	return algs, nil
+}
+
+// bankName is a bank's name as Linux's sysfs spells it
+// (/sys/class/tpm/tpm0/pcr-sha256): "SHA-256" as "sha256".
+func bankName(a tpm2.TPMAlgID) string {
+	return strings.ToLower(strings.ReplaceAll(banks[a].String(), "-", ""))
 }
 
 // Read returns PCR 11 of the SHA-256 bank.
