@@ -181,10 +181,12 @@ func (m *machine) boot(timeout time.Duration, extra ...string) *qemu.VM {
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
 	// ABBOOT_E2E_CPUS gives the machines more than qemu's default one
-	// vCPU, for benches that compare (bench/verify.sh).
+	// vCPU, ABBOOT_E2E_TPM_BANKS their TPM other PCR banks than swtpm's
+	// four, for benches that compare (bench/verify.sh).
 	cpus, _ := strconv.Atoi(os.Getenv("ABBOOT_E2E_CPUS"))
 	vm, err := qemu.Start(ctx, qemu.Options{
 		CPUs:       cpus,
+		TPMBanks:   os.Getenv("ABBOOT_E2E_TPM_BANKS"),
 		Disks:      m.disks,
 		VarsFile:   m.vars,
 		Watchdog:   true,
