@@ -182,10 +182,11 @@ func run(logs []string, ukiPath, keys string, runs, cpus int) error {
 			return fmt.Errorf("host reference %s: %q: %w", env, out, err)
 		}
 	}
-	fmt.Printf("reference, same run, on this host (%s, %d CPUs as the guest, median of %d):\n", filepath.Base(ukiPath), cpus, runs)
-	for i, name := range []string{"SHA-NI/AVX2 code", "generic code (" + generic + "), as in the guest"} {
+	fmt.Printf("reference, same run, on this host (%s, %d CPUs as the guest, median of %d; generic: %s):\n",
+		filepath.Base(ukiPath), cpus, runs, generic)
+	for i, name := range []string{"SHA-NI/AVX2 code", "generic code, as the guest's"} {
 		r := ref[i]
-		fmt.Printf("  %-50s verify %6.1f ms (%4.0f MB/s), PCR 11 hashing (%s) %6.1f ms\n", name,
+		fmt.Printf("  %-28s verify %6.1f ms (%4.0f MB/s), PCR 11 hashing (%s) %6.1f ms\n", name,
 			ms(r.verify), float64(r.bytes)/r.verify.Seconds()/1e6, banks, ms(r.hash))
 	}
 	g := ref[1]
