@@ -235,7 +235,7 @@ func printHost(path, keys, bankNames string, runs int) error {
 		if err != nil {
 			return err
 		}
-		if _, err := measure.Hash(algs, measure.Events(img)); err != nil {
+		if _, err := measure.Hash(algs, measure.Events(img), nil); err != nil {
 			return err
 		}
 		hash = append(hash, int64(time.Since(start)))

@@ -53,11 +53,13 @@ type Env struct {
 	// BootNext: it is marked bad (rule 4) and the decision made again.
 	Verify func(b []byte) error
 	// Measure, when set, hashes a kexec target's UKI, b, for the TPM
-	// (measure.Prepare); Start extends PCR 11 with the result right
-	// before the kexec. With more than one CPU it runs while Verify and
-	// Load do; with one it runs after them, and only for a UKI that
-	// passed (hashing in parallel there would only slow the check down).
-	Measure func(b []byte) (*measure.Measurement, error)
+	// (measure.Prepare) on as many CPUs as cpus holds tokens; Start
+	// extends PCR 11 with the result right before the kexec. With more
+	// than one CPU it runs while Verify does, on all CPUs but one, which
+	// the check keeps for itself, then on all while Load runs; with one
+	// CPU it runs after them, and only for a UKI that passed: either way
+	// it never slows the check down.
+	Measure func(b []byte, cpus chan struct{}) (*measure.Measurement, error)
 	// Read reads a UKI; nil is os.ReadFile.
 	Read func(path string) ([]byte, error)
 	// Store keeps the slot state; nil when there is none, and then no
@@ -121,8 +123,13 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		p.UKI = filepath.Join(e.ESPDir, t.UKIPath())
 		b, err := e.read(p.UKI)
 		var measured func()
-		if err == nil && a == bootcheck.Kexec && e.Measure != nil && runtime.GOMAXPROCS(0) > 1 {
-			measured = p.measure(e.Measure, b)
+		var cpus chan struct{} // the hashing's CPU tokens, while it overlaps the check
+		if n := runtime.GOMAXPROCS(0); err == nil && a == bootcheck.Kexec && e.Measure != nil && n > 1 {
+			cpus = make(chan struct{}, n)
+			for range n - 1 {
+				cpus <- struct{}{}
+			}
+			measured = p.measure(e.Measure, b, cpus)
 		}
 		if err == nil && e.Verify != nil {
 			start := time.Now()
@@ -137,6 +144,9 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 			}
 			e.Log.Log("verify", "slot", t, "bytes", len(b), "ms", time.Since(start).Milliseconds(), "result", "ok")
 		}
+		if cpus != nil {
+			cpus <- struct{}{} // the check's CPU
+		}
 		if err == nil && a == bootcheck.Kexec {
 			err = e.Load(p.UKI, b, func(c string) string { return bootparam.WithHandover(c, string(t)) })
 		}
@@ -147,7 +157,7 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		p.Image = b
 		if a == bootcheck.Kexec && e.Measure != nil {
 			if measured == nil {
-				measured = p.measure(e.Measure, b)
+				measured = p.measure(e.Measure, b, nil)
 			}
 			measured()
 		}
@@ -163,14 +173,15 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 	return p
 }
 
-// measure starts prepare(b) and returns a function that waits for it and
-// keeps its result in p. A plan abandoned meanwhile (its UKI refused)
-// leaves the goroutine to finish unread.
-func (p *Plan) measure(prepare func([]byte) (*measure.Measurement, error), b []byte) (wait func()) {
+// measure starts prepare(b, cpus) and returns a function that waits for
+// it and keeps its result in p. A plan abandoned meanwhile (its UKI
+// refused) leaves the goroutine to finish unread, on the CPUs the check
+// did not keep.
+func (p *Plan) measure(prepare func([]byte, chan struct{}) (*measure.Measurement, error), b []byte, cpus chan struct{}) (wait func()) {
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {
-		p.Measurement, p.measureErr = prepare(b)
+		p.Measurement, p.measureErr = prepare(b, cpus)
 		p.hashed = time.Since(start)
 		close(done)
 	}()

@@ -196,7 +196,7 @@ func TestVerify(t *testing.T) {
 // (Env.Measure) over the bytes that were verified and staged; a BootNext
 // plan is not hashed (the firmware and the stub measure it). With one CPU
 // the hashing follows the check and a refused UKI is not hashed; with more
-// it runs while the check does.
+// it runs while the check does, on all CPUs but the check's, then on all.
 func TestMeasure(t *testing.T) {
 	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
 	for _, tc := range []struct {
@@ -223,9 +223,13 @@ func TestMeasure(t *testing.T) {
 			started := make(chan struct{})
 			var verifiedFirst bool
 			verified := false
+			var cpus chan struct{}
 			e.Verify = func([]byte) error {
 				if tc.cpus > 1 && tc.kexec {
 					<-started // the hashing runs meanwhile
+					if len(cpus) != tc.cpus-1 {
+						t.Errorf("the hashing has %d CPUs during the check, want %d", len(cpus), tc.cpus-1)
+					}
 				}
 				verified = true
 				if tc.refuse {
@@ -235,8 +239,8 @@ func TestMeasure(t *testing.T) {
 			}
 			var hashed []byte
 			want := &measure.Measurement{}
-			e.Measure = func(b []byte) (*measure.Measurement, error) {
-				verifiedFirst = verified
+			e.Measure = func(b []byte, c chan struct{}) (*measure.Measurement, error) {
+				verifiedFirst, cpus = verified, c
 				close(started)
 				hashed = b
 				return want, nil
@@ -256,6 +260,9 @@ func TestMeasure(t *testing.T) {
 			}
 			if verifiedFirst != (tc.cpus == 1) {
 				t.Errorf("with %d CPUs, hashing started after the check: %v", tc.cpus, verifiedFirst)
+			}
+			if tc.cpus > 1 && len(cpus) != tc.cpus {
+				t.Errorf("the hashing has %d CPUs after the check, want %d", len(cpus), tc.cpus)
 			}
 		})
 	}

@@ -176,9 +176,15 @@ func TestHash(t *testing.T) {
 			if got := (&Measurement{Banks: algs}).BankNames(); got != tc.names {
 				t.Errorf("BankNames = %q, want %q", got, tc.names)
 			}
-			ds, err := Hash(algs, events)
+			// One CPU token: the banks take turns.
+			cpus := make(chan struct{}, 1)
+			cpus <- struct{}{}
+			ds, err := Hash(algs, events, cpus)
 			if err != nil {
 				t.Fatal(err)
+			}
+			if len(cpus) != 1 {
+				t.Errorf("Hash kept its CPU token")
 			}
 			if len(ds) != len(events) {
 				t.Fatalf("%d digest sets for %d events", len(ds), len(events))
@@ -197,10 +203,10 @@ func TestHash(t *testing.T) {
 	if _, err := ParseBanks("sha256,md5"); err == nil {
 		t.Error("ParseBanks accepted md5")
 	}
-	if _, err := Hash(nil, events); err == nil {
+	if _, err := Hash(nil, events, nil); err == nil {
 		t.Error("Hash with no bank succeeded")
 	}
-	if _, err := Hash([]tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events); err == nil {
+	if _, err := Hash([]tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events, nil); err == nil {
 		t.Error("Hash in an SM3 bank succeeded")
 	}
 }

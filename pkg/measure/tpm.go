@@ -53,7 +53,7 @@ func Extend(t transport.TPM, events [][]byte) error {
 	if err != nil {
 		return err
 	}
-	ds, err := Hash(algs, events)
+	ds, err := Hash(algs, events, nil)
 	if err != nil {
 		return err
 	}
@@ -63,8 +63,10 @@ func Extend(t transport.TPM, events [][]byte) error {
 // Hash returns each event's digest in each bank of algs, which must not be
 // empty. The banks are hashed at once, one goroutine each: hashing a UKI
 // is nearly all of a measurement's time, and a bank's digests depend on
-// no other bank's.
-func Hash(algs []tpm2.TPMAlgID, events [][]byte) ([]tpm2.TPMLDigestValues, error) {
+// no other bank's. With cpus not nil, a bank is hashed only while its
+// goroutine holds one of the tokens in cpus (received, then sent back), so
+// that a caller can keep CPUs for other work meanwhile.
+func Hash(algs []tpm2.TPMAlgID, events [][]byte, cpus chan struct{}) ([]tpm2.TPMLDigestValues, error) {
 	if len(algs) == 0 {
 		return nil, errors.New("no PCR bank has PCR 11")
 	}
@@ -80,6 +82,10 @@ func Hash(algs []tpm2.TPMAlgID, events [][]byte) ([]tpm2.TPMLDigestValues, error
 	var wg sync.WaitGroup
 	for j, a := range algs {
 		wg.Go(func() {
+			if cpus != nil {
+				<-cpus
+				defer func() { cpus <- struct{}{} }()
+			}
 			for i, e := range events {
 				h := banks[a].New()
 				h.Write(e)
@@ -123,9 +129,10 @@ type Measurement struct {
 }
 
 // Prepare hashes the UKI b, which a kexec is about to start, for the
-// active banks of the TPM at Device, as its stub would on a firmware boot.
-// It returns ErrNoTPM without a TPM.
-func Prepare(b []byte) (*Measurement, error) {
+// active banks of the TPM at Device, as its stub would on a firmware boot,
+// on as many CPUs as cpus holds tokens (Hash). It returns ErrNoTPM
+// without a TPM.
+func Prepare(b []byte, cpus chan struct{}) (*Measurement, error) {
 	if _, err := os.Stat(Device); errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoTPM
 	}
@@ -142,7 +149,7 @@ func Prepare(b []byte) (*Measurement, error) {
 	if err != nil {
 		return nil, err
 	}
-	ds, err := Hash(algs, Events(img))
+	ds, err := Hash(algs, Events(img), cpus)
 	if err != nil {
 		return nil, err
 	}
