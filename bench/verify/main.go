@@ -73,21 +73,21 @@ type boot struct {
 	banks                                      string
 }
 
-// parse returns the boots of a serial log that verified a UKI. A boot
+// parse returns the boots of a serial log that verified a UKI, and the
+// kernel boot times of all its boots. A boot
 // starts at its start event; the init's exec or handover event may come
 // before the check (abctl reboot, on the running OS) or after it (the
 // init's own check).
-func parse(path string) ([]boot, error) {
+func parse(path string) (checked []boot, kernels []int64, err error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	defer f.Close()
-	var boots []boot
 	cur := boot{kernel: -1}
 	done := func() {
 		if cur.kernel >= 0 && cur.verify >= 0 && cur.init >= 0 {
-			boots = append(boots, cur)
+			checked = append(checked, cur)
 		}
 	}
 	sc := bufio.NewScanner(f)
@@ -97,6 +97,7 @@ func parse(path string) ([]boot, error) {
 		if m := startRE.FindStringSubmatch(l); m != nil {
 			done()
 			cur = boot{kernel: atoi(m[1]), init: -1, bytes: -1, verify: -1, hash: -1, measure: -1}
+			kernels = append(kernels, cur.kernel)
 		}
 		if cur.kernel < 0 {
 			continue
@@ -112,7 +113,7 @@ func parse(path string) ([]boot, error) {
 		}
 	}
 	done()
-	return boots, sc.Err()
+	return checked, kernels, sc.Err()
 }
 
 func run(logs []string, ukiPath, keys string, runs, cpus int) error {
@@ -120,12 +121,13 @@ func run(logs []string, ukiPath, keys string, runs, cpus int) error {
 		return fmt.Errorf("usage: verify [-uki UKI -keys DIR] SERIAL.log...")
 	}
 	var boots []boot
+	var kernels []int64
 	for _, l := range logs {
-		b, err := parse(l)
+		b, k, err := parse(l)
 		if err != nil {
 			return err
 		}
-		boots = append(boots, b...)
+		boots, kernels = append(boots, b...), append(kernels, k...)
 	}
 	if len(boots) == 0 {
 		return fmt.Errorf("no boot with start, verify and exec or handover events in %s", strings.Join(logs, " "))
@@ -139,7 +141,8 @@ func run(logs []string, ukiPath, keys string, runs, cpus int) error {
 		}
 		return median(v)
 	}
-	kernel, initMS := med(func(b boot) int64 { return b.kernel }), med(func(b boot) int64 { return b.init })
+	// The kernel's boot does not depend on the check: all boots count.
+	kernel, initMS := median(kernels), med(func(b boot) int64 { return b.init })
 	verify, size := med(func(b boot) int64 { return b.verify }), med(func(b boot) int64 { return b.bytes })
 	hash, meas := med(func(b boot) int64 { return b.hash }), med(func(b boot) int64 { return b.measure })
 	banks := "sha256"
@@ -148,13 +151,15 @@ func run(logs []string, ukiPath, keys string, runs, cpus int) error {
 			banks = b.banks
 		}
 	}
-	fmt.Printf("verify bench: %d boots with a UKI check, %d vCPUs, TCG, medians (kernel and init of the same boots)\n", len(boots), cpus)
-	fmt.Printf("  UKI %.1f MB; kernel boot %d ms; init %d ms\n", float64(size)/1e6, kernel, initMS)
+	fmt.Printf("verify bench: %d boots with a UKI check, %d vCPUs, TCG, medians\n", len(boots), cpus)
+	fmt.Printf("  UKI %.1f MB; kernel boot %d ms (all %d boots); init %d ms (in the boots with the check)\n",
+		float64(size)/1e6, kernel, len(kernels), initMS)
 	fmt.Printf("  verify  %5d ms = %5.1f%% of the kernel's boot (target < 2%%), %5.1f%% of the init's time; %.0f MB/s\n",
 		verify, pct(verify, kernel), pct(verify, initMS), mbps(size, verify))
 	if meas >= 0 {
 		fmt.Printf("  measure %5d ms = %5.1f%% of the kernel's boot, %5.1f%% of the init's time (banks %s, hashing %d ms)\n",
 			meas, pct(meas, kernel), pct(meas, initMS), banks, hash)
+		fmt.Printf("  handover: verify + measure %d ms = %.1f%% of the kernel's boot\n", verify+meas, pct(verify+meas, kernel))
 	} else {
 		fmt.Println("  measure: no measure event (no TPM in these boots)")
 	}
