@@ -273,10 +273,10 @@ func (e *Env) write(p *Plan) {
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
 // set to p.Entry and a firmware reboot. Right before a kexec it extends
 // PCR 11 with the plan's Measurement, the UKI as the target's stub would
-// have measured it (pkg/measure): a
-// kexec runs no stub and resets no PCR. A plan that falls back to a
-// firmware reboot after that resets the PCRs anyway. A failed measurement
-// is logged and the kexec goes on; PCR 11 then matches no prediction.
+// have measured it (pkg/measure): a kexec runs no stub and resets no PCR.
+// A plan that falls back to a firmware reboot after that resets the PCRs
+// anyway. A failed measurement is logged and the kexec goes on; PCR 11
+// then matches no prediction.
 // Where systemd is PID 1 (abctl on a running OS), Start asks systemd for
 // the kexec or the reboot instead of acting itself, so that the services
 // stop and the file systems are unmounted before the kernel is replaced
