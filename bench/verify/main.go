@@ -21,6 +21,7 @@ package main
 
 import (
 	"bufio"
+	"context"
 	"crypto/x509"
 	"flag"
 	"fmt"
@@ -240,7 +241,7 @@ func printHost(path, keys, bankNames string, runs int) error {
 		if err != nil {
 			return err
 		}
-		if _, err := measure.Hash(algs, measure.Events(img), nil); err != nil {
+		if _, err := measure.Hash(context.Background(), algs, measure.Events(img), nil); err != nil {
 			return err
 		}
 		hash = append(hash, int64(time.Since(start)))

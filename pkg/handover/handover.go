@@ -53,13 +53,14 @@ type Env struct {
 	// BootNext: it is marked bad (rule 4) and the decision made again.
 	Verify func(b []byte) error
 	// Measure, when set, hashes a kexec target's UKI, b, for the TPM
-	// (measure.Prepare) on as many CPUs as cpus holds tokens; Start
-	// extends PCR 11 with the result right before the kexec. With more
-	// than one CPU it runs while Verify does, on all CPUs but one, which
-	// the check keeps for itself, then on all while Load runs; with one
-	// CPU it runs after them, and only for a UKI that passed: either way
-	// it never slows the check down.
-	Measure func(b []byte, cpus chan struct{}) (*measure.Measurement, error)
+	// (measure.Prepare) on as many CPUs as cpus holds tokens, until ctx
+	// is cancelled; Start extends PCR 11 with the result right before the
+	// kexec. With more than one CPU it runs while Verify does, on all CPUs
+	// but one, which the check keeps for itself, then on all while Load
+	// runs, and it is cancelled when the check fails; with one CPU it runs
+	// after them, and only for a UKI that passed. Either way it never
+	// slows the check down, nor a refused UKI's fallback.
+	Measure func(ctx context.Context, b []byte, cpus chan struct{}) (*measure.Measurement, error)
 	// Read reads a UKI; nil is os.ReadFile.
 	Read func(path string) ([]byte, error)
 	// Store keeps the slot state; nil when there is none, and then no
@@ -124,12 +125,14 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		b, err := e.read(p.UKI)
 		var measured func()
 		var cpus chan struct{} // the hashing's CPU tokens, while it overlaps the check
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // stops a measurement still running: the UKI was refused, or Load failed
 		if n := runtime.GOMAXPROCS(0); err == nil && a == bootcheck.Kexec && e.Measure != nil && n > 1 {
 			cpus = make(chan struct{}, n)
 			for range n - 1 {
 				cpus <- struct{}{}
 			}
-			measured = p.measure(e.Measure, b, cpus)
+			measured = p.measure(ctx, e.Measure, b, cpus)
 		}
 		if err == nil && e.Verify != nil {
 			start := time.Now()
@@ -157,7 +160,7 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		p.Image = b
 		if a == bootcheck.Kexec && e.Measure != nil {
 			if measured == nil {
-				measured = p.measure(e.Measure, b, nil)
+				measured = p.measure(ctx, e.Measure, b, nil)
 			}
 			measured()
 		}
@@ -173,15 +176,13 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 	return p
 }
 
-// measure starts prepare(b, cpus) and returns a function that waits for
-// it and keeps its result in p. A plan abandoned meanwhile (its UKI
-// refused) leaves the goroutine to finish unread, on the CPUs the check
-// did not keep.
-func (p *Plan) measure(prepare func([]byte, chan struct{}) (*measure.Measurement, error), b []byte, cpus chan struct{}) (wait func()) {
+// measure starts prepare(ctx, b, cpus) and returns a function that waits
+// for it and keeps its result in p.
+func (p *Plan) measure(ctx context.Context, prepare func(context.Context, []byte, chan struct{}) (*measure.Measurement, error), b []byte, cpus chan struct{}) (wait func()) {
 	done := make(chan struct{})
 	start := time.Now()
 	go func() {
-		p.Measurement, p.measureErr = prepare(b, cpus)
+		p.Measurement, p.measureErr = prepare(ctx, b, cpus)
 		p.hashed = time.Since(start)
 		close(done)
 	}()

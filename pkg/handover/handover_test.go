@@ -1,6 +1,7 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -210,6 +211,7 @@ func TestMeasure(t *testing.T) {
 		{"one CPU, refused", 1, true, true, false},
 		{"one CPU, BootNext", 1, false, false, false},
 		{"two CPUs, kexec", 2, false, true, true},
+		{"two CPUs, refused", 2, true, true, true},
 		{"two CPUs, BootNext", 2, false, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -239,13 +241,22 @@ func TestMeasure(t *testing.T) {
 			}
 			var hashed []byte
 			want := &measure.Measurement{}
-			e.Measure = func(b []byte, c chan struct{}) (*measure.Measurement, error) {
-				verifiedFirst, cpus = verified, c
+			var cancelled <-chan struct{}
+			e.Measure = func(ctx context.Context, b []byte, c chan struct{}) (*measure.Measurement, error) {
+				verifiedFirst, cpus, cancelled, hashed = verified, c, ctx.Done(), b
 				close(started)
-				hashed = b
 				return want, nil
 			}
 			p := e.Decide(pending)
+			if tc.refuse {
+				if tc.measured {
+					<-cancelled // the hashing of a refused UKI stops
+				}
+				if p.Decision.Action == bootcheck.Kexec || p.Measurement != nil {
+					t.Errorf("refused UKI: plan %v with measurement %p", p.Decision.Action, p.Measurement)
+				}
+				return
+			}
 			if got := hashed != nil; got != tc.measured {
 				t.Fatalf("measured %v, want %v", got, tc.measured)
 			}

@@ -2,10 +2,12 @@ package measure
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -179,7 +181,7 @@ func TestHash(t *testing.T) {
 			// One CPU token: the banks take turns.
 			cpus := make(chan struct{}, 1)
 			cpus <- struct{}{}
-			ds, err := Hash(algs, events, cpus)
+			ds, err := Hash(context.Background(), algs, events, cpus)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -203,10 +205,17 @@ func TestHash(t *testing.T) {
 	if _, err := ParseBanks("sha256,md5"); err == nil {
 		t.Error("ParseBanks accepted md5")
 	}
-	if _, err := Hash(nil, events, nil); err == nil {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cpus := make(chan struct{}, 1)
+	cpus <- struct{}{}
+	if _, err := Hash(ctx, []tpm2.TPMAlgID{tpm2.TPMAlgSHA256}, events, cpus); !errors.Is(err, context.Canceled) || len(cpus) != 1 {
+		t.Errorf("Hash, cancelled: %v, %d CPU tokens left; want context.Canceled, 1", err, len(cpus))
+	}
+	if _, err := Hash(context.Background(), nil, events, nil); err == nil {
 		t.Error("Hash with no bank succeeded")
 	}
-	if _, err := Hash([]tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events, nil); err == nil {
+	if _, err := Hash(context.Background(), []tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events, nil); err == nil {
 		t.Error("Hash in an SM3 bank succeeded")
 	}
 }

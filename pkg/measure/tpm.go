@@ -1,6 +1,7 @@
 package measure
 
 import (
+	"context"
 	"crypto"
 	"errors"
 	"fmt"
@@ -53,7 +54,7 @@ func Extend(t transport.TPM, events [][]byte) error {
 	if err != nil {
 		return err
 	}
-	ds, err := Hash(algs, events, nil)
+	ds, err := Hash(context.Background(), algs, events, nil)
 	if err != nil {
 		return err
 	}
@@ -65,8 +66,9 @@ func Extend(t transport.TPM, events [][]byte) error {
 // is nearly all of a measurement's time, and a bank's digests depend on
 // no other bank's. With cpus not nil, a bank is hashed only while its
 // goroutine holds one of the tokens in cpus (received, then sent back), so
-// that a caller can keep CPUs for other work meanwhile.
-func Hash(algs []tpm2.TPMAlgID, events [][]byte, cpus chan struct{}) ([]tpm2.TPMLDigestValues, error) {
+// that a caller can keep CPUs for other work meanwhile. Cancelling ctx
+// stops the hashing within a chunk and returns ctx's error.
+func Hash(ctx context.Context, algs []tpm2.TPMAlgID, events [][]byte, cpus chan struct{}) ([]tpm2.TPMLDigestValues, error) {
 	if len(algs) == 0 {
 		return nil, errors.New("no PCR bank has PCR 11")
 	}
@@ -83,19 +85,34 @@ func Hash(algs []tpm2.TPMAlgID, events [][]byte, cpus chan struct{}) ([]tpm2.TPM
 	for j, a := range algs {
 		wg.Go(func() {
 			if cpus != nil {
-				<-cpus
+				select {
+				case <-cpus:
+				case <-ctx.Done():
+					return
+				}
 				defer func() { cpus <- struct{}{} }()
 			}
 			for i, e := range events {
 				h := banks[a].New()
-				h.Write(e)
+				for len(e) > 0 && ctx.Err() == nil {
+					n := min(len(e), hashChunk)
+					h.Write(e[:n])
+					e = e[n:]
+				}
 				ds[i].Digests[j] = tpm2.TPMTHA{HashAlg: a, Digest: h.Sum(nil)}
 			}
 		})
 	}
 	wg.Wait()
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
 	return ds, nil
 }
+
+// hashChunk is how much Hash hashes between two looks at its context:
+// about 30 ms of SHA-256 under TCG, well under 1 ms on hardware.
+const hashChunk = 1 << 20
 
 // extend extends PCR 11 with each event's digests, one TPM2_PCR_Extend per
 // event, in order.
@@ -130,9 +147,9 @@ type Measurement struct {
 
 // Prepare hashes the UKI b, which a kexec is about to start, for the
 // active banks of the TPM at Device, as its stub would on a firmware boot,
-// on as many CPUs as cpus holds tokens (Hash). It returns ErrNoTPM
-// without a TPM.
-func Prepare(b []byte, cpus chan struct{}) (*Measurement, error) {
+// on as many CPUs as cpus holds tokens (Hash), until ctx is cancelled.
+// It returns ErrNoTPM without a TPM.
+func Prepare(ctx context.Context, b []byte, cpus chan struct{}) (*Measurement, error) {
 	if _, err := os.Stat(Device); errors.Is(err, os.ErrNotExist) {
 		return nil, ErrNoTPM
 	}
@@ -149,7 +166,7 @@ func Prepare(b []byte, cpus chan struct{}) (*Measurement, error) {
 	if err != nil {
 		return nil, err
 	}
-	ds, err := Hash(algs, Events(img), cpus)
+	ds, err := Hash(ctx, algs, Events(img), cpus)
 	if err != nil {
 		return nil, err
 	}
