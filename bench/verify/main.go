@@ -29,11 +29,11 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/abboot/abboot/bench/internal/stats"
 	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/uki"
@@ -140,10 +140,13 @@ func run(logs []string, ukiPath, keys string, runs, cpus int) error {
 				v = append(v, x)
 			}
 		}
-		return median(v)
+		if len(v) == 0 {
+			return -1
+		}
+		return stats.Median(v)
 	}
 	// The kernel's boot does not depend on the check: all boots count.
-	kernel, initMS := median(kernels), med(func(b boot) int64 { return b.init })
+	kernel, initMS := stats.Median(kernels), med(func(b boot) int64 { return b.init })
 	verify, size := med(func(b boot) int64 { return b.verify }), med(func(b boot) int64 { return b.bytes })
 	hash, meas := med(func(b boot) int64 { return b.hash }), med(func(b boot) int64 { return b.measure })
 	banks := "sha256"
@@ -246,16 +249,8 @@ func printHost(path, keys, bankNames string, runs int) error {
 		}
 		hash = append(hash, int64(time.Since(start)))
 	}
-	fmt.Println(len(b), median(verify), median(hash))
+	fmt.Println(len(b), stats.Median(verify), stats.Median(hash))
 	return nil
-}
-
-func median(v []int64) int64 {
-	if len(v) == 0 {
-		return -1
-	}
-	slices.Sort(v)
-	return (v[(len(v)-1)/2] + v[len(v)/2]) / 2
 }
 
 func pct(a, b int64) float64 { return 100 * float64(a) / float64(b) }
