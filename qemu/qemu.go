@@ -80,6 +80,12 @@ type Options struct {
 	// the firmware resets the PCRs at every power-on and reset, the TPM's
 	// persistent state stays in TPMDir.
 	TPMDir string
+	// TPMBanks, if set, are the PCR banks the TPM has active, comma
+	// separated ("sha256"): swtpm_setup allocates them when TPMDir holds
+	// no state yet, as libvirt does. Empty leaves swtpm's own default, all
+	// of sha1, sha256, sha384 and sha512, each of which the firmware and a
+	// measured kexec hash the whole UKI into.
+	TPMBanks string
 	// MemoryMiB is the guest memory; default 1024.
 	MemoryMiB int
 	// CPUs is the number of virtual CPUs; default 1, as tests run VMs in
@@ -330,7 +336,7 @@ func Start(ctx context.Context, o Options) (*VM, error) {
 
 	v := &VM{con: newConsole(), done: make(chan struct{})}
 	if o.TPMDir != "" {
-		if err := v.startTPM(o.TPMDir); err != nil {
+		if err := v.startTPM(o.TPMDir, o.TPMBanks); err != nil {
 			return nil, err
 		}
 	}
@@ -433,12 +439,18 @@ func (v *VM) capture(stdout io.Reader, log io.WriteCloser, echo io.Writer) {
 func tpmSocket(dir string) string { return filepath.Join(dir, "swtpm.sock") }
 
 // startTPM starts swtpm for the VM and waits for its socket. swtpm
-// creates its state on first use (no swtpm_setup: no EK certificate, which
-// abboot does not need).
-func (v *VM) startTPM(dir string) error {
+// creates its state on first use; swtpm_setup makes it first only to
+// choose the PCR banks (no EK certificate, which abboot does not need).
+func (v *VM) startTPM(dir, banks string) error {
 	bin, err := exec.LookPath("swtpm")
 	if err != nil {
 		return errors.New("swtpm not found: install the Debian packages swtpm and swtpm-tools")
+	}
+	if _, err := os.Stat(filepath.Join(dir, "tpm2-00.permall")); banks != "" && errors.Is(err, os.ErrNotExist) {
+		out, err := exec.Command("swtpm_setup", "--tpm2", "--tpmstate", dir, "--pcr-banks", banks, "--not-overwrite").CombinedOutput()
+		if err != nil {
+			return fmt.Errorf("swtpm_setup --pcr-banks %s: %w: %s", banks, err, out)
+		}
 	}
 	sock := tpmSocket(dir)
 	os.Remove(sock)

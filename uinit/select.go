@@ -7,6 +7,7 @@ import (
 
 	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/handover"
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstore"
@@ -17,7 +18,7 @@ import (
 // write, hand over. It returns the plan for this boot, Continue or Rescue,
 // once no handover is left to try.
 func (b *boot) choose(disk, espDir string, espFS fs.FS, running slot.Slot, fw *firmware, rootFailed bool) *handover.Plan {
-	b.env = &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Verify: secureboot.HandoverCheck(fw.secureBoot, fw.secureBootErr), Start: b.start, Written: b.selected, Log: b.log}
+	b.env = &handover.Env{ESPDir: espDir, Entries: fw.entries, Load: b.kexecLoad, Verify: secureboot.HandoverCheck(fw.secureBoot, fw.secureBootErr), Measure: measure.Prepare, Start: b.start, Written: b.selected, Log: b.log}
 	crashed := b.crashes()
 	store, err := slotstore.Open(disk, b.vars)
 	if err != nil {

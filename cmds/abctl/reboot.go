@@ -9,6 +9,7 @@ import (
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/handover"
 	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/secureboot"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
@@ -117,7 +118,8 @@ func (s *system) reboot(how string, target slot.Slot) error {
 	entries, _ := s.vars.BootEntries()
 	env := &handover.Env{
 		ESPDir: s.run.ESPDir, Entries: entries, Load: kexec.LoadImage, Store: s.store, Log: event.Default,
-		Verify: secureboot.HandoverCheck(secureboot.ReadFirmware(s.vars)),
+		Verify:  secureboot.HandoverCheck(secureboot.ReadFirmware(s.vars)),
+		Measure: measure.Prepare,
 		Start: func(p *handover.Plan) error {
 			event.Log("reboot", "slot", p.Decision.Target, "action", p.Decision.Action, "reason", p.Decision.Reason)
 			return handover.Start(s.vars, p)

@@ -18,6 +18,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -51,6 +52,15 @@ type Env struct {
 	// file. A slot whose UKI fails is never handed over to, by kexec or by
 	// BootNext: it is marked bad (rule 4) and the decision made again.
 	Verify func(b []byte) error
+	// Measure, when set, hashes a kexec target's UKI, b, for the TPM
+	// (measure.Prepare) on as many CPUs as cpus holds tokens, until ctx
+	// is cancelled; Start extends PCR 11 with the result right before the
+	// kexec. With more than one CPU it runs while Verify does, on all CPUs
+	// but one, which the check keeps for itself, then on all while Load
+	// runs, and it is cancelled when the check fails; with one CPU it runs
+	// after them, and only for a UKI that passed. Either way it never
+	// slows the check down, nor a refused UKI's fallback.
+	Measure func(ctx context.Context, b []byte, cpus chan struct{}) (*measure.Measurement, error)
 	// Read reads a UKI; nil is os.ReadFile.
 	Read func(path string) ([]byte, error)
 	// Store keeps the slot state; nil when there is none, and then no
@@ -78,7 +88,13 @@ type Plan struct {
 	UKI     string // the target's UKI, staged, for a kexec
 	Image   []byte // its content, as staged (and verified, with Env.Verify)
 	Entry   uint16 // the target's Boot####, for a BootNext handover
-	decide  func(bootcheck.Input) bootcheck.Decision
+	// Measurement is the kexec target's UKI hashed for PCR 11 (Env.Measure),
+	// nil without one; measureErr is why there is none.
+	Measurement *measure.Measurement
+	measureErr  error
+	hashed      time.Duration // how long Env.Measure took
+	waited      time.Duration // how long the plan waited for it after Load
+	decide      func(bootcheck.Input) bootcheck.Decision
 }
 
 // Decide decides on in (bootcheck.Decide), as the init does, and makes
@@ -107,6 +123,17 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 	if a == bootcheck.Kexec || (a == bootcheck.Firmware && e.Verify != nil && e.ESPDir != "") {
 		p.UKI = filepath.Join(e.ESPDir, t.UKIPath())
 		b, err := e.read(p.UKI)
+		var measured func()
+		var cpus chan struct{} // the hashing's CPU tokens, while it overlaps the check
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // stops a measurement still running: the UKI was refused, or Load failed
+		if n := runtime.GOMAXPROCS(0); err == nil && a == bootcheck.Kexec && e.Measure != nil && n > 1 {
+			cpus = make(chan struct{}, n)
+			for range n - 1 {
+				cpus <- struct{}{}
+			}
+			measured = p.measure(ctx, e.Measure, b, cpus)
+		}
 		if err == nil && e.Verify != nil {
 			start := time.Now()
 			if err = e.Verify(b); err != nil {
@@ -120,6 +147,9 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 			}
 			e.Log.Log("verify", "slot", t, "bytes", len(b), "ms", time.Since(start).Milliseconds(), "result", "ok")
 		}
+		if cpus != nil {
+			cpus <- struct{}{} // the check's CPU
+		}
 		if err == nil && a == bootcheck.Kexec {
 			err = e.Load(p.UKI, b, func(c string) string { return bootparam.WithHandover(c, string(t)) })
 		}
@@ -128,6 +158,12 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 			return e.plan(without(in, a), decide)
 		}
 		p.Image = b
+		if a == bootcheck.Kexec && e.Measure != nil {
+			if measured == nil {
+				measured = p.measure(ctx, e.Measure, b, nil)
+			}
+			measured()
+		}
 	}
 	if a == bootcheck.Firmware {
 		n, ok := bootentry.Find(e.Entries, t)
@@ -138,6 +174,23 @@ func (e *Env) plan(in bootcheck.Input, decide func(bootcheck.Input) bootcheck.De
 		p.Entry = n
 	}
 	return p
+}
+
+// measure starts prepare(ctx, b, cpus) and returns a function that waits
+// for it and keeps its result in p.
+func (p *Plan) measure(ctx context.Context, prepare func(context.Context, []byte, chan struct{}) (*measure.Measurement, error), b []byte, cpus chan struct{}) (wait func()) {
+	done := make(chan struct{})
+	start := time.Now()
+	go func() {
+		p.Measurement, p.measureErr = prepare(ctx, b, cpus)
+		p.hashed = time.Since(start)
+		close(done)
+	}()
+	return func() {
+		w := time.Now()
+		<-done
+		p.waited = time.Since(w)
+	}
 }
 
 func (e *Env) read(path string) ([]byte, error) {
@@ -220,10 +273,11 @@ func (e *Env) write(p *Plan) {
 
 // Start hands over to p's target: a kexec of the staged UKI, or BootNext
 // set to p.Entry and a firmware reboot. Right before a kexec it extends
-// PCR 11 with the UKI as the target's stub would have (pkg/measure): a
-// kexec runs no stub and resets no PCR. A plan that falls back to a
-// firmware reboot after that resets the PCRs anyway. A failed measurement
-// is logged and the kexec goes on; PCR 11 then matches no prediction.
+// PCR 11 with the plan's Measurement, the UKI as the target's stub would
+// have measured it (pkg/measure): a kexec runs no stub and resets no PCR.
+// A plan that falls back to a firmware reboot after that resets the PCRs
+// anyway. A failed measurement is logged and the kexec goes on; PCR 11
+// then matches no prediction.
 // Where systemd is PID 1 (abctl on a running OS), Start asks systemd for
 // the kexec or the reboot instead of acting itself, so that the services
 // stop and the file systems are unmounted before the kernel is replaced
@@ -235,14 +289,7 @@ func Start(v *efivar.Vars, p *Plan) error {
 	clean := shutdown.Systemd()
 	switch p.Decision.Action {
 	case bootcheck.Kexec:
-		start := time.Now()
-		switch err := measure.Handover(p.Image); {
-		case errors.Is(err, measure.ErrNoTPM):
-		case err != nil:
-			event.Error("measure", err, "slot", p.Decision.Target, "pcr", measure.PCR)
-		default:
-			event.Log("measure", "slot", p.Decision.Target, "pcr", measure.PCR, "ms", time.Since(start).Milliseconds(), "result", "ok")
-		}
+		measureStart(p)
 		if clean {
 			return shutdown.Start(context.Background(), shutdown.Kexec)
 		}
@@ -258,4 +305,23 @@ func Start(v *efivar.Vars, p *Plan) error {
 		return fmt.Errorf("reboot: %w", unix.Reboot(unix.LINUX_REBOOT_CMD_RESTART))
 	}
 	return fmt.Errorf("%v is no handover", p.Decision.Action)
+}
+
+// measureStart extends PCR 11 with p's measurement and logs it: its ms is
+// what measuring added to the handover (the wait for the hashing after
+// the UKI was verified and staged, then the extends), hash_ms the hashing
+// itself, which overlaps the check on a machine with more than one CPU.
+func measureStart(p *Plan) {
+	err := p.measureErr
+	if p.Measurement != nil {
+		start := time.Now()
+		if err = p.Measurement.Extend(); err == nil {
+			event.Log("measure", "slot", p.Decision.Target, "pcr", measure.PCR, "banks", p.Measurement.BankNames(),
+				"hash_ms", p.hashed.Milliseconds(), "ms", (p.waited + time.Since(start)).Milliseconds(), "result", "ok")
+			return
+		}
+	}
+	if err != nil && !errors.Is(err, measure.ErrNoTPM) {
+		event.Error("measure", err, "slot", p.Decision.Target, "pcr", measure.PCR)
+	}
 }

@@ -1,15 +1,18 @@
 package handover
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"testing"
 
 	"github.com/abboot/abboot/bootcheck"
 	"github.com/abboot/abboot/pkg/efivar"
 	"github.com/abboot/abboot/pkg/event"
 	"github.com/abboot/abboot/pkg/kexec"
+	"github.com/abboot/abboot/pkg/measure"
 	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
 )
@@ -185,6 +188,92 @@ func TestVerify(t *testing.T) {
 			}
 			if tc.kexec && (string(staged) != "uki of b" || string(p.Image) != "uki of b") {
 				t.Errorf("staged %q, plan image %q; want the verified bytes", staged, p.Image)
+			}
+		})
+	}
+}
+
+// TestMeasure: a kexec plan carries its UKI hashed for PCR 11
+// (Env.Measure) over the bytes that were verified and staged; a BootNext
+// plan is not hashed (the firmware and the stub measure it). With one CPU
+// the hashing follows the check and a refused UKI is not hashed; with more
+// it runs while the check does, on all CPUs but the check's, then on all.
+func TestMeasure(t *testing.T) {
+	pending := bootcheck.Input{State: slotstate.State{A: committed, B: trial}, Running: slot.A, KexecAllowed: true, FirmwareAllowed: true}
+	for _, tc := range []struct {
+		name     string
+		cpus     int
+		refuse   bool
+		kexec    bool
+		measured bool // Measure is called
+	}{
+		{"one CPU, kexec", 1, false, true, true},
+		{"one CPU, refused", 1, true, true, false},
+		{"one CPU, BootNext", 1, false, false, false},
+		{"two CPUs, kexec", 2, false, true, true},
+		{"two CPUs, refused", 2, true, true, true},
+		{"two CPUs, BootNext", 2, false, false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(tc.cpus))
+			load := func(string, []byte, func(string) string) error { return nil }
+			if !tc.kexec {
+				load = nil
+			}
+			e := env(load, entries)
+			e.Read = func(string) ([]byte, error) { return []byte("uki of b"), nil }
+			started := make(chan struct{})
+			var verifiedFirst bool
+			verified := false
+			var cpus chan struct{}
+			e.Verify = func([]byte) error {
+				if tc.cpus > 1 && tc.kexec {
+					<-started // the hashing runs meanwhile
+					if len(cpus) != tc.cpus-1 {
+						t.Errorf("the hashing has %d CPUs during the check, want %d", len(cpus), tc.cpus-1)
+					}
+				}
+				verified = true
+				if tc.refuse {
+					return errors.New("image is not signed")
+				}
+				return nil
+			}
+			var hashed []byte
+			want := &measure.Measurement{}
+			var cancelled <-chan struct{}
+			e.Measure = func(ctx context.Context, b []byte, c chan struct{}) (*measure.Measurement, error) {
+				verifiedFirst, cpus, cancelled, hashed = verified, c, ctx.Done(), b
+				close(started)
+				return want, nil
+			}
+			p := e.Decide(pending)
+			if tc.refuse {
+				if tc.measured {
+					<-cancelled // the hashing of a refused UKI stops
+				}
+				if p.Decision.Action == bootcheck.Kexec || p.Measurement != nil {
+					t.Errorf("refused UKI: plan %v with measurement %p", p.Decision.Action, p.Measurement)
+				}
+				return
+			}
+			if got := hashed != nil; got != tc.measured {
+				t.Fatalf("measured %v, want %v", got, tc.measured)
+			}
+			if !tc.measured {
+				if p.Measurement != nil {
+					t.Errorf("plan %v carries a measurement", p.Decision.Action)
+				}
+				return
+			}
+			if p.Decision.Action != bootcheck.Kexec || p.Measurement != want || string(hashed) != "uki of b" {
+				t.Errorf("plan %v, measurement %p of %q; want a kexec with %p of the UKI", p.Decision.Action, p.Measurement, hashed, want)
+			}
+			if verifiedFirst != (tc.cpus == 1) {
+				t.Errorf("with %d CPUs, hashing started after the check: %v", tc.cpus, verifiedFirst)
+			}
+			if tc.cpus > 1 && len(cpus) != tc.cpus {
+				t.Errorf("the hashing has %d CPUs after the check, want %d", len(cpus), tc.cpus)
 			}
 		})
 	}

@@ -23,7 +23,6 @@
 package kexec
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -88,7 +87,7 @@ func Load(path string, editCmdline func(string) string) error {
 // init stages the very bytes it verified (pkg/secureboot), never a second
 // read of the file.
 func LoadImage(path string, b []byte, editCmdline func(string) string) error {
-	img, err := uki.Read(bytes.NewReader(b))
+	img, err := uki.Parse(b)
 	if err != nil {
 		return fmt.Errorf("kexec of %s: %w", path, err)
 	}

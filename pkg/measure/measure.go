@@ -12,7 +12,9 @@
 // A kexec does not reset PCRs and does not run the target's stub, so after
 // the init kexecs from slot A into slot B, PCR 11 would still describe A
 // alone, as if A were running. Before the kexec the init therefore extends
-// PCR 11 with B exactly as B's stub would have (Extend). PCR 11 then holds
+// PCR 11 with B exactly as B's stub would have: Prepare hashes B's events
+// in the TPM's active banks (the costly part, done while B is verified),
+// Measurement.Extend sends the extends. PCR 11 then holds
 // A's measurements followed by B's: it names B as the last payload, and it
 // differs from the value of a firmware boot of B, because that value does
 // not contain A. A policy sealed to a firmware boot of B thus does not

@@ -2,9 +2,12 @@ package measure
 
 import (
 	"bytes"
+	"context"
+	"crypto"
 	"crypto/rand"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -16,6 +19,7 @@ import (
 	"time"
 
 	"github.com/abboot/abboot/pkg/uki"
+	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 )
 
@@ -150,5 +154,68 @@ func TestExtendSwtpm(t *testing.T) {
 	}
 	if Predict(a, b) == Predict(b) {
 		t.Error("a kexec into B predicts the same PCR 11 as a firmware boot of B")
+	}
+}
+
+// TestHash: each bank's digests are its hash of each event, in order,
+// whatever the set of banks; banks name themselves as sysfs does, and an
+// unknown or empty set is an error.
+func TestHash(t *testing.T) {
+	events := [][]byte{[]byte(".linux\x00"), bytes.Repeat([]byte("k"), 100_000), []byte(".cmdline\x00"), []byte("quiet")}
+	for _, tc := range []struct {
+		names string
+		want  []crypto.Hash
+	}{
+		{"sha256", []crypto.Hash{crypto.SHA256}},
+		{"sha1,sha256", []crypto.Hash{crypto.SHA1, crypto.SHA256}},
+		{"sha1,sha256,sha384,sha512", []crypto.Hash{crypto.SHA1, crypto.SHA256, crypto.SHA384, crypto.SHA512}},
+	} {
+		t.Run(tc.names, func(t *testing.T) {
+			algs, err := ParseBanks(tc.names)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := (&Measurement{Banks: algs}).BankNames(); got != tc.names {
+				t.Errorf("BankNames = %q, want %q", got, tc.names)
+			}
+			// One CPU token: the banks take turns.
+			cpus := make(chan struct{}, 1)
+			cpus <- struct{}{}
+			ds, err := Hash(context.Background(), algs, events, cpus)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(cpus) != 1 {
+				t.Errorf("Hash kept its CPU token")
+			}
+			if len(ds) != len(events) {
+				t.Fatalf("%d digest sets for %d events", len(ds), len(events))
+			}
+			for i, e := range events {
+				for j, h := range tc.want {
+					d := h.New()
+					d.Write(e)
+					if got := ds[i].Digests[j]; got.HashAlg != algs[j] || !bytes.Equal(got.Digest, d.Sum(nil)) {
+						t.Errorf("event %d, bank %v: %x, want %x", i, h, got.Digest, d.Sum(nil))
+					}
+				}
+			}
+		})
+	}
+	if _, err := ParseBanks("sha256,md5"); err == nil {
+		t.Error("ParseBanks accepted md5")
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	cpus := make(chan struct{}, 1)
+	cpus <- struct{}{}
+	if _, err := Hash(ctx, []tpm2.TPMAlgID{tpm2.TPMAlgSHA256}, events, cpus); !errors.Is(err, context.Canceled) || len(cpus) != 1 {
+		t.Errorf("Hash, cancelled: %v, %d CPU tokens left; want context.Canceled, 1", err, len(cpus))
+	}
+	if _, err := Hash(context.Background(), nil, events, nil); err == nil {
+		t.Error("Hash with no bank succeeded")
+	}
+	if _, err := Hash(context.Background(), []tpm2.TPMAlgID{tpm2.TPMAlgSM3256}, events, nil); err == nil {
+		t.Error("Hash in an SM3 bank succeeded")
 	}
 }

@@ -11,6 +11,7 @@
 package uki
 
 import (
+	"bytes"
 	"debug/pe"
 	"fmt"
 	"io"
@@ -152,6 +153,33 @@ type Image struct {
 // Read returns the named sections of a UKI (all sections when names is
 // empty), each trimmed to its virtual size.
 func Read(r io.ReaderAt, names ...string) (*Image, error) {
+	return read(r, names, readSection)
+}
+
+// readSection returns a copy of s's first n bytes.
+func readSection(s *pe.Section, n uint32) ([]byte, error) {
+	b := make([]byte, n)
+	if _, err := s.ReadAt(b, 0); err != nil && err != io.EOF {
+		return nil, fmt.Errorf("reading UKI section %s: %w", s.Name, err)
+	}
+	return b, nil
+}
+
+// Parse is Read of a UKI in memory whose sections are slices of b, not
+// copies: the init hashes and stages a UKI of tens of MiB, and each copy
+// costs it time (under TCG, about 1 ms per MiB). The caller must not
+// change b while it uses the Image.
+func Parse(b []byte, names ...string) (*Image, error) {
+	return read(bytes.NewReader(b), names, func(s *pe.Section, n uint32) ([]byte, error) {
+		if end := uint64(s.Offset) + uint64(n); end > uint64(len(b)) {
+			return nil, fmt.Errorf("reading UKI section %s: %d bytes at %d end after the %d-byte file", s.Name, n, s.Offset, len(b))
+		}
+		return b[s.Offset : s.Offset+n : s.Offset+n], nil
+	})
+}
+
+// read is Read and Parse: content gives a section's first n bytes.
+func read(r io.ReaderAt, names []string, content func(s *pe.Section, n uint32) ([]byte, error)) (*Image, error) {
 	f, err := pe.NewFile(r)
 	if err != nil {
 		return nil, fmt.Errorf("reading UKI: %w", err)
@@ -161,11 +189,13 @@ func Read(r io.ReaderAt, names ...string) (*Image, error) {
 		if len(names) > 0 && !slices.Contains(names, s.Name) {
 			continue
 		}
-		b, err := section(s)
+		n, err := sectionSize(s)
 		if err != nil {
 			return nil, err
 		}
-		img.Sections[s.Name] = b
+		if img.Sections[s.Name], err = content(s, n); err != nil {
+			return nil, err
+		}
 	}
 	for _, n := range names {
 		if _, ok := img.Sections[n]; !ok {
@@ -175,20 +205,16 @@ func Read(r io.ReaderAt, names ...string) (*Image, error) {
 	return img, nil
 }
 
-// section returns s's contents trimmed to its virtual size.
-func section(s *pe.Section) ([]byte, error) {
+// sectionSize is the size of s's contents trimmed to its virtual size.
+func sectionSize(s *pe.Section) (uint32, error) {
 	n := min(s.VirtualSize, s.Size)
 	if s.VirtualSize == 0 {
 		n = s.Size
 	}
 	if n > maxSection {
-		return nil, fmt.Errorf("reading UKI: section %s is %d bytes, more than %d", s.Name, n, maxSection)
+		return 0, fmt.Errorf("reading UKI: section %s is %d bytes, more than %d", s.Name, n, maxSection)
 	}
-	b := make([]byte, n)
-	if _, err := s.ReadAt(b, 0); err != nil && err != io.EOF {
-		return nil, fmt.Errorf("reading UKI section %s: %w", s.Name, err)
-	}
-	return b, nil
+	return n, nil
 }
 
 // Cmdline returns the kernel command line of the .cmdline section, ""
@@ -214,7 +240,11 @@ func ReadCmdline(r io.ReaderAt) (string, error) {
 	}
 	img := &Image{Sections: map[string][]byte{}}
 	if s := f.Section(".cmdline"); s != nil {
-		if img.Sections[s.Name], err = section(s); err != nil {
+		n, err := sectionSize(s)
+		if err != nil {
+			return "", err
+		}
+		if img.Sections[s.Name], err = readSection(s, n); err != nil {
 			return "", err
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/rand"
 	"encoding/binary"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +66,29 @@ func TestBuildInterop(t *testing.T) {
 	defer f.Close()
 	if c, err := ReadCmdline(f); err != nil || c != spec.Cmdline {
 		t.Errorf("ReadCmdline = %q, %v; want %q", c, err, spec.Cmdline)
+	}
+	// Parse gives the same sections, without copying them, and refuses
+	// the file cut short in .initrd (Read would pad it with zeros).
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	all, err := Read(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	parsed, err := Parse(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !maps.EqualFunc(parsed.Sections, all.Sections, bytes.Equal) {
+		t.Errorf("Parse and Read disagree on the sections")
+	}
+	if l := parsed.Sections[".linux"]; &l[0] != &b[bytes.Index(b, kernel)] {
+		t.Errorf("Parse copied .linux")
+	}
+	if _, err := Parse(b[:bytes.Index(b, initrd)+len(initrd)/2]); err == nil {
+		t.Errorf("Parse of a file cut short in .initrd succeeded")
 	}
 }
 
@@ -131,6 +155,19 @@ func FuzzRead(f *testing.F) {
 	f.Fuzz(func(t *testing.T, b []byte) {
 		Read(bytes.NewReader(b), ".linux")
 		ReadCmdline(bytes.NewReader(b))
+		// Parse refuses a section that ends after the file, which Read
+		// pads with zeros; otherwise they agree.
+		p, err := Parse(b)
+		if err != nil {
+			return
+		}
+		r, err := Read(bytes.NewReader(b))
+		if err != nil {
+			t.Fatalf("Parse succeeded, Read failed: %v", err)
+		}
+		if !maps.EqualFunc(p.Sections, r.Sections, bytes.Equal) {
+			t.Fatalf("Parse and Read disagree: %q, %q", p.Sections, r.Sections)
+		}
 	})
 }
 

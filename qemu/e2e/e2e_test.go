@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -182,7 +183,13 @@ func (m *machine) boot(timeout time.Duration, extra ...string) *qemu.VM {
 	m.t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	m.t.Cleanup(cancel)
+	// ABBOOT_E2E_CPUS gives the machines more than qemu's default one
+	// vCPU, ABBOOT_E2E_TPM_BANKS their TPM other PCR banks than swtpm's
+	// four, for benches that compare (bench/verify.sh).
+	cpus, _ := strconv.Atoi(os.Getenv("ABBOOT_E2E_CPUS"))
 	vm, err := qemu.Start(ctx, qemu.Options{
+		CPUs:       cpus,
+		TPMBanks:   os.Getenv("ABBOOT_E2E_TPM_BANKS"),
 		Disks:      m.disks,
 		VarsFile:   m.vars,
 		Watchdog:   true,
