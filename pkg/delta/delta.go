@@ -27,7 +27,9 @@
 //     fetched: a seed block that does not match (the seed is corrupt, or
 //     it was overwritten) is fetched instead, a fetched range that does
 //     not match is fetched again, up to three times, and never handed on;
-//     then the tree, then the UKI, fetched by range.
+//     then the tree, then the UKI, fetched by range, or taken from
+//     what ReadAt fetched when the installer read it ahead (Secure
+//     Boot), so that it is fetched once.
 //
 // An interrupted transfer resumes: a broken connection is resumed by
 // fetch.OpenRange, and an install that is run again after a crash or a
@@ -165,6 +167,13 @@ type Source struct {
 
 	start                                      time.Time
 	fetched, reused, requests, refused, misses atomic.Int64
+
+	// kept is the last range ReadAt fetched, at keptOff: a payload read
+	// ahead (the UKI, for a Secure Boot check) is served from it when the
+	// stream gets there, instead of being fetched a second time.
+	keptMu  sync.Mutex
+	keptOff int64
+	kept    []byte
 }
 
 // Open starts reading the bundle at url: it fetches its first bytes by
@@ -258,8 +267,9 @@ func (s *Source) Read(p []byte) (int, error) {
 // ReadAt reads len(p) bytes at off of the bundle by range, from the
 // version of it the Source reads (its ETag), counted in Stats, so that a
 // part of the bundle can be checked before its turn in the stream (the
-// UKI, under Secure Boot). In ModeFull it fails with fetch.ErrNoRange,
-// which wraps errors.ErrUnsupported.
+// UKI, under Secure Boot). The bytes of the last call are kept: a payload
+// they cover whole is read from them, not fetched again. In ModeFull it
+// fails with fetch.ErrNoRange, which wraps errors.ErrUnsupported.
 func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	if s.mode == ModeFull {
 		return 0, fmt.Errorf("reading %s at byte %d: %w", s.url, off, fetch.ErrNoRange)
@@ -272,7 +282,23 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	if err == nil && n < len(p) {
 		err = io.EOF
 	}
+	s.keptMu.Lock()
+	s.keptOff, s.kept = off, b[:n]
+	s.keptMu.Unlock()
 	return n, err
+}
+
+// take returns, and forgets, the bytes [off, off+n) of the bundle if the
+// last ReadAt fetched them all; nil otherwise.
+func (s *Source) take(off, n int64) []byte {
+	s.keptMu.Lock()
+	defer s.keptMu.Unlock()
+	if off < s.keptOff || off+n > s.keptOff+int64(len(s.kept)) {
+		return nil
+	}
+	b := s.kept[off-s.keptOff : off-s.keptOff+n]
+	s.kept = nil
+	return b
 }
 
 // Close stops the transfer.
@@ -476,26 +502,34 @@ func (s *Source) fetchLeaves(top *verity.Top, tb []byte, off int64, e extent) er
 	}
 }
 
-// lazyRange is a payload fetched whole by range when first read.
+// lazyRange is a payload fetched whole by range when first read, or
+// read from what ReadAt kept.
 type lazyRange struct {
 	s      *Source
 	off, n int64
-	r      io.ReadCloser
+	r      io.Reader
+	kept   bool // r reads what ReadAt kept, not the network
 }
 
 func (l *lazyRange) Read(p []byte) (int, error) {
 	if l.r == nil {
-		l.s.requests.Add(1)
-		r, err := fetch.OpenRange(l.s.ctx, l.s.url, l.off, l.n, l.s.o.Fetch)
-		if err != nil {
-			return 0, err
+		if b := l.s.take(l.off, l.n); b != nil {
+			l.r, l.kept = bytes.NewReader(b), true
+		} else {
+			l.s.requests.Add(1)
+			r, err := fetch.OpenRange(l.s.ctx, l.s.url, l.off, l.n, l.s.o.Fetch)
+			if err != nil {
+				return 0, err
+			}
+			l.r = r
 		}
-		l.r = r
 	}
 	n, err := l.r.Read(p)
-	l.s.fetched.Add(int64(n))
-	if err == io.EOF {
-		l.r.Close()
+	if !l.kept {
+		l.s.fetched.Add(int64(n))
+		if err == io.EOF {
+			l.r.(io.Closer).Close()
+		}
 	}
 	return n, err
 }

@@ -301,3 +301,59 @@ func TestNotFound(t *testing.T) {
 		t.Errorf("Open = %v, want a plain error", err)
 	}
 }
+
+// TestReadAheadOnce reads the UKI ahead, as an install under Secure Boot
+// does (bundle.Reader.PeekUKI), then the whole bundle: the UKI's bytes
+// are fetched once.
+func TestReadAheadOnce(t *testing.T) {
+	d1, d2 := versions(t, 1024)
+	v1, v2 := makeImage(t, d1, salt), makeImage(t, d2, salt)
+	b := makeBundle(t, v2)
+	srv := &server{content: b}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	src, err := Open(context.Background(), hs.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out bytes.Buffer
+	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Plan(r, []Seed{seed("a", v1)}); err != nil {
+		t.Fatal(err)
+	}
+	uki, err := r.PeekUKI(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, p, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, p)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(out.Bytes(), b) {
+		t.Fatal("the source did not yield the bundle")
+	}
+	// The UKI is the bundle's last payload.
+	start := int64(len(b) - len(uki))
+	var served int64
+	for _, s := range srv.served {
+		served += max(0, s[1]-max(s[0], start))
+	}
+	if served != int64(len(uki)) {
+		t.Errorf("%d bytes of the %d-byte UKI served, want each once", served, len(uki))
+	}
+	if st, want := src.Stats(), int64(len(b))-int64(len(d2))+16*bs; st.Fetched > want+headerFetch {
+		t.Errorf("stats: %d bytes fetched, want at most %d", st.Fetched, want+headerFetch)
+	}
+}
