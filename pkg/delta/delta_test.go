@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -355,5 +357,35 @@ func TestReadAheadOnce(t *testing.T) {
 	}
 	if st, want := src.Stats(), int64(len(b))-int64(len(d2))+16*bs; st.Fetched > want+headerFetch {
 		t.Errorf("stats: %d bytes fetched, want at most %d", st.Fetched, want+headerFetch)
+	}
+}
+
+// TestIndex finds the blocks whose digests share d's first bytes, the
+// lowest first (the caller compares whole digests).
+func TestIndex(t *testing.T) {
+	d := func(prefix uint64, last byte) []byte {
+		b := make([]byte, 32)
+		binary.BigEndian.PutUint64(b, prefix<<32)
+		b[31] = last
+		return b
+	}
+	digests := slices.Concat(d(5, 1), d(7, 1), d(5, 2), d(1<<31, 1), d(5, 1), d(3, 9))
+	x := newIndex(digests)
+	for _, tc := range []struct {
+		d    []byte
+		want []int64 // the blocks find offers, in order
+	}{
+		{d(5, 1), []int64{0, 2, 4}},
+		{d(7, 1), []int64{1}},
+		{d(1<<31, 1), []int64{3}},
+		{d(3, 0), []int64{5}},
+		{d(4, 0), nil},
+		{d(1<<32-1, 0), nil},
+	} {
+		var got []int64
+		x.find(tc.d, func(j int64) bool { got = append(got, j); return false })
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("find(%x) offered %v, want %v", tc.d[:8], got, tc.want)
+		}
 	}
 }
