@@ -130,6 +130,11 @@ const (
 	tokenBytes  = 64 << 10
 )
 
+// treePrefetch is how many runs of leaf blocks are fetched at once: they
+// are few (6 for a one-package update of bench/delta's erofs pair) and
+// small, and the whole plan waits for the last.
+const treePrefetch = 16
+
 // Mode says how a Source gets the bundle.
 type Mode string
 
@@ -465,7 +470,7 @@ func (s *Source) fetchTree(off, size int64, rootHash []byte, seedLeaves func() [
 		wg       sync.WaitGroup
 		mu       sync.Mutex
 		firstErr error
-		tokens   = make(chan struct{}, prefetch)
+		tokens   = make(chan struct{}, treePrefetch)
 	)
 	for _, e := range missing {
 		tokens <- struct{}{}
