@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/ed25519"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -299,5 +301,91 @@ func TestNotFound(t *testing.T) {
 	defer hs.Close()
 	if _, err := Open(context.Background(), hs.URL, Options{}); err == nil || errors.Is(err, fetch.ErrNoRange) {
 		t.Errorf("Open = %v, want a plain error", err)
+	}
+}
+
+// TestReadAheadOnce reads the UKI ahead, as an install under Secure Boot
+// does (bundle.Reader.PeekUKI), then the whole bundle: the UKI's bytes
+// are fetched once.
+func TestReadAheadOnce(t *testing.T) {
+	d1, d2 := versions(t, 1024)
+	v1, v2 := makeImage(t, d1, salt), makeImage(t, d2, salt)
+	b := makeBundle(t, v2)
+	srv := &server{content: b}
+	hs := httptest.NewServer(srv)
+	defer hs.Close()
+	src, err := Open(context.Background(), hs.URL, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer src.Close()
+	var out bytes.Buffer
+	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := src.Plan(r, []Seed{seed("a", v1)}); err != nil {
+		t.Fatal(err)
+	}
+	uki, err := r.PeekUKI(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for {
+		_, p, err := r.Next()
+		if err == io.EOF {
+			break
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, p)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !bytes.Equal(out.Bytes(), b) {
+		t.Fatal("the source did not yield the bundle")
+	}
+	// The UKI is the bundle's last payload.
+	start := int64(len(b) - len(uki))
+	var served int64
+	for _, s := range srv.served {
+		served += max(0, s[1]-max(s[0], start))
+	}
+	if served != int64(len(uki)) {
+		t.Errorf("%d bytes of the %d-byte UKI served, want each once", served, len(uki))
+	}
+	if st, want := src.Stats(), int64(len(b))-int64(len(d2))+16*bs; st.Fetched > want+headerFetch {
+		t.Errorf("stats: %d bytes fetched, want at most %d", st.Fetched, want+headerFetch)
+	}
+}
+
+// TestIndex finds the blocks whose digests share d's first bytes, the
+// lowest first (the caller compares whole digests).
+func TestIndex(t *testing.T) {
+	d := func(prefix uint64, last byte) []byte {
+		b := make([]byte, 32)
+		binary.BigEndian.PutUint64(b, prefix<<32)
+		b[31] = last
+		return b
+	}
+	digests := slices.Concat(d(5, 1), d(7, 1), d(5, 2), d(1<<31, 1), d(5, 1), d(3, 9))
+	x := newIndex(digests)
+	for _, tc := range []struct {
+		d    []byte
+		want []int64 // the blocks find offers, in order
+	}{
+		{d(5, 1), []int64{0, 2, 4}},
+		{d(7, 1), []int64{1}},
+		{d(1<<31, 1), []int64{3}},
+		{d(3, 0), []int64{5}},
+		{d(4, 0), nil},
+		{d(1<<32-1, 0), nil},
+	} {
+		var got []int64
+		x.find(tc.d, func(j int64) bool { got = append(got, j); return false })
+		if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			t.Errorf("find(%x) offered %v, want %v", tc.d[:8], got, tc.want)
+		}
 	}
 }
