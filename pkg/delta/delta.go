@@ -174,12 +174,10 @@ type Source struct {
 	start                                      time.Time
 	fetched, reused, requests, refused, misses atomic.Int64
 
-	// kept is the last range ReadAt fetched, at keptOff: a payload read
-	// ahead (the UKI, for a Secure Boot check) is served from it when the
-	// stream gets there, instead of being fetched a second time.
-	keptMu  sync.Mutex
-	keptOff int64
-	kept    []byte
+	// ahead is the last range ReadAt fetched: a payload read ahead (the
+	// UKI, for a Secure Boot check) is served from it when the stream
+	// gets there, instead of being fetched a second time.
+	ahead fetch.Ahead
 }
 
 // Open starts reading the bundle at url: it fetches its first bytes by
@@ -288,23 +286,8 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	if err == nil && n < len(p) {
 		err = io.EOF
 	}
-	s.keptMu.Lock()
-	s.keptOff, s.kept = off, b[:n]
-	s.keptMu.Unlock()
+	s.ahead.Keep(off, b[:n])
 	return n, err
-}
-
-// take returns, and forgets, the bytes [off, off+n) of the bundle if the
-// last ReadAt fetched them all; nil otherwise.
-func (s *Source) take(off, n int64) []byte {
-	s.keptMu.Lock()
-	defer s.keptMu.Unlock()
-	if off < s.keptOff || off+n > s.keptOff+int64(len(s.kept)) {
-		return nil
-	}
-	b := s.kept[off-s.keptOff : off-s.keptOff+n]
-	s.kept = nil
-	return b
 }
 
 // Close stops the transfer.
@@ -528,7 +511,7 @@ type lazyRange struct {
 
 func (l *lazyRange) Read(p []byte) (int, error) {
 	if l.r == nil {
-		if b := l.s.take(l.off, l.n); b != nil {
+		if b := l.s.ahead.Take(l.off, l.n); b != nil {
 			l.r, l.kept = bytes.NewReader(b), true
 		} else {
 			l.s.requests.Add(1)

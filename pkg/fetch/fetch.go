@@ -4,12 +4,14 @@
 // costs a retry rather than the whole download. OpenRange reads one byte
 // range of a URL the same way, for a delta install that fetches only the
 // blocks it lacks, and a download reads at random the same way (ReadAt),
-// for a part of the bundle needed before its turn in the stream. It does
-// not cache, verify or decompress: the bundle
+// for a part of the bundle needed before its turn in the stream, which the
+// stream then takes from there (Ahead). It does not otherwise cache, and
+// does not verify or decompress: the bundle
 // reader (and for ranges, the delta installer) checks what comes through.
 package fetch
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -95,6 +97,7 @@ type download struct {
 	retries int   // reconnects so far
 	stalled int   // reconnects in a row that delivered nothing
 	mark    int64 // d.off at the last reconnect
+	ahead   Ahead // what ReadAt read last
 }
 
 // connect requests the resource from d.off on. A resumed or ranged
@@ -159,6 +162,16 @@ func (d *download) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		p = p[:min(int64(len(p)), d.size-d.off)]
+		if at, ok := d.ahead.start(); ok && !d.ranged && at >= d.off {
+			// The rest of the resource was read ahead (ReadAt): stop
+			// the transfer there and take the rest from those bytes.
+			if at > d.off {
+				p = p[:min(int64(len(p)), at-d.off)]
+			} else if b := d.ahead.Take(at, d.size-at); b != nil {
+				d.body.Close()
+				d.body = io.NopCloser(bytes.NewReader(b))
+			}
+		}
 	}
 	for {
 		n, err := d.body.Read(p)
@@ -204,7 +217,9 @@ func (d *download) Close() error { return d.body.Close() }
 // ReadAt reads len(p) bytes at off of the resource d downloads, by a
 // Range request of its own (OpenRange) asked only of the version d is
 // downloading (its ETag), so that a bundle can be read ahead of its
-// stream. A server without range support fails it with ErrNoRange.
+// stream. A server without range support fails it with ErrNoRange. When
+// what it read runs to the end of the resource (a bundle's UKI), the
+// download takes it from there instead of fetching it again.
 func (d *download) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
@@ -219,6 +234,9 @@ func (d *download) ReadAt(p []byte, off int64) (int, error) {
 	n, err := io.ReadFull(r, p)
 	if err == io.ErrUnexpectedEOF {
 		err = io.EOF // the resource ends within p
+	}
+	if err == nil || err == io.EOF {
+		d.ahead.Keep(off, bytes.Clone(p[:n]))
 	}
 	return n, err
 }
