@@ -193,6 +193,12 @@ func read(r io.ReaderAt, names []string, content func(s *pe.Section, n uint32) (
 		if err != nil {
 			return nil, err
 		}
+		if s.Offset == 0 && n > 0 {
+			// PE format, section table: PointerToRawData is zero for
+			// uninitialized data only, which a UKI's sections never are;
+			// taken as an offset it would name the file's own headers.
+			return nil, fmt.Errorf("reading UKI: section %s has no data in the file", s.Name)
+		}
 		if img.Sections[s.Name], err = content(s, n); err != nil {
 			return nil, err
 		}
