@@ -133,6 +133,9 @@ func installCmd(g *globals, args []string) error {
 	if ra, ok := src.(io.ReaderAt); ok {
 		o.Bundle = ra // a file, a download or a delta.Source
 	}
+	if ds != nil {
+		o.InPlace = ds.InPlace
+	}
 	start := time.Now()
 	var res install.Result
 	err = esp.WithWritable(t.ESPDir, func() (err error) {
@@ -148,7 +151,7 @@ func installCmd(g *globals, args []string) error {
 		"elapsed_ms", time.Since(start).Milliseconds(), "reconnects", fetch.Reconnects(src)}
 	if ds != nil {
 		st := ds.Stats()
-		kv = append(kv, "mode", st.Mode, "fetched_bytes", st.Fetched, "reused_bytes", st.Reused, "requests", st.Requests)
+		kv = append(kv, "mode", st.Mode, "fetched_bytes", st.Fetched, "reused_bytes", st.Reused, "in_place_bytes", st.InPlace, "requests", st.Requests)
 	}
 	event.Log("install", append(kv, "result", "ok")...)
 	if *how == "none" {
@@ -238,7 +241,7 @@ func (p *progress) delta() string {
 		return ""
 	}
 	st := p.stats()
-	return fmt.Sprintf(", fetched %.1f MiB in %d requests, reused %.1f MiB", float64(st.Fetched)/(1<<20), st.Requests, float64(st.Reused)/(1<<20))
+	return fmt.Sprintf(", fetched %.1f MiB in %d requests, reused %.1f MiB (%.1f in place)", float64(st.Fetched)/(1<<20), st.Requests, float64(st.Reused)/(1<<20), float64(st.InPlace)/(1<<20))
 }
 
 func (p *progress) done() {

@@ -52,6 +52,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"math/bits"
 	"runtime"
 	"slices"
@@ -153,6 +154,7 @@ type Stats struct {
 	Mode     Mode
 	Fetched  int64 // bytes received, the bundle's header, tree and UKI included
 	Reused   int64 // root bytes copied from seeds
+	InPlace  int64 // of Reused, bytes the target already held where they belong
 	Requests int64 // HTTP requests, reconnects not counted
 	Refused  int64 // blocks received that did not match their leaves
 	Misses   int64 // seed blocks that did not match their leaves, fetched instead
@@ -171,8 +173,8 @@ type Source struct {
 	parts []io.Reader
 	root  *assembler
 
-	start                                      time.Time
-	fetched, reused, requests, refused, misses atomic.Int64
+	start                                               time.Time
+	fetched, reused, inPlace, requests, refused, misses atomic.Int64
 
 	// ahead is the last range ReadAt fetched: a payload read ahead (the
 	// UKI, for a Secure Boot check) is served from it when the stream
@@ -215,7 +217,7 @@ func (s *Source) log(kv ...any) {
 // Stats returns what the Source did so far; it may be called while
 // another goroutine reads.
 func (s *Source) Stats() Stats {
-	return Stats{Mode: s.mode, Fetched: s.fetched.Load(), Reused: s.reused.Load(), Requests: s.requests.Load(), Refused: s.refused.Load(), Misses: s.misses.Load()}
+	return Stats{Mode: s.mode, Fetched: s.fetched.Load(), Reused: s.reused.Load(), InPlace: s.inPlace.Load(), Requests: s.requests.Load(), Refused: s.refused.Load(), Misses: s.misses.Load()}
 }
 
 // fetchRange fetches n bytes at off (fewer at the end of the bundle).
@@ -299,6 +301,20 @@ func (s *Source) Close() error {
 		return s.full.Close()
 	}
 	return nil
+}
+
+// InPlace says whether the root payload's bytes from off on are in place
+// (the target seed, Seed.Target, holds them at the same offset, checked
+// against their leaves before Read handed them out) and how many bytes
+// from off are, or are not, in place. An installer writing the root to
+// the target need not write those bytes again (install.Options.InPlace).
+// Only bytes Read has handed out are ever in place; it may be called
+// while another goroutine reads.
+func (s *Source) InPlace(off int64) (bool, int64) {
+	if s.root == nil {
+		return false, math.MaxInt64
+	}
+	return s.root.inPlace(off)
 }
 
 // Plan decides where each payload of r's bundle comes from; r must have
@@ -603,10 +619,16 @@ type assembler struct {
 	tokens   chan struct{} // the fetch buffer's bytes, in tokenBytes
 	out      chan chunk    // checked blocks
 	free     chan []byte   // seed chunks' buffers, to be reused
+	made     int           // the seed reader's: buffers allocated so far
 	buf      []byte        // the reader's: checked bytes not yet read
 	bufChunk chunk         // what buf is part of, to free once read
 	quit     chan struct{}
 	stopOnce sync.Once
+
+	// placed are the root's bytes checked in place in the target, as
+	// sorted, disjoint [start, end) pairs; the checker appends them.
+	placedMu sync.Mutex
+	placed   [][2]int64
 }
 
 // chunk is bytes, or why there are none. pooled bytes are a buffer of
@@ -634,7 +656,7 @@ func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 	// the target, where an interrupted install may have written them:
 	// one read per run, not per block.
 	var miss []int64
-	inPlace := func() {
+	leftBehind := func() {
 		if len(miss) == 0 {
 			return
 		}
@@ -659,33 +681,52 @@ func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 	}
 	n := a.leaves.Blocks()
 	for i := range n {
-		k, j := a.next(i)
-		if k < 0 {
-			k, j = a.lookup(i)
+		// A block the target already holds in place needs no write, so
+		// it is taken from there before any other seed is looked at.
+		k, j := target, i
+		if !a.atTarget(target, i) {
+			if k, j = a.next(i); k < 0 {
+				k, j = a.lookup(i)
+			}
 		}
 		if k < 0 {
 			miss = append(miss, i)
 			if len(miss) == seedChunk {
-				inPlace()
+				leftBehind()
 			}
 			continue
 		}
-		inPlace()
+		leftBehind()
 		a.add(i, k, j)
 	}
-	inPlace()
+	leftBehind()
 	a.merge()
-	var reuse, fetch, requests int64
+	var reuse, inPlace, fetch, requests int64
 	for _, e := range a.exts {
-		if e.seed < 0 {
+		switch {
+		case e.seed < 0:
 			fetch += e.n
 			requests++
-		} else {
+		case a.seeds[e.seed].Target && e.from == e.block:
+			inPlace += e.n
+			fallthrough
+		default:
 			reuse += e.n
 		}
 	}
-	a.s.log("step", "plan", "mode", ModeDelta, "blocks", n, "reuse_bytes", reuse*a.bs, "fetch_bytes", fetch*a.bs, "requests", requests, "elapsed_ms", time.Since(a.s.start).Milliseconds())
+	a.s.log("step", "plan", "mode", ModeDelta, "blocks", n, "reuse_bytes", reuse*a.bs, "in_place_bytes", inPlace*a.bs, "fetch_bytes", fetch*a.bs, "requests", requests, "elapsed_ms", time.Since(a.s.start).Milliseconds())
 	return nil
+}
+
+// atTarget says whether the target seed's own tree, the index of what
+// its partition held before this install, says it holds new block i in
+// place. The block is checked when it is read, like any seed block.
+func (a *assembler) atTarget(target int, i int64) bool {
+	if target < 0 {
+		return false
+	}
+	d := a.seeds[target].digests
+	return (i+1)*sha256.Size <= int64(len(d)) && bytes.Equal(d[i*sha256.Size:(i+1)*sha256.Size], a.leaves.Digest(i))
 }
 
 // next returns where new block i is if it follows on from the last
@@ -840,9 +881,6 @@ func (a *assembler) start() {
 	// A buffer is in the seed reader's hands, in read, with the checker,
 	// in out or being read.
 	a.free = make(chan []byte, readAhead+4)
-	for range cap(a.free) {
-		a.free <- make([]byte, seedChunk*a.bs)
-	}
 	go func() {
 		defer close(read)
 		for _, e := range a.exts {
@@ -850,9 +888,7 @@ func (a *assembler) start() {
 				u := unit{extent: e, block: e.block + done, n: e.n}
 				if e.seed >= 0 {
 					u.n = min(seedChunk, e.n-done)
-					select {
-					case u.b = <-a.free:
-					case <-a.quit:
+					if u.b = a.buffer(); u.b == nil {
 						return
 					}
 					u.b = u.b[:u.n*a.bs]
@@ -881,6 +917,29 @@ func (a *assembler) start() {
 		}
 		close(a.out)
 	}()
+}
+
+// buffer returns a buffer for a seed chunk, nil once stopped: a free one,
+// or a new one while fewer than cap(a.free) exist. They are made as they
+// are needed: making all seven (28 MiB) at the start held the first
+// block back by ~9 ms on bench/delta's machine, and a reader that keeps
+// up needs only a few. Only the seed reader calls it.
+func (a *assembler) buffer() []byte {
+	select {
+	case b := <-a.free:
+		return b
+	default:
+	}
+	if a.made < cap(a.free) {
+		a.made++
+		return make([]byte, seedChunk*a.bs)
+	}
+	select {
+	case b := <-a.free:
+		return b
+	case <-a.quit:
+		return nil
+	}
 }
 
 // need is how many of the fetch buffer's tokens range e takes: all of
@@ -959,6 +1018,9 @@ func (a *assembler) check(u unit) chunk {
 	}
 	bad := a.bad(u.block, u.n, u.b)
 	a.s.reused.Add((u.n - int64(len(bad))) * a.bs)
+	if sd.Target && u.extent.from == u.extent.block {
+		a.place(u.block, u.n, bad)
+	}
 	for _, c := range bad {
 		i := u.block + c
 		a.s.misses.Add(1)
@@ -971,6 +1033,41 @@ func (a *assembler) check(u unit) chunk {
 		copy(u.b[c*a.bs:], got)
 	}
 	return chunk{b: u.b, pooled: true}
+}
+
+// place records new blocks [i, i+n), but for those at the offsets bad, as
+// checked in place in the target.
+func (a *assembler) place(i, n int64, bad []int64) {
+	a.placedMu.Lock()
+	defer a.placedMu.Unlock()
+	from := int64(0)
+	for _, c := range append(bad, n) {
+		if c > from {
+			start, end := (i+from)*a.bs, (i+c)*a.bs
+			if k := len(a.placed) - 1; k >= 0 && a.placed[k][1] == start {
+				a.placed[k][1] = end
+			} else {
+				a.placed = append(a.placed, [2]int64{start, end})
+			}
+			a.s.inPlace.Add(end - start)
+		}
+		from = c + 1
+	}
+}
+
+// inPlace is Source.InPlace.
+func (a *assembler) inPlace(off int64) (bool, int64) {
+	a.placedMu.Lock()
+	defer a.placedMu.Unlock()
+	k, _ := slices.BinarySearchFunc(a.placed, off, func(p [2]int64, off int64) int { return cmp.Compare(p[1], off+1) })
+	switch {
+	case k == len(a.placed):
+		return false, math.MaxInt64
+	case a.placed[k][0] <= off:
+		return true, a.placed[k][1] - off
+	default:
+		return false, a.placed[k][0] - off
+	}
 }
 
 // checked returns blocks [i, i+n) from b, fetched, once they all match

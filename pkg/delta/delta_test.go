@@ -136,33 +136,50 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // install reads the bundle at url with seeds as abctl does and returns
 // what came through the source, with its stats.
-func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, error) {
+// install reads the bundle at url through a Source seeded with seeds and
+// returns what it yielded, its stats, and the runs of the root it says
+// are in place, as [start, end) byte offsets.
+func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, [][2]int64, error) {
 	t.Helper()
 	src, err := Open(context.Background(), url, Options{Fetch: fetch.Options{Backoff: time.Millisecond}, Log: func(name string, kv ...any) { t.Log(name, kv) }})
 	if err != nil {
-		return nil, Stats{}, err
+		return nil, Stats{}, nil, err
 	}
 	defer src.Close()
 	var out bytes.Buffer
 	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
 	if err != nil {
-		return nil, Stats{}, err
+		return nil, Stats{}, nil, err
 	}
 	if err := src.Plan(r, seeds); err != nil {
-		return out.Bytes(), src.Stats(), err
+		return out.Bytes(), src.Stats(), nil, err
 	}
 	for {
 		_, p, err := r.Next()
 		if err == io.EOF {
-			return out.Bytes(), src.Stats(), nil
+			break
 		}
 		if err == nil {
 			_, err = io.Copy(io.Discard, p)
 		}
 		if err != nil {
-			return out.Bytes(), src.Stats(), err
+			return out.Bytes(), src.Stats(), nil, err
 		}
 	}
+	var placed [][2]int64
+	size := r.Manifest.Payloads[slices.IndexFunc(r.Manifest.Payloads, isPayload(bundle.PayloadRoot))].Size
+	for off := int64(0); off < size; {
+		ok, n := src.InPlace(off)
+		n = min(n, size-off)
+		if n <= 0 {
+			t.Fatalf("InPlace(%d) = %v, %d", off, ok, n)
+		}
+		if ok {
+			placed = append(placed, [2]int64{off, off + n})
+		}
+		off += n
+	}
+	return out.Bytes(), src.Stats(), placed, nil
 }
 
 func seed(name string, img image) Seed {
@@ -190,6 +207,12 @@ func TestDelta(t *testing.T) {
 	leafOff := treeOff + 2*bs
 	full, delta := int64(len(v2.tree)), int64(2*bs+5*bs)
 	empty := Seed{Name: "empty", Data: bytes.NewReader(nil)}
+	// The target slot, holding data under the tree of v1.
+	target := func(data []byte) Seed {
+		s := seed("b", image{data, v1.tree, v1.root})
+		s.Target = true
+		return s
+	}
 
 	for _, tc := range []struct {
 		name   string
@@ -197,11 +220,13 @@ func TestDelta(t *testing.T) {
 		seeds  []Seed
 		mode   Mode
 		reused int64 // root bytes copied
-		root   int64 // root bytes fetched, at most
-		tree   int64 // tree bytes fetched, at most
-		misses int64
-		refuse bool // some fetched block was refused
-		fail   bool
+		// inPlace is how many of them the target held in place.
+		inPlace int64
+		root    int64 // root bytes fetched, at most
+		tree    int64 // tree bytes fetched, at most
+		misses  int64
+		refuse  bool // some fetched block was refused
+		fail    bool
 		// requests, if not 0, bounds the requests served.
 		requests int
 	}{
@@ -219,13 +244,22 @@ func TestDelta(t *testing.T) {
 		// (a disk error, or a closed file): whole chunks are fetched.
 		{name: "unreadable seed", seeds: []Seed{{Name: "a", Data: unreadable{}, Size: int64(len(d1)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree))}}, mode: ModeDelta, root: n * bs, tree: delta, misses: n - changed/bs, requests: 40},
 		{name: "cut connections", srv: misbehaviour{cut: 5000}, seeds: []Seed{seed("a", v1)}, mode: ModeDelta, reused: n*bs - changed, root: changed, tree: delta},
-		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), {Name: "b", Data: bytes.NewReader(half), Size: int64(len(half)), Hash: bytes.NewReader(v1.tree), HashSize: int64(len(v1.tree)), Target: true}}, mode: ModeDelta, reused: n*bs - 5*bs, root: 5 * bs, tree: delta},
+		// The changed blocks of the first half are found where the
+		// first install wrote them, the others where v1 had them.
+		{name: "resume into a half-written target", seeds: []Seed{seed("a", v1), target(half)}, mode: ModeDelta, reused: n*bs - 5*bs, inPlace: n*bs - 5*bs, root: 5 * bs, tree: delta},
+		// The target holds the version before: what did not change
+		// is in place.
+		{name: "target holds v1", seeds: []Seed{seed("a", v1), target(d1)}, mode: ModeDelta, reused: n*bs - changed, inPlace: n*bs - changed, root: changed, tree: delta},
+		{name: "target holds v1 only", seeds: []Seed{target(d1)}, mode: ModeDelta, reused: n*bs - changed, inPlace: n*bs - changed, root: changed, tree: delta},
+		// Its tree says block 7 is in place, its data differs: the
+		// block is fetched, and not in place.
+		{name: "corrupt target block", seeds: []Seed{seed("a", v1), target(corrupt)}, mode: ModeDelta, reused: n*bs - changed - bs, inPlace: n*bs - changed - bs, root: changed + bs, tree: delta, misses: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			srv := &server{content: b, misbehaviour: tc.srv}
 			hs := httptest.NewServer(srv)
 			defer hs.Close()
-			got, st, err := install(t, hs.URL, tc.seeds)
+			got, st, placed, err := install(t, hs.URL, tc.seeds)
 			t.Logf("stats %+v, %d requests served", st, srv.requests)
 			// Whatever happens, what came through is the bundle: no
 			// block that did not match its leaf was ever handed on.
@@ -248,8 +282,22 @@ func TestDelta(t *testing.T) {
 			if tc.fail {
 				return
 			}
-			if st.Reused != tc.reused {
-				t.Errorf("reused %d bytes, want %d", st.Reused, tc.reused)
+			if st.Reused != tc.reused || st.InPlace != tc.inPlace {
+				t.Errorf("reused %d bytes, %d in place; want %d, %d", st.Reused, st.InPlace, tc.reused, tc.inPlace)
+			}
+			// In place means the target has the new bytes there.
+			var sum int64
+			for _, p := range placed {
+				sum += p[1] - p[0]
+				sd := tc.seeds[slices.IndexFunc(tc.seeds, func(s Seed) bool { return s.Target })]
+				have := make([]byte, p[1]-p[0])
+				sd.Data.ReadAt(have, p[0])
+				if !bytes.Equal(have, d2[p[0]:p[1]]) {
+					t.Errorf("bytes %d to %d are said to be in place, the target has others", p[0], p[1])
+				}
+			}
+			if sum != st.InPlace {
+				t.Errorf("InPlace reports %d bytes in place, the stats %d", sum, st.InPlace)
 			}
 			// Fetched: the root blocks and the tree, plus the header
 			// and the UKI.

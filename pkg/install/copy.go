@@ -2,6 +2,7 @@ package install
 
 import (
 	"bytes"
+	"cmp"
 	"fmt"
 	"io"
 	"sync"
@@ -68,9 +69,13 @@ func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload
 	}
 	var off int64
 	for c := range full {
+		var spans []span
 		if len(c.b) > 0 {
-			if _, err := w.WriteAt(c.b, off); err != nil {
-				return fmt.Errorf("writing payload %s after %d bytes: %w", p.Name, off, err)
+			spans = back.toWrite(off, len(c.b))
+			for _, s := range spans {
+				if _, err := w.WriteAt(c.b[s[0]:s[1]], off+int64(s[0])); err != nil {
+					return fmt.Errorf("writing payload %s after %d bytes: %w", p.Name, off+int64(s[0]), err)
+				}
 			}
 			off += int64(len(c.b))
 			in.res.Bytes += int64(len(c.b))
@@ -82,7 +87,7 @@ func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload
 		case c.err != nil && c.err != io.EOF:
 			return fmt.Errorf("writing payload %s after %d bytes: %w", p.Name, off, c.err)
 		case back != nil:
-			if err := back.check(off-int64(len(c.b)), c.b, c.err == io.EOF); err != nil {
+			if err := back.check(chunkAt{off - int64(len(c.b)), c.b, spans}, c.err == io.EOF); err != nil {
 				return err
 			}
 		default:
@@ -97,7 +102,10 @@ func (in *installer) copyPayload(w io.WriterAt, back *readBack, p bundle.Payload
 
 // readBack checks, while the copy goes on, that each chunk written to a
 // partition reads back from the device as written (rule 6: "verify what
-// was written"). A chunk is first written out and dropped from the page
+// was written"). Bytes that Options.InPlace says are in place are
+// neither written nor read back: their caller read them from the device
+// and checked them against the signed tree, which is what a read-back
+// would prove. A chunk is first written out and dropped from the page
 // cache (sync_file_range(2), posix_fadvise(2) POSIX_FADV_DONTNEED), so
 // that the read comes from the device, not from the cache the write just
 // filled. With the payload's sha256 checked against the signed manifest
@@ -107,8 +115,12 @@ type readBack struct {
 	dev  Device
 	base int64 // the partition's offset on dev
 	name string
-	todo chan chunkAt
-	wg   sync.WaitGroup // the workers
+	// inPlace is Options.InPlace for the root payload, else nil.
+	inPlace func(off int64) (bool, int64)
+	// placed counts the bytes inPlace spared.
+	placed *int64
+	todo   chan chunkAt
+	wg     sync.WaitGroup // the workers
 	// stopped is set when todo is closed.
 	stopped bool
 
@@ -116,9 +128,42 @@ type readBack struct {
 	err error // the first mismatch or read error
 }
 
+// chunkAt is a chunk of a payload at off, of which the spans were
+// written.
 type chunkAt struct {
-	off int64
-	b   []byte
+	off   int64
+	b     []byte
+	spans []span
+}
+
+// span is a part [lo, hi) of a chunk.
+type span [2]int
+
+// toWrite returns the spans of the n bytes at off of the payload that
+// are not in place: all of them, without Options.InPlace. A nil rb
+// (the UKI) writes all.
+func (rb *readBack) toWrite(off int64, n int) []span {
+	if rb == nil || rb.inPlace == nil {
+		return []span{{0, n}}
+	}
+	var spans []span
+	for at := 0; at < n; {
+		placed, run := rb.inPlace(off + int64(at))
+		end := at + int(min(run, int64(n-at)))
+		if run <= 0 {
+			// A caller's bug; writing is always safe.
+			placed, end = false, n
+		}
+		if placed {
+			*rb.placed += int64(end - at)
+		} else if k := len(spans) - 1; k >= 0 && spans[k][1] == at {
+			spans[k][1] = end
+		} else {
+			spans = append(spans, span{at, end})
+		}
+		at = end
+	}
+	return spans
 }
 
 // start starts a worker for each buffer to read back into; checked
@@ -130,12 +175,13 @@ func (rb *readBack) start(free chan<- []byte, bufs [][]byte) {
 		go func() {
 			defer rb.wg.Done()
 			for c := range rb.todo {
-				if rb.failed() == nil && len(c.b) > 0 {
-					if err := rb.compare(buf, c.off, c.b); err != nil {
+				for _, s := range c.spans {
+					if rb.failed() != nil {
+						break
+					}
+					if err := rb.compare(buf, c.off+int64(s[0]), c.b[s[0]:s[1]]); err != nil {
 						rb.mu.Lock()
-						if rb.err == nil {
-							rb.err = err
-						}
+						rb.err = cmp.Or(rb.err, err)
 						rb.mu.Unlock()
 					}
 				}
@@ -152,20 +198,22 @@ func (rb *readBack) failed() error {
 	return rb.err
 }
 
-// check queues the chunk b written at off; at the last chunk, it waits
-// for every chunk to be checked. It returns the first error met so far,
-// so that a copy stops soon after a chunk fails to read back.
-func (rb *readBack) check(off int64, b []byte, last bool) error {
+// check queues the chunk c; at the last chunk, it waits for every chunk
+// to be checked. It returns the first error met so far, so that a copy
+// stops soon after a chunk fails to read back.
+func (rb *readBack) check(c chunkAt, last bool) error {
 	if err := rb.failed(); err != nil {
 		return err
 	}
-	if fd, ok := rb.fd(); ok && len(b) > 0 {
+	if fd, ok := rb.fd(); ok {
 		// Start writing the chunk out now, so that it is on its way
 		// while the chunks before it are read back. An error shows
 		// again when compare waits for it.
-		unix.SyncFileRange(fd, rb.base+off, int64(len(b)), unix.SYNC_FILE_RANGE_WRITE)
+		for _, s := range c.spans {
+			unix.SyncFileRange(fd, rb.base+c.off+int64(s[0]), int64(s[1]-s[0]), unix.SYNC_FILE_RANGE_WRITE)
+		}
 	}
-	rb.todo <- chunkAt{off, b}
+	rb.todo <- c
 	if !last {
 		return nil
 	}

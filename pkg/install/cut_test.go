@@ -7,6 +7,15 @@ import "github.com/abboot/abboot/internal/powercut"
 type cutDev struct {
 	powercut.File
 	size int64
+	// written, if set, is told of every write.
+	written func(off, n int64)
+}
+
+func (d *cutDev) WriteAt(b []byte, off int64) (int, error) {
+	if d.written != nil {
+		d.written(off, int64(len(b)))
+	}
+	return d.File.WriteAt(b, off)
 }
 
 // Close does nothing: the disk is shared by the install and the store,

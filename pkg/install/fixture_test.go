@@ -162,6 +162,8 @@ type fixture struct {
 type machine struct {
 	dir                   string
 	disk, espDir, varsDir string // disk "" when ESP-only
+	// written, if set, is told of every write to the disk.
+	written func(off, n int64)
 }
 
 const partMiB = 1
@@ -317,7 +319,7 @@ func (m *machine) device(t testing.TB, pw *powercut.Power) *cutDev {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &cutDev{File: powercut.File{File: f, P: pw}, size: fi.Size()}
+	return &cutDev{File: powercut.File{File: f, P: pw}, size: fi.Size(), written: m.written}
 }
 
 // target is the install target for slot s on the machine, every write
@@ -370,6 +372,7 @@ func (f *fixture) install(t testing.TB, m *machine, v *version, pw *powercut.Pow
 		if err := ds.Plan(r, seeds); err != nil {
 			return Result{}, err
 		}
+		o.InPlace = ds.InPlace
 	}
 	return Install(r, tg, o)
 }

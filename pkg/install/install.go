@@ -137,6 +137,14 @@ type Options struct {
 	// with errors.ErrUnsupported (a server without range support), has
 	// CheckUKI's bundle spooled.
 	Bundle io.ReaderAt
+	// InPlace, if set, says which bytes of the root payload the target's
+	// root partition already holds at the same offset, checked by the
+	// caller against the signed tree (delta.Source.InPlace): whether the
+	// bytes from off on are in place, and for how many bytes that holds.
+	// Those bytes are neither written nor read back; the rest of the
+	// partition is written as always. It is asked only about bytes
+	// already read from the bundle.
+	InPlace func(off int64) (bool, int64)
 	// SpoolDir is where a bundle is spooled for CheckUKI: a directory on
 	// neither the ESP nor a slot partition (a tmpfs, a data partition)
 	// with room for the whole bundle; "" refuses such a bundle.
@@ -148,7 +156,8 @@ type Result struct {
 	Slot     slot.Slot
 	Version  string          // the bundle's version
 	RootHash string          // hex; "" for an ESP-only bundle
-	Bytes    int64           // payload bytes written
+	Bytes    int64           // payload bytes installed
+	InPlace  int64           // of Bytes, root bytes in place already, not written
 	State    slotstate.State // the slot state saved at the end
 }
 
@@ -351,14 +360,21 @@ func (in *installer) writePartition(p bundle.Payload, r io.Reader) error {
 		return fmt.Errorf("payload %s has no partition", p.Name)
 	}
 	off := part.Start(in.disk.SectorSize())
-	back := &readBack{dev: in.dev, base: off, name: p.Name}
+	back := &readBack{dev: in.dev, base: off, name: p.Name, placed: &in.res.InPlace}
+	if p.Name == bundle.PayloadRoot {
+		back.inPlace = in.o.InPlace
+	}
 	if err := in.copyPayload(io.NewOffsetWriter(in.dev, off), back, p, r); err != nil {
 		return err
 	}
 	if err := in.dev.Sync(); err != nil {
 		return fmt.Errorf("syncing %s: %w", part.Name, err)
 	}
-	in.log(p.Name, "partition", part.Name, "bytes", p.Size)
+	kv := []any{"partition", part.Name, "bytes", p.Size}
+	if back.inPlace != nil {
+		kv = append(kv, "in_place_bytes", in.res.InPlace)
+	}
+	in.log(p.Name, kv...)
 	return nil
 }
 

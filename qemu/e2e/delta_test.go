@@ -102,7 +102,7 @@ func TestDebianDeltaUpdate(t *testing.T) {
 	vm.Send("abctl install --reboot=kexec http://10.0.2.100/v2.abb\r")
 	debianExpect(t, vm, `abboot: event=delta step=plan mode=delta `)
 	debianExpect(t, vm, `abboot: event=delta step=fetch block=\d+ result=mismatch try=0`)
-	got := debianExpect(t, vm, `abboot: event=install slot=b version=2 .*mode=(\w+) fetched_bytes=(\d+) reused_bytes=(\d+) requests=(\d+) result=ok`)
+	got := debianExpect(t, vm, `abboot: event=install slot=b version=2 .*mode=(\w+) fetched_bytes=(\d+) reused_bytes=(\d+) in_place_bytes=\d+ requests=(\d+) result=ok`)
 	fetched, _ := strconv.ParseInt(got[2], 10, 64)
 	reused, _ := strconv.ParseInt(got[3], 10, 64)
 	t.Logf("delta install: root %d bytes, UKI %d bytes; fetched %d bytes in %s requests, reused %d", rootSize, ukiSize, fetched, got[4], reused)
