@@ -7,13 +7,18 @@
 //   - for the first pair, a full install from the local bundle file (the
 //     reference) and a full install over HTTP;
 //   - abboot's delta install over HTTP, seeded from slot A, which holds
-//     the old image and its tree (the running slot);
+//     the old image and its tree (the running slot), and from slot B;
+//   - for a pair given the version before the old one (PREV), the local
+//     full install and the delta install again into a slot B holding
+//     PREV and its tree, as the inactive slot does after every update
+//     but the first (kinds "local/prev" and "delta/prev"): the blocks
+//     B holds in place are not written;
 //   - casync: `casync make` of the new image into a chunk store (its
 //     defaults), then, timed, `casync extract --seed=OLD` from the store
 //     over HTTP.
 //
-// Each install goes into slot B of a fresh copy of the same disk image,
-// from a dropped page cache. Rounds alternate the kinds and the medians
+// Each install goes into slot B of a fresh copy of the same disk image
+// (slot B empty, or holding PREV), from a dropped page cache. Rounds alternate the kinds and the medians
 // are reported. Targets: the delta fetches at most 2% of the full root
 // image, and takes no longer than the full install from a local file.
 package main
@@ -52,7 +57,7 @@ import (
 )
 
 func main() {
-	pairs := flag.String("pairs", "", "NAME:OLD:NEW,... root image pairs; the first is also installed in full")
+	pairs := flag.String("pairs", "", "NAME:OLD:NEW[:PREV],... root image pairs; the first is also installed in full")
 	flag.IntVar(&rounds, "n", 3, "rounds of each")
 	flag.StringVar(&cpuProfile, "cpuprofile", "", "write a CPU profile of the delta installs to `file`")
 	flag.Parse()
@@ -71,7 +76,9 @@ var (
 // that the running slot's own tree indexes its blocks.
 var salt = sha256.Sum256([]byte("abboot bench/delta verity salt"))
 
-type pair struct{ name, old, new string }
+// pair is an update from old to new; prev, if set, is the version
+// before old.
+type pair struct{ name, old, new, prev string }
 
 // result is one timed run.
 type result struct {
@@ -79,16 +86,20 @@ type result struct {
 	bytes    int64 // sent by the server
 	requests int64
 	reused   int64
+	inPlace  int64
 }
 
 func run(pairsFlag string) error {
 	var pairs []pair
 	for _, p := range strings.Split(pairsFlag, ",") {
 		f := strings.Split(p, ":")
-		if len(f) != 3 {
-			return fmt.Errorf("-pairs %q: want NAME:OLD:NEW,...", pairsFlag)
+		if len(f) != 3 && len(f) != 4 {
+			return fmt.Errorf("-pairs %q: want NAME:OLD:NEW[:PREV],...", pairsFlag)
 		}
-		pairs = append(pairs, pair{f[0], f[1], f[2]})
+		pairs = append(pairs, pair{f[0], f[1], f[2], ""})
+		if len(f) == 4 {
+			pairs[len(pairs)-1].prev = f[3]
+		}
 	}
 	dir, err := os.MkdirTemp("", "abboot-bench-delta-")
 	if err != nil {
@@ -111,6 +122,9 @@ func run(pairsFlag string) error {
 		kinds := []string{"delta", "casync"}
 		if i == 0 {
 			kinds = append([]string{"local", "full"}, kinds...)
+		}
+		if pr.prev != "" {
+			kinds = append(kinds, "local"+prevKind, "delta"+prevKind)
 		}
 		res := map[string][]result{}
 		for r := range rounds {
@@ -181,15 +195,27 @@ func prepare(top string, pr pair) (*bench, error) {
 	}
 	f.Close()
 
-	// The disk: slot A runs the old image, slot B is empty.
-	mib := int(max(b.newSize, fileSize(pr.old))>>20) + 2
-	if err := diskimage.Build(b.p("pristine.img"), diskimage.Spec{ESPSizeMiB: diskimage.MinESPSizeMiB, Partitions: []diskimage.PartSpec{
-		{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, Image: pr.old, SizeMiB: mib, Attributes: slotstore.WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true})},
-		{Label: slot.A.VerityLabel(), Type: gpt.TypeRootVerityX86_64, Image: b.p("old.verity"), SizeMiB: mib/100 + 2},
-		{Label: slot.B.RootLabel(), Type: gpt.TypeRootX86_64, SizeMiB: mib},
-		{Label: slot.B.VerityLabel(), Type: gpt.TypeRootVerityX86_64, SizeMiB: mib/100 + 2},
-	}}); err != nil {
+	// The disks: slot A runs the old image, slot B is empty, or holds
+	// the version before.
+	mib := int(max(b.newSize, fileSize(pr.old), fileSize(pr.prev))>>20) + 2
+	disk := func(name, bRoot, bTree string) error {
+		return diskimage.Build(b.p(name), diskimage.Spec{ESPSizeMiB: diskimage.MinESPSizeMiB, Partitions: []diskimage.PartSpec{
+			{Label: slot.A.RootLabel(), Type: gpt.TypeRootX86_64, Image: pr.old, SizeMiB: mib, Attributes: slotstore.WithAttrs(0, slotstate.Attrs{Priority: 1, Successful: true})},
+			{Label: slot.A.VerityLabel(), Type: gpt.TypeRootVerityX86_64, Image: b.p("old.verity"), SizeMiB: mib/100 + 2},
+			{Label: slot.B.RootLabel(), Type: gpt.TypeRootX86_64, Image: bRoot, SizeMiB: mib},
+			{Label: slot.B.VerityLabel(), Type: gpt.TypeRootVerityX86_64, Image: bTree, SizeMiB: mib/100 + 2},
+		}})
+	}
+	if err := disk("pristine.img", "", ""); err != nil {
 		return nil, err
+	}
+	if pr.prev != "" {
+		if _, err := benchutil.FormatTree(pr.prev, b.p("prev.verity"), verity.Params{Salt: salt[:]}); err != nil {
+			return nil, err
+		}
+		if err := disk("pristine-prev.img", pr.prev, b.p("prev.verity")); err != nil {
+			return nil, err
+		}
 	}
 	// casync's chunk store, made with its defaults (server side, not timed).
 	if out, err := exec.Command("casync", "make", "--store="+b.p("store.castr"), b.p("new.caibx"), pr.new).CombinedOutput(); err != nil {
@@ -198,12 +224,21 @@ func prepare(top string, pr pair) (*bench, error) {
 	return b, nil
 }
 
+// prevKind marks the kinds of install into a slot B that holds the
+// version before.
+const prevKind = "/prev"
+
 // once runs one install of kind k and checks what it wrote.
 func (b *bench) once(k, url string, srv *counter) (result, error) {
 	os.Remove(b.p("disk.img"))
 	os.Remove(b.p("out.img"))
+	k, prev := strings.CutSuffix(k, prevKind)
+	pristine := "pristine.img"
+	if prev {
+		pristine = "pristine-prev.img"
+	}
 	if k != "casync" {
-		if out, err := exec.Command("cp", "--sparse=always", b.p("pristine.img"), b.p("disk.img")).CombinedOutput(); err != nil {
+		if out, err := exec.Command("cp", "--sparse=always", b.p(pristine), b.p("disk.img")).CombinedOutput(); err != nil {
 			return result{}, fmt.Errorf("cp: %v: %s", err, out)
 		}
 	}
@@ -233,7 +268,7 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 		}
 		fallthrough
 	default:
-		x.reused, err = b.install(k, url)
+		x.reused, x.inPlace, err = b.install(k, url)
 	}
 	x.d = time.Since(start)
 	x.bytes, x.requests = srv.bytes.Load(), srv.requests.Load()
@@ -249,10 +284,10 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 // install installs the bundle into slot B: from the local file, in full
 // over HTTP or by delta over HTTP. pkg/install checks what it wrote
 // against the bundle's hashes and the root hash.
-func (b *bench) install(k, url string) (reused int64, err error) {
+func (b *bench) install(k, url string) (reused, inPlace int64, err error) {
 	store, err := slotstore.NewGPT(b.p("disk.img"))
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	t := install.Target{Slot: slot.B, Running: slot.A, Store: store, ESPDir: b.p("esp"), Disk: b.p("disk.img")}
 	var src io.ReadCloser
@@ -271,37 +306,40 @@ func (b *bench) install(k, url string) (reused int64, err error) {
 		src = ds
 	}
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	defer src.Close()
 	r, err := bundle.NewReader(src, bundle.Keyring{b.pub}, nil)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
+	var o install.Options
 	if ds != nil {
 		seeds, c, err := delta.SlotSeeds(b.p("disk.img"), slot.A, slot.B)
 		if err != nil {
-			return 0, err
+			return 0, 0, err
 		}
 		defer c.Close()
 		if err := ds.Plan(r, seeds); err != nil {
-			return 0, err
+			return 0, 0, err
 		}
+		o.InPlace = ds.InPlace
 	}
-	if _, err := install.Install(r, t, install.Options{}); err != nil {
-		return 0, err
+	res, err := install.Install(r, t, o)
+	if err != nil {
+		return 0, 0, err
 	}
 	if ds != nil {
-		return ds.Stats().Reused, nil
+		reused = ds.Stats().Reused
 	}
-	return 0, nil
+	return reused, res.InPlace, nil
 }
 
 func (b *bench) report(kinds []string, res map[string][]result) {
 	fmt.Printf("delta bench, %s: new root %.1f MiB (tree %.2f MiB), bundle %.1f MiB; medians of %d alternating rounds\n",
 		b.name, mib(b.newSize), mib(b.leaves), mib(fileSize(b.p("new.abb"))), rounds)
 	fmt.Printf("  (the UKI, %.1f MiB, is fetched whole; %% of root counts the rest: root blocks, tree, header)\n", mib(b.ukiSize))
-	fmt.Printf("  %-8s %9s %12s %9s %9s\n", "", "time s", "fetched MiB", "% of root", "requests")
+	fmt.Printf("  %-11s %9s %12s %9s %9s %13s\n", "", "time s", "fetched MiB", "% of root", "requests", "in place MiB")
 	med := map[string]result{}
 	for _, k := range kinds {
 		rs := res[k]
@@ -312,12 +350,16 @@ func (b *bench) report(kinds []string, res map[string][]result) {
 		}
 		m.d = stats.Median(ds)
 		med[k] = m
-		fmt.Printf("  %-8s %9.2f %12.2f %9.2f %9d\n", k, m.d.Seconds(), mib(m.bytes), 100*float64(b.rootBytes(k, m))/float64(b.newSize), m.requests)
+		fmt.Printf("  %-11s %9.2f %12.2f %9.2f %9d %13.1f\n", k, m.d.Seconds(), mib(m.bytes), 100*float64(b.rootBytes(k, m))/float64(b.newSize), m.requests, mib(m.inPlace))
 	}
 	d := med["delta"]
-	fmt.Printf("  delta fetched %.2f%% of the new root, tree included (want <= 2%%), reused %.1f MiB from slot A\n", 100*float64(b.rootBytes("delta", d))/float64(b.newSize), mib(d.reused))
+	fmt.Printf("  delta fetched %.2f%% of the new root, tree included (want <= 2%%), reused %.1f MiB from the slots\n", 100*float64(b.rootBytes("delta", d))/float64(b.newSize), mib(d.reused))
 	if l, ok := med["local"]; ok {
 		fmt.Printf("  full from a local file / delta: %.2f (want >= 1)\n", l.d.Seconds()/d.d.Seconds())
+	}
+	if p, ok := med["delta"+prevKind]; ok {
+		fmt.Printf("  slot B holding the version before: full from a local file / delta: %.2f (want >= 1); %.1f MiB of the root in place, not written\n",
+			med["local"+prevKind].d.Seconds()/p.d.Seconds(), mib(p.inPlace))
 	}
 	c := med["casync"]
 	fmt.Printf("  casync / delta: %.2f x the root's bytes, %.2f x the time\n", float64(c.bytes)/float64(b.rootBytes("delta", d)), c.d.Seconds()/d.d.Seconds())

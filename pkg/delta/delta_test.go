@@ -134,8 +134,6 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.Close()
 }
 
-// install reads the bundle at url with seeds as abctl does and returns
-// what came through the source, with its stats.
 // install reads the bundle at url through a Source seeded with seeds and
 // returns what it yielded, its stats, and the runs of the root it says
 // are in place, as [start, end) byte offsets.
@@ -355,56 +353,76 @@ func TestNotFound(t *testing.T) {
 // TestReadAheadOnce reads the UKI ahead, as an install under Secure Boot
 // does (bundle.Reader.PeekUKI), then the whole bundle: the UKI's bytes
 // are fetched once.
+// TestReadAheadOnce checks that the UKI is fetched once: when the
+// installer read it ahead (Secure Boot's check, PeekUKI), the stream
+// takes it from there; when not, it is fetched while the root is still
+// being read (fetchTail), before the stream gets to it.
 func TestReadAheadOnce(t *testing.T) {
 	d1, d2 := versions(t, 1024)
 	v1, v2 := makeImage(t, d1, salt), makeImage(t, d2, salt)
 	b := makeBundle(t, v2)
-	srv := &server{content: b}
-	hs := httptest.NewServer(srv)
-	defer hs.Close()
-	src, err := Open(context.Background(), hs.URL, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer src.Close()
-	var out bytes.Buffer
-	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := src.Plan(r, []Seed{seed("a", v1)}); err != nil {
-		t.Fatal(err)
-	}
-	uki, err := r.PeekUKI(src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		_, p, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err == nil {
-			_, err = io.Copy(io.Discard, p)
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-	}
-	if !bytes.Equal(out.Bytes(), b) {
-		t.Fatal("the source did not yield the bundle")
-	}
-	// The UKI is the bundle's last payload.
-	start := int64(len(b) - len(uki))
-	var served int64
-	for _, s := range srv.served {
-		served += max(0, s[1]-max(s[0], start))
-	}
-	if served != int64(len(uki)) {
-		t.Errorf("%d bytes of the %d-byte UKI served, want each once", served, len(uki))
-	}
-	if st, want := src.Stats(), int64(len(b))-int64(len(d2))+16*bs; st.Fetched > want+headerFetch {
-		t.Errorf("stats: %d bytes fetched, want at most %d", st.Fetched, want+headerFetch)
+	for _, peek := range []bool{true, false} {
+		t.Run(fmt.Sprintf("peek=%v", peek), func(t *testing.T) {
+			srv := &server{content: b}
+			hs := httptest.NewServer(srv)
+			defer hs.Close()
+			src, err := Open(context.Background(), hs.URL, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer src.Close()
+			var out bytes.Buffer
+			r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := src.Plan(r, []Seed{seed("a", v1)}); err != nil {
+				t.Fatal(err)
+			}
+			// The UKI is the bundle's last payload.
+			ps := r.Manifest.Payloads
+			ukiSize := ps[len(ps)-1].Size
+			start := int64(len(b)) - ukiSize
+			served := func() (n int64) {
+				srv.mu.Lock()
+				defer srv.mu.Unlock()
+				for _, s := range srv.served {
+					n += max(0, s[1]-max(s[0], start))
+				}
+				return n
+			}
+			if peek {
+				if _, err := r.PeekUKI(src); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for {
+				p, pr, err := r.Next()
+				if err == io.EOF {
+					break
+				}
+				if err == nil {
+					_, err = io.Copy(io.Discard, pr)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				for deadline := time.Now().Add(time.Minute); p.Name == bundle.PayloadRoot && served() < ukiSize; time.Sleep(time.Millisecond) {
+					if time.Now().After(deadline) {
+						t.Fatal("the UKI was not fetched while the root was read")
+					}
+				}
+			}
+			if !bytes.Equal(out.Bytes(), b) {
+				t.Fatal("the source did not yield the bundle")
+			}
+			if n := served(); n != ukiSize {
+				t.Errorf("%d bytes of the %d-byte UKI served, want each once", n, ukiSize)
+			}
+			if st, want := src.Stats(), int64(len(b))-int64(len(d2))+16*bs; st.Fetched > want+headerFetch {
+				t.Errorf("stats: %d bytes fetched, want at most %d", st.Fetched, want+headerFetch)
+			}
+		})
 	}
 }
 

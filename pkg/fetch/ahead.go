@@ -23,12 +23,23 @@ func (a *Ahead) Keep(off int64, b []byte) {
 	a.off, a.b = off, b
 }
 
+// Has says whether the bytes kept cover the n bytes at off.
+func (a *Ahead) Has(off, n int64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.has(off, n)
+}
+
+func (a *Ahead) has(off, n int64) bool {
+	return a.b != nil && off >= a.off && off+n <= a.off+int64(len(a.b))
+}
+
 // Take returns the n bytes at off and forgets them, if the bytes kept
 // cover them all; nil otherwise.
 func (a *Ahead) Take(off, n int64) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.b == nil || off < a.off || off+n > a.off+int64(len(a.b)) {
+	if !a.has(off, n) {
 		return nil
 	}
 	b := a.b[off-a.off : off-a.off+n]
