@@ -87,6 +87,7 @@ type result struct {
 	requests int64
 	reused   int64
 	inPlace  int64
+	ukiBytes int64 // of bytes, sent in ranges of the UKI
 }
 
 func run(pairsFlag string) error {
@@ -153,6 +154,7 @@ type bench struct {
 	newSize int64
 	leaves  int64 // bytes of the new tree
 	ukiSize int64
+	ukiOff  int64 // in the bundle
 }
 
 func prepare(top string, pr pair) (*bench, error) {
@@ -161,7 +163,8 @@ func prepare(top string, pr pair) (*bench, error) {
 	if err := os.MkdirAll(b.dir, 0o755); err != nil {
 		return nil, err
 	}
-	if _, err := benchutil.FormatTree(pr.old, b.p("old.verity"), verity.Params{Salt: salt[:]}); err != nil {
+	oldHash, err := benchutil.FormatTree(pr.old, b.p("old.verity"), verity.Params{Salt: salt[:]})
+	if err != nil {
 		return nil, err
 	}
 	hash, err := benchutil.FormatTree(pr.new, b.p("new.verity"), verity.Params{Salt: salt[:]})
@@ -179,8 +182,12 @@ func prepare(top string, pr pair) (*bench, error) {
 	rand.Read(stub)
 	os.WriteFile(b.p("kernel"), stub, 0o644)
 	os.WriteFile(b.p("initrd"), stub[:4096], 0o644)
-	if err := uki.Build(uki.Spec{Kernel: b.p("kernel"), Initrd: b.p("initrd"), Cmdline: "abboot.roothash=" + hash, OSRel: "VERSION_ID=2\n"}, b.p("b.efi")); err != nil {
-		return nil, err
+	// Slot A's UKI has the same kernel and initramfs: an update of the
+	// root changes the UKI's command line and os-release only.
+	for _, u := range []struct{ name, hash, version string }{{"a.efi", oldHash, "1"}, {"b.efi", hash, "2"}} {
+		if err := uki.Build(uki.Spec{Kernel: b.p("kernel"), Initrd: b.p("initrd"), Cmdline: "abboot.roothash=" + u.hash, OSRel: "VERSION_ID=" + u.version + "\n"}, b.p(u.name)); err != nil {
+			return nil, err
+		}
 	}
 	pub, key, _ := ed25519.GenerateKey(rand.Reader)
 	b.pub = pub
@@ -194,6 +201,7 @@ func prepare(top string, pr pair) (*bench, error) {
 		return nil, err
 	}
 	f.Close()
+	b.ukiOff = fileSize(b.p("new.abb")) - b.ukiSize // the last payload
 
 	// The disks: slot A runs the old image, slot B is empty, or holds
 	// the version before.
@@ -244,8 +252,11 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 	}
 	os.RemoveAll(b.p("esp"))
 	os.MkdirAll(b.p("esp/EFI/abboot"), 0o755)
+	if out, err := exec.Command("cp", b.p("a.efi"), b.p("esp/"+slot.A.UKIPath())).CombinedOutput(); err != nil {
+		return result{}, fmt.Errorf("cp: %v: %s", err, out)
+	}
 	benchutil.DropCaches()
-	srv.reset()
+	srv.reset(b.ukiOff)
 	var x result
 	start := time.Now()
 	var err error
@@ -271,7 +282,7 @@ func (b *bench) once(k, url string, srv *counter) (result, error) {
 		x.reused, x.inPlace, err = b.install(k, url)
 	}
 	x.d = time.Since(start)
-	x.bytes, x.requests = srv.bytes.Load(), srv.requests.Load()
+	x.bytes, x.requests, x.ukiBytes = srv.bytes.Load(), srv.requests.Load(), srv.uki.Load()
 	if err != nil {
 		return x, err
 	}
@@ -298,8 +309,14 @@ func (b *bench) install(k, url string) (reused, inPlace int64, err error) {
 	case "full":
 		src, err = fetch.Open(context.Background(), url+"new.abb", fetch.Options{})
 	case "delta":
-		ds, err = delta.Open(context.Background(), url+"new.abb", delta.Options{Log: func(_ string, kv ...any) {
-			if kv[1] == "plan" || kv[1] == "tree" {
+		// As abctl does: the slots' UKIs on the ESP (here A's).
+		ua, err := os.Open(b.p("esp/" + slot.A.UKIPath()))
+		if err != nil {
+			return 0, 0, err
+		}
+		defer ua.Close()
+		ds, err = delta.Open(context.Background(), url+"new.abb", delta.Options{UKIs: []io.ReaderAt{ua}, Log: func(_ string, kv ...any) {
+			if kv[1] == "plan" || kv[1] == "tree" || kv[1] == "uki" {
 				fmt.Println("   ", kv)
 			}
 		}})
@@ -338,8 +355,8 @@ func (b *bench) install(k, url string) (reused, inPlace int64, err error) {
 func (b *bench) report(kinds []string, res map[string][]result) {
 	fmt.Printf("delta bench, %s: new root %.1f MiB (tree %.2f MiB), bundle %.1f MiB; medians of %d alternating rounds\n",
 		b.name, mib(b.newSize), mib(b.leaves), mib(fileSize(b.p("new.abb"))), rounds)
-	fmt.Printf("  (the UKI, %.1f MiB, is fetched whole; %% of root counts the rest: root blocks, tree, header)\n", mib(b.ukiSize))
-	fmt.Printf("  %-11s %9s %12s %9s %9s %13s\n", "", "time s", "fetched MiB", "% of root", "requests", "in place MiB")
+	fmt.Printf("  (the UKI: %.1f MiB, its kernel and initramfs those of slot A's; %% of root counts the rest: root blocks, tree, header)\n", mib(b.ukiSize))
+	fmt.Printf("  %-11s %9s %12s %9s %9s %13s %13s\n", "", "time s", "fetched MiB", "% of root", "requests", "in place MiB", "of UKI KiB")
 	med := map[string]result{}
 	for _, k := range kinds {
 		rs := res[k]
@@ -350,7 +367,7 @@ func (b *bench) report(kinds []string, res map[string][]result) {
 		}
 		m.d = stats.Median(ds)
 		med[k] = m
-		fmt.Printf("  %-11s %9.2f %12.2f %9.2f %9d %13.1f\n", k, m.d.Seconds(), mib(m.bytes), 100*float64(b.rootBytes(k, m))/float64(b.newSize), m.requests, mib(m.inPlace))
+		fmt.Printf("  %-11s %9.2f %12.2f %9.2f %9d %13.1f %13.0f\n", k, m.d.Seconds(), mib(m.bytes), 100*float64(b.rootBytes(k, m))/float64(b.newSize), m.requests, mib(m.inPlace), float64(m.bytes-b.rootBytes(k, m))/1024)
 	}
 	d := med["delta"]
 	fmt.Printf("  delta fetched %.2f%% of the new root, tree included (want <= 2%%), reused %.1f MiB from the slots\n", 100*float64(b.rootBytes("delta", d))/float64(b.newSize), mib(d.reused))
@@ -368,10 +385,13 @@ func (b *bench) report(kinds []string, res map[string][]result) {
 // rootBytes is what a run of kind k fetched for the root: all but the
 // UKI for abboot's installs (casync fetches only the root).
 func (b *bench) rootBytes(k string, r result) int64 {
-	if k == "casync" || r.bytes == 0 {
+	switch {
+	case k == "casync" || r.bytes == 0:
 		return r.bytes
+	case strings.HasPrefix(k, "delta"):
+		return r.bytes - r.ukiBytes
 	}
-	return r.bytes - b.ukiSize
+	return r.bytes - b.ukiSize // a download of the whole bundle
 }
 
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
@@ -393,26 +413,39 @@ func sameFile(a, b string) error {
 }
 
 // counter is an http.Handler that counts the body bytes it sends and the
-// requests it serves.
+// requests it serves, and apart the bytes of ranges that start at ukiOff
+// or later.
 type counter struct {
-	h               http.Handler
-	bytes, requests atomic.Int64
+	h                    http.Handler
+	bytes, requests, uki atomic.Int64
+	ukiOff               atomic.Int64
 }
 
-func (c *counter) reset() { c.bytes.Store(0); c.requests.Store(0) }
+func (c *counter) reset(ukiOff int64) {
+	c.bytes.Store(0)
+	c.requests.Store(0)
+	c.uki.Store(0)
+	c.ukiOff.Store(ukiOff)
+}
 
 func (c *counter) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.requests.Add(1)
-	c.h.ServeHTTP(countingWriter{w, c}, r)
+	var from int64
+	_, err := fmt.Sscanf(r.Header.Get("Range"), "bytes=%d-", &from)
+	c.h.ServeHTTP(countingWriter{w, c, err == nil && from >= c.ukiOff.Load()}, r)
 }
 
 type countingWriter struct {
 	http.ResponseWriter
-	c *counter
+	c   *counter
+	uki bool
 }
 
 func (w countingWriter) Write(b []byte) (int, error) {
 	n, err := w.ResponseWriter.Write(b)
 	w.c.bytes.Add(int64(n))
+	if w.uki {
+		w.c.uki.Add(int64(n))
+	}
 	return n, err
 }

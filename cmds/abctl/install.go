@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -19,6 +20,7 @@ import (
 	"github.com/abboot/abboot/pkg/fetch"
 	"github.com/abboot/abboot/pkg/health"
 	"github.com/abboot/abboot/pkg/install"
+	"github.com/abboot/abboot/pkg/slot"
 	"github.com/abboot/abboot/pkg/slotstate"
 	"github.com/abboot/abboot/pkg/slotstore"
 )
@@ -35,9 +37,11 @@ import (
 // installed by delta (pkg/delta) unless --no-delta: the blocks the running
 // or the target slot already has are copied from there, each checked
 // against the new tree before it is written, and only the others are
-// fetched, by range; a server without range support gets a full
-// download. The events and the progress say what was fetched and what
-// was reused.
+// fetched, by range; blocks the target slot holds in place already are
+// not written; the new UKI's kernel and initrd are taken from the slots'
+// UKIs on the ESP when theirs match. A server without range support gets
+// a full download. The events and the progress say what was fetched and
+// what was reused.
 //
 // With Secure Boot on, the bundle's UKI must verify against db and dbx
 // before anything is written (bundleUKICheck), whatever the source: a
@@ -102,7 +106,9 @@ func installCmd(g *globals, args []string) error {
 	var src io.ReadCloser
 	var ds *delta.Source
 	if isURL(args[0]) && t.Disk != "" && !*noDelta {
-		ds, err = delta.Open(context.Background(), args[0], delta.Options{Log: event.Log})
+		ukis := slotUKIs(t)
+		defer ukis.Close()
+		ds, err = delta.Open(context.Background(), args[0], delta.Options{Log: event.Log, UKIs: ukis.readers()})
 		src = ds
 	} else {
 		src, err = fetch.Open(context.Background(), args[0], fetch.Options{})
@@ -179,6 +185,37 @@ func planDelta(ds *delta.Source, r *bundle.Reader, t install.Target) (done func(
 		return nil, err
 	}
 	return func() { c.Close() }, nil
+}
+
+// openFiles are files open for reading.
+type openFiles []*os.File
+
+// slotUKIs opens the UKIs of the running and the target slot on the ESP,
+// for a delta install to take the new UKI's sections from; a missing one
+// is left out.
+func slotUKIs(t install.Target) openFiles {
+	var fs openFiles
+	for _, s := range []slot.Slot{t.Running, t.Slot} {
+		if f, err := os.Open(filepath.Join(t.ESPDir, s.UKIPath())); err == nil {
+			fs = append(fs, f)
+		}
+	}
+	return fs
+}
+
+func (fs openFiles) readers() []io.ReaderAt {
+	var rs []io.ReaderAt
+	for _, f := range fs {
+		rs = append(rs, f)
+	}
+	return rs
+}
+
+func (fs openFiles) Close() error {
+	for _, f := range fs {
+		f.Close()
+	}
+	return nil
 }
 
 // limited reads at most rate bytes per second on average.

@@ -27,19 +27,22 @@
 //     fetched: a seed block that does not match (the seed is corrupt, or
 //     it was overwritten) is fetched instead, a fetched range that does
 //     not match is fetched again, up to three times, and never handed on;
-//     then the tree, then the UKI, fetched by range, or taken from
-//     what ReadAt fetched when the installer read it ahead (Secure
-//     Boot), so that it is fetched once.
+//     then the tree, then the UKI: fetched while the root is written
+//     (or when the installer read it ahead, by ReadAt, for Secure Boot's
+//     check), once, by PE section, the big sections taken from the UKIs
+//     on the device where they have the same (uki.go).
 //
 // An interrupted transfer resumes: a broken connection is resumed by
 // fetch.OpenRange, and an install that is run again after a crash or a
 // power cut finds the blocks the first one wrote in the target slot
 // (Seed.Target) and fetches only the rest.
 //
+// Blocks that the target holds in place already, Source.InPlace tells
+// the installer, which need not write them.
+//
 // The package does not write anything, check signatures or decide which
-// slots to use; it does not fetch the UKI or the tree by delta (the tree
-// is mostly leaves, which are the index itself; the UKI is a compressed
-// kernel and initramfs).
+// slots to use; it fetches the tree's leaf blocks that no seed's tree has
+// whole (the tree is mostly leaves, which are the index itself).
 package delta
 
 import (
@@ -102,6 +105,10 @@ type Options struct {
 	// Log, if set, receives events (name "delta") with the signature of
 	// event.Logger.Log.
 	Log func(name string, kv ...any)
+	// UKIs are the UKIs already on the device (the slots' on the ESP):
+	// the new UKI's big sections are taken from them where they have a
+	// section of the same name and size (see fetchUKI).
+	UKIs []io.ReaderAt
 }
 
 // DefaultGap is Options.Gap's default: fetching a few blocks that a
@@ -153,7 +160,7 @@ const (
 type Stats struct {
 	Mode     Mode
 	Fetched  int64 // bytes received, the bundle's header, tree and UKI included
-	Reused   int64 // root bytes copied from seeds
+	Reused   int64 // bytes taken from the device: root blocks, UKI sections
 	InPlace  int64 // of Reused, bytes the target already held where they belong
 	Requests int64 // HTTP requests, reconnects not counted
 	Refused  int64 // blocks received that did not match their leaves
@@ -180,6 +187,11 @@ type Source struct {
 	// UKI, for a Secure Boot check) is served from it when the stream
 	// gets there, instead of being fetched a second time.
 	ahead fetch.Ahead
+
+	// uki is the UKI payload, once planned; ukis are Options.UKIs parsed.
+	uki     *lazyRange
+	ukiOnce sync.Once
+	ukis    []ukiSeed
 }
 
 // Open starts reading the bundle at url: it fetches its first bytes by
@@ -283,7 +295,13 @@ func (s *Source) ReadAt(p []byte, off int64) (int, error) {
 	if len(p) == 0 {
 		return 0, nil
 	}
-	b, _, err := s.fetchRange(off, int64(len(p)))
+	var b []byte
+	var err error
+	if l := s.uki; l != nil && off == l.off && int64(len(p)) == l.n {
+		b, err = l.fetch()
+	} else {
+		b, _, err = s.fetchRange(off, int64(len(p)))
+	}
 	n := copy(p, b)
 	if err == nil && n < len(p) {
 		err = io.EOF
@@ -335,7 +353,11 @@ func (s *Source) Plan(r *bundle.Reader, seeds []Seed) error {
 	s.hdr = nil
 	var parts []io.Reader
 	for i, p := range m.Payloads {
-		parts = append(parts, &lazyRange{s: s, off: r.Offset(i), n: p.Size})
+		l := &lazyRange{s: s, off: r.Offset(i), n: p.Size}
+		if p.Name == bundle.PayloadUKI {
+			l.sum, s.uki = p.SHA256, l
+		}
+		parts = append(parts, l)
 	}
 	root, tree := slices.IndexFunc(m.Payloads, isPayload(bundle.PayloadRoot)), slices.IndexFunc(m.Payloads, isPayload(bundle.PayloadVerity))
 	if root >= 0 && tree >= 0 {
@@ -530,9 +552,24 @@ type lazyRange struct {
 	s      *Source
 	off, n int64
 	r      io.Reader
-	kept   bool // r reads what ReadAt kept, not the network
+	kept   bool // r reads bytes fetched (and counted) already
 	// ready, if set, is closed once assembler.fetchTail is done with it.
 	ready chan struct{}
+	// sum is the UKI's sha256 (hex), for the UKI.
+	sum string
+}
+
+// fetch fetches the whole range at once: a UKI by section (fetchUKI)
+// when there are UKIs on the device to take sections from.
+func (l *lazyRange) fetch() ([]byte, error) {
+	if l.sum != "" && len(l.s.o.UKIs) > 0 {
+		return l.s.fetchUKI(l.off, l.n, l.sum)
+	}
+	b, _, err := l.s.fetchRange(l.off, l.n)
+	if err == nil && int64(len(b)) != l.n {
+		err = fmt.Errorf("fetching bytes %d to %d: got %d", l.off, l.off+l.n, len(b))
+	}
+	return b, err
 }
 
 func (l *lazyRange) Read(p []byte) (int, error) {
@@ -541,6 +578,12 @@ func (l *lazyRange) Read(p []byte) (int, error) {
 			<-l.ready
 		}
 		if b := l.s.ahead.Take(l.off, l.n); b != nil {
+			l.r, l.kept = bytes.NewReader(b), true
+		} else if l.sum != "" && len(l.s.o.UKIs) > 0 {
+			b, err := l.fetch()
+			if err != nil {
+				return 0, err
+			}
 			l.r, l.kept = bytes.NewReader(b), true
 		} else {
 			l.s.requests.Add(1)
@@ -1056,7 +1099,7 @@ func (a *assembler) fetchTail() {
 		return
 	}
 	// An error is met again, and reported, when the stream gets there.
-	if b, _, err := a.s.fetchRange(l.off, l.n); err == nil && int64(len(b)) == l.n {
+	if b, err := l.fetch(); err == nil {
 		a.s.ahead.Keep(l.off, b)
 	}
 }

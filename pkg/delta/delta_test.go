@@ -68,10 +68,15 @@ func versions(t testing.TB, n int) (v1, v2 []byte) {
 
 // makeBundle bundles img with a UKI.
 func makeBundle(t testing.TB, img image) []byte {
+	return makeBundleUKI(t, img, bytes.Repeat([]byte("uki"), 5000))
+}
+
+// makeBundleUKI bundles img with the UKI uki.
+func makeBundleUKI(t testing.TB, img image, uki []byte) []byte {
 	t.Helper()
 	dir := t.TempDir()
 	files := map[string]string{}
-	for name, b := range map[string][]byte{bundle.PayloadRoot: img.data, bundle.PayloadVerity: img.tree, bundle.PayloadUKI: bytes.Repeat([]byte("uki"), 5000)} {
+	for name, b := range map[string][]byte{bundle.PayloadRoot: img.data, bundle.PayloadVerity: img.tree, bundle.PayloadUKI: uki} {
 		files[name] = filepath.Join(dir, name)
 		if err := os.WriteFile(files[name], b, 0o644); err != nil {
 			t.Fatal(err)
@@ -137,32 +142,23 @@ func (s *server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // install reads the bundle at url through a Source seeded with seeds and
 // returns what it yielded, its stats, and the runs of the root it says
 // are in place, as [start, end) byte offsets.
-func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, [][2]int64, error) {
+func install(t *testing.T, url string, seeds []Seed, ukis ...io.ReaderAt) ([]byte, Stats, [][2]int64, error) {
 	t.Helper()
-	src, err := Open(context.Background(), url, Options{Fetch: fetch.Options{Backoff: time.Millisecond}, Log: func(name string, kv ...any) { t.Log(name, kv) }})
+	src, err := Open(context.Background(), url, Options{Fetch: fetch.Options{Backoff: time.Millisecond}, Log: func(name string, kv ...any) { t.Log(name, kv) }, UKIs: ukis})
 	if err != nil {
 		return nil, Stats{}, nil, err
 	}
 	defer src.Close()
 	var out bytes.Buffer
-	r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+	r, err := newReader(io.TeeReader(src, &out))
 	if err != nil {
 		return nil, Stats{}, nil, err
 	}
 	if err := src.Plan(r, seeds); err != nil {
 		return out.Bytes(), src.Stats(), nil, err
 	}
-	for {
-		_, p, err := r.Next()
-		if err == io.EOF {
-			break
-		}
-		if err == nil {
-			_, err = io.Copy(io.Discard, p)
-		}
-		if err != nil {
-			return out.Bytes(), src.Stats(), nil, err
-		}
+	if err := drain(r); err != nil {
+		return out.Bytes(), src.Stats(), nil, err
 	}
 	var placed [][2]int64
 	size := r.Manifest.Payloads[slices.IndexFunc(r.Manifest.Payloads, isPayload(bundle.PayloadRoot))].Size
@@ -178,6 +174,27 @@ func install(t *testing.T, url string, seeds []Seed) ([]byte, Stats, [][2]int64,
 		off += n
 	}
 	return out.Bytes(), src.Stats(), placed, nil
+}
+
+// newReader reads a bundle's header from src, signed by the test key.
+func newReader(src io.Reader) (*bundle.Reader, error) {
+	return bundle.NewReader(src, bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+}
+
+// drain reads every payload of r to its end.
+func drain(r *bundle.Reader) error {
+	for {
+		_, p, err := r.Next()
+		if err == io.EOF {
+			return nil
+		}
+		if err == nil {
+			_, err = io.Copy(io.Discard, p)
+		}
+		if err != nil {
+			return err
+		}
+	}
 }
 
 func seed(name string, img image) Seed {
@@ -372,7 +389,7 @@ func TestReadAheadOnce(t *testing.T) {
 			}
 			defer src.Close()
 			var out bytes.Buffer
-			r, err := bundle.NewReader(io.TeeReader(src, &out), bundle.Keyring{key.Public().(ed25519.PublicKey)}, nil)
+			r, err := newReader(io.TeeReader(src, &out))
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/abboot/abboot/internal/demodisk"
 	"github.com/abboot/abboot/pkg/bundle"
+	"github.com/abboot/abboot/pkg/gpt"
+	"github.com/abboot/abboot/pkg/tool"
 	"github.com/abboot/abboot/qemu"
 )
 
@@ -81,9 +84,12 @@ func payloadSpan(t *testing.T, abb, name string) (off, size int64) {
 // spoils one range of the root: the guest refuses it and fetches it
 // again, and nothing unverified is written (the install reads the slot
 // back against the signed root hash, and v2 boots through dm-verity).
+// A second update, v3 into slot A, which still holds v1, leaves the
+// blocks v1 and v3 share in place, unwritten: the real veritysetup then
+// checks slot A on the host, every block against v3's root hash.
 func TestDebianDeltaUpdate(t *testing.T) {
 	debianImages(t)
-	dir := debianBundleFiles(t, "v2")
+	dir := debianBundleFiles(t, "v2", "v3")
 	abb := filepath.Join(dir, "v2.abb")
 	rootOff, rootSize := payloadSpan(t, abb, bundle.PayloadRoot)
 	srv := httptest.NewServer(&bundleServer{h: http.FileServer(http.Dir(dir)), from: rootOff, to: rootOff + rootSize})
@@ -94,10 +100,7 @@ func TestDebianDeltaUpdate(t *testing.T) {
 	m.forwards = []qemu.Forward{{Guest: "10.0.2.100:80", Host: srv.Listener.Addr().String()}}
 	vm := debianStart(m)
 	upOn(t, vm, "a", "1")
-	// The NIC, with a static address (systemd-networkd, configured in
-	// /run: the image itself has no network configuration).
-	sh(t, vm, `mkdir -p /run/systemd/network && printf '[Match]\nType=ether\n\n[Network]\nAddress=10.0.2.15/24\n' >/run/systemd/network/50-e2e.network`)
-	sh(t, vm, "systemctl start systemd-networkd && /lib/systemd/systemd-networkd-wait-online --timeout=120")
+	network(t, vm)
 
 	vm.Send("abctl install --reboot=kexec http://10.0.2.100/v2.abb\r")
 	debianExpect(t, vm, `abboot: event=delta step=plan mode=delta `)
@@ -118,7 +121,64 @@ func TestDebianDeltaUpdate(t *testing.T) {
 	if st := debianStatus(t, vm); st.Slots[1].Condition != "committed" {
 		t.Errorf("slot B after the update: %+v, want committed", st.Slots[1])
 	}
+
+	network(t, vm)
+	vm.Send("abctl install http://10.0.2.100/v3.abb\r")
+	got = debianExpect(t, vm, `abboot: event=install slot=a version=3 .*mode=(\w+) fetched_bytes=\d+ reused_bytes=\d+ in_place_bytes=(\d+) .*result=ok`)
+	inPlace, _ := strconv.ParseInt(got[2], 10, 64)
+	t.Logf("delta install of v3 into slot A (v1): %d bytes in place", inPlace)
+	if got[1] != "delta" || inPlace < rootSize/8 {
+		t.Errorf("install mode %s with %d bytes in place: want a delta leaving at least an eighth of the root's %d bytes in place", got[1], inPlace, rootSize)
+	}
 	debianPoweroff(t, vm)
+	verifySlot(t, m.disks[0], "a", debianRootHash(t, "v3"))
+}
+
+// network brings the guest's NIC up with a static address
+// (systemd-networkd, configured in /run: the image itself has no network
+// configuration, and /run is gone after a reboot).
+func network(t *testing.T, vm *qemu.VM) {
+	t.Helper()
+	sh(t, vm, `mkdir -p /run/systemd/network && printf '[Match]\nType=ether\n\n[Network]\nAddress=10.0.2.15/24\n' >/run/systemd/network/50-e2e.network`)
+	sh(t, vm, "systemctl start systemd-networkd && /lib/systemd/systemd-networkd-wait-online --timeout=120")
+}
+
+// verifySlot runs veritysetup verify on a slot's root and verity
+// partitions of disk, copied out, against rootHash.
+func verifySlot(t *testing.T, disk, s, rootHash string) {
+	t.Helper()
+	tab, err := gpt.ReadFile(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(disk)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var parts []string
+	for _, label := range []string{"abboot-root-" + s, "abboot-verity-" + s} {
+		p, ok := tab.ByName(label)
+		if !ok {
+			t.Fatalf("%s has no partition %s", disk, label)
+		}
+		out := filepath.Join(t.TempDir(), label)
+		o, err := os.Create(out)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = io.Copy(o, io.NewSectionReader(f, p.Start(tab.SectorSize), p.Size(tab.SectorSize)))
+		if cerr := o.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		parts = append(parts, out)
+	}
+	if out, err := tool.Run("veritysetup", "verify", parts[0], parts[1], rootHash); err != nil {
+		t.Fatalf("veritysetup verify of slot %s: %v: %s", s, err, out)
+	}
 }
 
 func fileSize(t *testing.T, p string) int64 {
