@@ -35,6 +35,10 @@ const ukiHeaderFetch = 4096
 // ones that change.
 const minSectionTake = 64 << 10
 
+// ukiEnds is how many bytes at each end of a section taken are fetched
+// all the same.
+const ukiEnds = 4096
+
 // ukiSeed is a UKI on the device, its sections read from its headers.
 type ukiSeed struct {
 	r        io.ReaderAt
@@ -86,22 +90,33 @@ func (s *Source) fetchUKI(off, n int64, sum string) ([]byte, error) {
 			taken = append(taken, [2]int64{at, end})
 		}
 	}
-	if err := s.fetchInto(b, off, between(taken, int64(len(hdr)), n)); err != nil {
+	// The first and last bytes of a section taken are fetched all the
+	// same: they are what a rebuild changes most (an initramfs's first
+	// files, which hold its version: 2 bytes of the Debian image's in
+	// its first KiB), and they cost a request each.
+	fetch := between(taken, int64(len(hdr)), n)
+	for _, t := range taken {
+		fetch = append(fetch, [2]int64{t[0], t[0] + ukiEnds}, [2]int64{t[1] - ukiEnds, t[1]})
+	}
+	if err := s.fetchInto(b, off, fetch); err != nil {
 		return nil, err
 	}
-	if !hasSum(b, sum) && len(taken) > 0 {
-		s.log("step", "uki", "result", "mismatch", "action", "fetch", "sections", len(taken))
-		if err := s.fetchInto(b, off, taken); err != nil {
+	// A guess that is wrong all the same: the sections taken are
+	// fetched, the smallest first, until the UKI matches.
+	slices.SortFunc(taken, func(x, y [2]int64) int { return cmp.Compare(x[1]-x[0], y[1]-y[0]) })
+	for !hasSum(b, sum) {
+		if len(taken) == 0 {
+			return nil, fmt.Errorf("delta: the fetched UKI does not match the manifest: %w", bundle.ErrHashMismatch)
+		}
+		s.log("step", "uki", "result", "mismatch", "action", "fetch", "bytes", taken[0][1]-taken[0][0])
+		if err := s.fetchInto(b, off, taken[:1]); err != nil {
 			return nil, err
 		}
-		taken = nil
-	}
-	if !hasSum(b, sum) {
-		return nil, fmt.Errorf("delta: the fetched UKI does not match the manifest: %w", bundle.ErrHashMismatch)
+		taken = taken[1:]
 	}
 	var reused int64
 	for _, t := range taken {
-		reused += t[1] - t[0]
+		reused += t[1] - t[0] - 2*ukiEnds
 	}
 	s.reused.Add(reused)
 	s.log("step", "uki", "bytes", n, "reused_bytes", reused, "sections_taken", len(taken))

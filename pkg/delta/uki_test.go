@@ -56,7 +56,13 @@ func TestUKISections(t *testing.T) {
 	ukiStart := int64(len(b) - len(newUKI))
 	same := buildUKI(t, kernel, initrd, "abboot.roothash="+v1.root, "1")
 	otherKernel := buildUKI(t, randomBytes(len(kernel)), initrd, "abboot.roothash="+v1.root, "1")
+	// The Debian image's initramfs differs from one version to the next
+	// in 2 bytes of its first KiB.
+	oldInitrd := bytes.Clone(initrd)
+	oldInitrd[948] ^= 1
+	versionInInitrd := buildUKI(t, kernel, oldInitrd, "abboot.roothash="+v1.root, "1")
 	n := int64(len(newUKI))
+	both := int64(len(kernel)+len(initrd)) - 4*ukiEnds
 	for _, tc := range []struct {
 		name    string
 		ukis    [][]byte
@@ -65,9 +71,10 @@ func TestUKISections(t *testing.T) {
 		reused  int64 // UKI bytes taken, at least
 	}{
 		{name: "no UKI on the device", fetched: n},
-		{name: "same kernel and initrd", ukis: [][]byte{same}, fetched: n / 4, reused: int64(len(kernel) + len(initrd))},
-		{name: "same, read ahead", ukis: [][]byte{same}, peek: true, fetched: n / 4, reused: int64(len(kernel) + len(initrd))},
-		{name: "not a UKI, then the same", ukis: [][]byte{[]byte("not a PE image"), same}, fetched: n / 4, reused: int64(len(kernel) + len(initrd))},
+		{name: "same kernel and initrd", ukis: [][]byte{same}, fetched: n / 4, reused: both},
+		{name: "same, read ahead", ukis: [][]byte{same}, peek: true, fetched: n / 4, reused: both},
+		{name: "not a UKI, then the same", ukis: [][]byte{[]byte("not a PE image"), same}, fetched: n / 4, reused: both},
+		{name: "initramfs changed at its start", ukis: [][]byte{versionInInitrd}, fetched: n / 4, reused: both},
 		// The kernel is guessed wrong: fetched again; the initrd is
 		// not, but the one digest cannot tell: fetched again too.
 		{name: "another kernel of the same size", ukis: [][]byte{otherKernel}, fetched: 2 * n},
