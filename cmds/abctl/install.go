@@ -105,9 +105,10 @@ func installCmd(g *globals, args []string) error {
 	}
 	var src io.ReadCloser
 	var ds *delta.Source
+	var ukis openFiles
+	defer ukis.Close()
 	if isURL(args[0]) && t.Disk != "" && !*noDelta {
-		ukis := slotUKIs(t)
-		defer ukis.Close()
+		ukis = slotUKIs(t)
 		ds, err = delta.Open(context.Background(), args[0], delta.Options{Log: event.Log, UKIs: ukis.readers()})
 		src = ds
 	} else {
@@ -145,6 +146,9 @@ func installCmd(g *globals, args []string) error {
 	start := time.Now()
 	var res install.Result
 	err = esp.WithWritable(t.ESPDir, func() (err error) {
+		// The target's UKI is replaced: open, its old file would keep
+		// the ESP from going back to read-only (EBUSY).
+		defer ukis.Close()
 		res, err = install.Install(r, t, o)
 		return err
 	})
@@ -211,6 +215,7 @@ func (fs openFiles) readers() []io.ReaderAt {
 	return rs
 }
 
+// Close closes the files; it may be called again.
 func (fs openFiles) Close() error {
 	for _, f := range fs {
 		f.Close()

@@ -109,11 +109,13 @@ func TestDebianDeltaUpdate(t *testing.T) {
 	fetched, _ := strconv.ParseInt(got[2], 10, 64)
 	reused, _ := strconv.ParseInt(got[3], 10, 64)
 	t.Logf("delta install: root %d bytes, UKI %d bytes; fetched %d bytes in %s requests, reused %d", rootSize, ukiSize, fetched, got[4], reused)
-	// The UKI is fetched whole; of the root and its tree, v2 (one more
-	// package) needs a few percent (bench/delta.sh: 1.3%).
-	if got[1] != "delta" || fetched-ukiSize > rootSize/20 || reused < rootSize*9/10 {
-		t.Errorf("install mode %s fetched %d bytes beyond the UKI's %d and reused %d of the root's %d: want a delta fetching at most 5%% of the root, reusing 90%%",
-			got[1], fetched-ukiSize, ukiSize, reused, rootSize)
+	// Of the root and its tree, v2 (one more package) needs a few
+	// percent (bench/delta.sh: 1.7%); of the UKI, whose kernel and
+	// initramfs are v1's but for its version, little but the headers,
+	// the command line and os-release.
+	if got[1] != "delta" || fetched > rootSize/20+ukiSize/10 || reused < rootSize*9/10 {
+		t.Errorf("install mode %s fetched %d bytes and reused %d of the root's %d and the UKI's %d: want a delta fetching at most 5%% of the root and 10%% of the UKI, reusing 90%% of the root",
+			got[1], fetched, reused, rootSize, ukiSize)
 	}
 	debianExpect(t, vm, `abboot: event=reboot slot=b action=kexec`)
 	upOn(t, vm, "b", "2")
