@@ -788,9 +788,8 @@ func (a *assembler) next(from []source, i int64) source {
 
 // leftBehind looks for the blocks no seed has in place in the target t,
 // where an interrupted install may have written them: one read per run
-// of them, the runs read at once (a run of the target's reads from the
-// disk costs a seek; one after the other, 130 of them took 15 ms of a
-// plan on bench/delta's machine).
+// of them, several runs read at once, since each costs a seek and a
+// one-package update has about 130.
 func (a *assembler) leftBehind(from []source, t *seedIndex) {
 	target := slices.Index(a.seeds, t)
 	var wg sync.WaitGroup
