@@ -18,12 +18,14 @@ import (
 // and .initrd, which an update of the root alone leaves as they were. So
 // a UKI is fetched by section: its headers first, then each section
 // unless a UKI already on the device (Options.UKIs) has a section of the
-// same name and size, which is taken from there instead. The bundle's
-// manifest has one digest for the whole UKI, none per section, so that
-// taking a section is a guess, checked by the whole UKI's sha256: if it
-// does not match, the sections taken are fetched after all. A kernel of
-// the same size is the same kernel in practice, so the guess is rarely
-// wrong and a wrong one costs one more round trip.
+// same name and size, which is taken from there instead but for its
+// first and last bytes (ukiEnds). The bundle's manifest has one digest
+// for the whole UKI, none per section (a new manifest field would be
+// refused by older devices), so that taking a section is a guess,
+// checked by the whole UKI's sha256: if it does not match, the sections
+// taken are fetched, the smallest first, until it does. A kernel of the
+// same size is the same kernel in practice, so the guess is rarely wrong,
+// and a wrong one costs a round trip and that section.
 
 // ukiHeaderFetch is how much of the UKI's start is fetched for its
 // headers: the stub's SizeOfHeaders is 1 KiB or less.
