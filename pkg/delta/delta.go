@@ -559,10 +559,13 @@ type lazyRange struct {
 	sum string
 }
 
-// fetch fetches the whole range at once: a UKI by section (fetchUKI)
-// when there are UKIs on the device to take sections from.
+// bySection says whether l is a UKI to fetch by section (fetchUKI):
+// there are UKIs on the device to take sections from.
+func (l *lazyRange) bySection() bool { return l.sum != "" && len(l.s.o.UKIs) > 0 }
+
+// fetch fetches the whole range at once, a UKI by section.
 func (l *lazyRange) fetch() ([]byte, error) {
-	if l.sum != "" && len(l.s.o.UKIs) > 0 {
+	if l.bySection() {
 		return l.s.fetchUKI(l.off, l.n, l.sum)
 	}
 	b, _, err := l.s.fetchRange(l.off, l.n)
@@ -579,7 +582,7 @@ func (l *lazyRange) Read(p []byte) (int, error) {
 		}
 		if b := l.s.ahead.Take(l.off, l.n); b != nil {
 			l.r, l.kept = bytes.NewReader(b), true
-		} else if l.sum != "" && len(l.s.o.UKIs) > 0 {
+		} else if l.bySection() {
 			b, err := l.fetch()
 			if err != nil {
 				return 0, err
@@ -617,6 +620,11 @@ type seedIndex struct {
 	Seed
 	digests []byte // sha256.Size per block
 	keys    index
+}
+
+// has says whether the seed's block j has the digest d.
+func (ix *seedIndex) has(j int64, d []byte) bool {
+	return j >= 0 && (j+1)*sha256.Size <= int64(len(ix.digests)) && bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], d)
 }
 
 // seedTree is a seed's leaves, read from its tree, and their index.
@@ -728,7 +736,7 @@ func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 		}
 	}
 	if target >= 0 {
-		a.leftBehind(from, a.seeds[target])
+		a.leftBehind(from, target)
 	}
 	for i, f := range from {
 		a.add(int64(i), f.seed, f.block)
@@ -740,7 +748,7 @@ func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 		case e.seed < 0:
 			fetch += e.n
 			requests++
-		case a.seeds[e.seed].Target && e.from == e.block:
+		case a.inPlaceExtent(e):
 			inPlace += e.n
 			fallthrough
 		default:
@@ -755,11 +763,7 @@ func (a *assembler) plan(seeds []Seed, trees []seedTree) error {
 // its partition held before this install, says it holds new block i in
 // place. The block is checked when it is read, like any seed block.
 func (a *assembler) atTarget(target int, i int64) bool {
-	if target < 0 {
-		return false
-	}
-	d := a.seeds[target].digests
-	return (i+1)*sha256.Size <= int64(len(d)) && bytes.Equal(d[i*sha256.Size:(i+1)*sha256.Size], a.leaves.Digest(i))
+	return target >= 0 && a.seeds[target].has(i, a.leaves.Digest(i))
 }
 
 // source is where a new block comes from: block of seed, or nowhere
@@ -779,19 +783,18 @@ func (a *assembler) next(from []source, i int64) source {
 		return nowhere
 	}
 	k, j := from[i-1].seed, from[i-1].block+1
-	ix := a.seeds[k]
-	if (j+1)*sha256.Size > int64(len(ix.digests)) || ix.Target && j < i || !bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], a.leaves.Digest(i)) {
+	if ix := a.seeds[k]; ix.Target && j < i || !ix.has(j, a.leaves.Digest(i)) {
 		return nowhere
 	}
 	return source{k, j}
 }
 
-// leftBehind looks for the blocks no seed has in place in the target t,
+// leftBehind looks for the blocks no seed has in place in the target,
 // where an interrupted install may have written them: one read per run
 // of them, several runs read at once, since each costs a seek and a
 // one-package update has about 130.
-func (a *assembler) leftBehind(from []source, t *seedIndex) {
-	target := slices.Index(a.seeds, t)
+func (a *assembler) leftBehind(from []source, target int) {
+	t := a.seeds[target]
 	var wg sync.WaitGroup
 	reads := make(chan struct{}, leftBehindReads)
 	n := int64(len(from))
@@ -865,7 +868,7 @@ func (a *assembler) lookup(i int64) source {
 		found := int64(-1)
 		ix.keys.find(d, func(j int64) bool {
 			// The target's blocks before i are overwritten by then.
-			if (!ix.Target || j >= i) && bytes.Equal(ix.digests[j*sha256.Size:(j+1)*sha256.Size], d) {
+			if (!ix.Target || j >= i) && ix.has(j, d) {
 				found = j
 			}
 			return found >= 0
@@ -1130,7 +1133,7 @@ func (a *assembler) check(u unit) chunk {
 	}
 	bad := a.bad(u.block, u.n, u.b)
 	a.s.reused.Add((u.n - int64(len(bad))) * a.bs)
-	if sd.Target && u.extent.from == u.extent.block {
+	if a.inPlaceExtent(u.extent) {
 		a.place(u.block, u.n, bad)
 	}
 	for _, c := range bad {
@@ -1145,6 +1148,12 @@ func (a *assembler) check(u unit) chunk {
 		copy(u.b[c*a.bs:], got)
 	}
 	return chunk{b: u.b, pooled: true}
+}
+
+// inPlaceExtent says whether e comes from where it goes: the target, at
+// the same blocks.
+func (a *assembler) inPlaceExtent(e extent) bool {
+	return e.seed >= 0 && a.seeds[e.seed].Target && e.from == e.block
 }
 
 // place records new blocks [i, i+n), but for those at the offsets bad, as

@@ -15,10 +15,10 @@ import (
 // bundle's last payload (rule 6), so it is read from Options.Bundle when
 // the source reads at random; a stream (stdin, a server without range
 // support) is spooled whole first. The UKI is read again when it is
-// written (from the file, or from the bytes delta.Source kept of the
-// read ahead: not fetched twice); both reads are checked against the manifest's sha256, which
-// the bundle's signature covers (bundle.Reader.PeekUKI, Next), so the
-// UKI written is the UKI checked.
+// written (from the file, or from the bytes the source kept of the read
+// ahead: not fetched twice); both reads are checked against the
+// manifest's sha256, which the bundle's signature covers
+// (bundle.Reader.PeekUKI, Next), so the UKI written is the UKI checked.
 func (in *installer) checkUKI() error {
 	if in.o.CheckUKI == nil {
 		return nil
