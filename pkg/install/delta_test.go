@@ -63,7 +63,8 @@ func TestDeltaPowerCut(t *testing.T) {
 // there, so the blocks that did not change are in place. They are neither
 // written nor read back; a block B's tree vouches for but whose data was
 // corrupted on disk is fetched and written, like the changed one, and the
-// slot is complete.
+// slot is complete. Cut after every write, the machine must boot and the
+// next install complete, as for any install (rule 6).
 func TestDeltaInPlace(t *testing.T) {
 	f := newFixture(t, true)
 	sb, err := verity.ReadSuperblock(bytes.NewReader(f.v1.tree))
@@ -96,6 +97,9 @@ func TestDeltaInPlace(t *testing.T) {
 	}
 	part, _ := m.partition(t, slot.B.RootLabel(), 0)
 	start := part.Start(512)
+	// Slot B as it is, for the power cuts below: an active slot that the
+	// machine may boot must be complete.
+	before := m.clone(t)
 	corruptAt(t, m.disk, start+5*bs+100)
 	written := map[int64]bool{}
 	m.written = func(off, n int64) {
@@ -117,6 +121,13 @@ func TestDeltaInPlace(t *testing.T) {
 	}
 	if bad := f.installed(t, m, v3); len(bad) > 0 {
 		t.Fatal(bad)
+	}
+
+	f.base = before
+	tried, failed := f.cutInstall(t, v3, powercut.Modes)
+	t.Logf("delta install in place: %d cut points tried, %d failed", tried, failed)
+	if failed > 0 || tried < 10 {
+		t.Errorf("delta install in place: %d of %d cut points failed", failed, tried)
 	}
 }
 
